@@ -1,0 +1,76 @@
+"""The one restorer interface ReFLModel drives (DESIGN.md §2).
+
+A restorer turns LQ faces into restored faces through a latent diffusion chain and exposes:
+
+* :meth:`Restorer.restore` — ``restore(lq, captions, grad_steps=N)`` returns a :class:`RestoreOutput`: the image
+  ``Î`` in [-1, 1], with the autograd graph kept over the last ``N`` denoiser calls only, plus the pairs
+  ``(c_k^θ, c_k^{θ₀})`` of trained-branch / frozen-reference outputs that the output-space ``L_reg`` needs;
+* :meth:`Restorer.trainable_parameters` — exactly the parameters the generator optimiser steps;
+* :meth:`Restorer.trained_state_dict` / :meth:`Restorer.load_trained_state_dict` — the trained part only (a
+  ControlNet, LoRA adapters), so checkpoints are MBs, not GBs.
+
+Adding a restorer is adding one ``*_arch.py`` file that subclasses :class:`Restorer`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass
+class RestoreOutput:
+    """What one restoration returns.
+
+    Attributes:
+        image: ``Î`` (B, 3, H, W) in [-1, 1]; differentiable w.r.t. the trained parameters through the last
+            ``grad_steps`` denoiser calls when restoring with gradient.
+        reg_pairs: ``[(c_k^θ, c_k^{θ₀}), ...]``: outputs of the trained branch and of its frozen initial copy for
+            the same inputs at the gradient step(s); ``RegLoss`` sums ``mean((c_k^θ − c_k^{θ₀})²)`` over them.
+        latent: the predicted clean latent ``ẑ_0`` (B, 4, h, w) before decoding.
+        stage1: an optional stage-1 (cleaned) image in [-1, 1], used for the wavelet colour fix and for logging.
+        info: scalars for the log (stop timestep, η, ...).
+    """
+
+    image: torch.Tensor
+    reg_pairs: List[Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    latent: Optional[torch.Tensor] = None
+    stage1: Optional[torch.Tensor] = None
+    info: Dict[str, float] = field(default_factory=dict)
+
+
+class Restorer(nn.Module):
+    """Base class of the diffusion restorers (DiffBIR, OSEDiff). Subclasses implement the four methods."""
+
+    #: human-readable name of the model family, used in logs
+    family: str = 'restorer'
+    #: True when the weights are tiny random ones (CPU demos and tests); logs say so
+    is_tiny: bool = False
+
+    def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
+                generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
+        """Restore ``lq`` (B, 3, H, W) in [0, 1]. ``grad_steps=0`` restores without gradient (inference)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The parameters the generator step updates (and nothing else)."""
+        raise NotImplementedError
+
+    def trained_state_dict(self) -> Dict[str, torch.Tensor]:
+        """State dict of the trained part only."""
+        raise NotImplementedError
+
+    def load_trained_state_dict(self, state: Dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load what :meth:`trained_state_dict` wrote."""
+        raise NotImplementedError
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Turn activation checkpointing on/off in the big modules (UNet, control branch, VAE decoder)."""
+
+    def forward(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
+        """Inference: the restored image in [0, 1] (so BasicSR's test pipeline can call ``net_g(lq)``)."""
+        with torch.no_grad():
+            out = self.restore(lq, captions, grad_steps=0)
+        return ((out.image + 1) / 2).clamp(0, 1)

@@ -1,0 +1,97 @@
+"""Option checking: fail at construction, with the accepted keys, and before training on missing weight files.
+
+BasicSR passes option dicts deep into code; a typo there fails late or silently. Every drward component calls
+:func:`check_keys` once in its constructor, and ``tools/train.py`` / ``tools/test.py`` call
+:func:`check_weights_before_run` so a run whose weight file is absent stops before anything is built.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+# Where the official files are published, by file name (DESIGN.md §3, §4).
+WEIGHT_SOURCES = {
+    'v2-1_512-ema-pruned.ckpt': 'https://huggingface.co/stabilityai/stable-diffusion-2-1-base',
+    'v1_face.pth': 'https://huggingface.co/lxq007/DiffBIR (DiffBIR v1 face model)',
+    'v2.pth': 'https://huggingface.co/lxq007/DiffBIR-v2',
+    'DiffBIR_v2.1.pt': 'https://huggingface.co/lxq007/DiffBIR-v2',
+    'face_swinir_v1.ckpt': 'https://huggingface.co/lxq007/DiffBIR (face stage-1 SwinIR)',
+    'HPS_v2_compressed.pt': 'https://huggingface.co/xswu/HPSv2',
+    'HPS_v2.1_compressed.pt': 'https://huggingface.co/xswu/HPSv2',
+    'FaceRewardModel.pth': 'https://github.com/01NeuralNinja/DiffusionReward (released FRM)',
+    'osediff.pkl': 'https://github.com/cswry/OSEDiff (preset/models)',
+    'osediff_face.pkl': 'https://github.com/01NeuralNinja/DiffusionReward (OSEDiff face weights)',
+    'vgg.pth': 'lpips package (its linear layers) + torchvision vgg16-397923af.pth in the torch hub cache',
+    'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth (put it in torch.hub.get_dir()/checkpoints)',
+}
+# Option keys that name weight files (any nesting level).
+WEIGHT_KEY_SUFFIXES = ('_ckpt', '_checkpoint', 'checkpoint', '_weights', 'pretrain_network_g', 'pretrain_network_frm')
+
+
+class OptionError(ValueError):
+    """An option file names a key that the component does not accept, or lacks a required one."""
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weight file named in the options is not on disk."""
+
+
+def check_keys(owner: str, opts: Mapping[str, Any], accepted: Iterable[str], required: Iterable[str] = ()) -> None:
+    """Raise :class:`OptionError` naming the unknown keys of ``opts`` and listing the accepted ones."""
+    accepted = set(accepted)
+    unknown = sorted(set(opts) - accepted - {'type'})
+    if unknown:
+        raise OptionError(f'{owner}: unknown option key(s) {unknown}; accepted keys: {sorted(accepted)}')
+    missing = sorted(k for k in required if k not in opts)
+    if missing:
+        raise OptionError(f'{owner}: missing required option key(s) {missing}; accepted keys: {sorted(accepted)}')
+
+
+def where_to_get(path: str) -> str:
+    """The published source of a weight file, by its file name."""
+    return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see README.md, section "Weights"')
+
+
+def missing_weight_message(path: str, key: str) -> str:
+    return f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}'
+
+
+def require_file(path: str, key: str) -> str:
+    """Return ``path`` if it exists, else raise :class:`MissingWeightsError` with the one-line message."""
+    if not os.path.exists(path):
+        raise MissingWeightsError(missing_weight_message(path, key))
+    return path
+
+
+def _weight_entries(node: Any, prefix: str = '') -> Iterable[tuple]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            name = f'{prefix}.{key}' if prefix else str(key)
+            if isinstance(value, str) and str(key).endswith(WEIGHT_KEY_SUFFIXES):
+                yield name, value
+            else:
+                yield from _weight_entries(value, name)
+
+
+def find_missing_weights(opt: Mapping[str, Any]) -> list:
+    """All ``(option key, path)`` whose weight file is absent. ``~`` / null values are skipped."""
+    return [(key, path) for key, path in _weight_entries(opt) if path and not os.path.exists(path)]
+
+
+def check_weights_before_run(argv: list) -> None:
+    """Parse ``-opt`` from the command line; print one line per missing weight file and exit(1) if any."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt', type=str)
+    args, _ = parser.parse_known_args(argv[1:])
+    if not args.opt or not os.path.exists(args.opt):
+        return  # BasicSR reports a missing option file itself
+    with open(args.opt) as f:
+        opt = yaml.safe_load(f)
+    missing = find_missing_weights(opt)
+    if missing:
+        for key, path in missing:
+            print(missing_weight_message(path, key))
+        raise SystemExit(1)

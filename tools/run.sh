@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One entry point that does all set-up: creates .venv/ in the repo root if missing (reuses it otherwise),
+# installs drward and its pinned stack, then runs the requested job.
+#   tools/run.sh demo   -> the tiny ReFL demo on the CPU (no downloads)
+#   tools/run.sh test   -> the test suite
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="$root/.venv"
+stamp="$venv/.drward-installed"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -r requirements.txt
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  touch "$stamp"
+fi
+py="$venv/bin/python"
+job="${1:-}"; shift || true
+case "$job" in
+  demo) exec "$py" tools/demo.py "$@" ;;
+  test) exec "$py" -m pytest -q tests "$@" ;;
+  *) echo "usage: tools/run.sh {demo|test} [extra args]" >&2; exit 2 ;;
+esac
