@@ -1,0 +1,220 @@
+"""Face Reward Model (FRM): HPS v2's open_clip CLIP, scoring a face against its caption.
+
+Paper §3 (DESIGN.md §1): with normalised embeddings ``e_I = f_img(I)/‖·‖`` and ``e_T = f_txt(T)/‖·‖``
+
+* reward (HPS v2's published score, what ``RewardLoss`` uses):   ``r = cos(e_I, e_T)``
+* preference score of image ``k`` of a pair (paper's ``s_k``):     ``s_k = cos(e_Ik, e_T) / τ``
+  where the paper's temperature ``τ = 1/exp(logit_scale)``; here ``s_k = exp(logit_scale)·cos``.
+
+The model is built from an open_clip config name (``ViT-H-14`` as HPS v2, or ``tiny`` for tests and CPU demos) with
+no hub access, then optionally loaded from a local HPS v2 / FRM checkpoint (weights under ``state_dict`` or a plain
+state dict). The tokenizer is open_clip's bundled BPE tokenizer (offline).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import ARCH_REGISTRY
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from torch import nn
+
+from drward.utils.options import check_keys, require_file
+
+#: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
+TINY_FRM_CONFIG: Dict = {
+    'embed_dim': 32,
+    'vision_cfg': {'image_size': 64, 'layers': 4, 'width': 64, 'head_width': 32, 'patch_size': 16},
+    'text_cfg': {'context_length': 77, 'vocab_size': 49408, 'width': 64, 'heads': 2, 'layers': 4},
+}
+
+#: Authors' trainable set (HPS v2 recipe): last 20 vision groups, last 11 text blocks (+ ln_final, projection).
+DEFAULT_UNLOCKED_IMAGE_GROUPS = 20
+DEFAULT_UNLOCKED_TEXT_LAYERS = 11
+
+
+def resolve_clip_config(model_name: str, model_cfg: Optional[Mapping] = None) -> Dict:
+    """The open_clip model config for ``model_name`` (``'tiny'`` → :data:`TINY_FRM_CONFIG`), or ``model_cfg``."""
+    if model_cfg is not None:
+        return copy.deepcopy(dict(model_cfg))
+    if model_name == 'tiny':
+        return copy.deepcopy(TINY_FRM_CONFIG)
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ValueError(f'FaceRewardModel: unknown open_clip model name {model_name!r}; '
+                         f'known: {open_clip.list_models()} or "tiny"')
+    return copy.deepcopy(cfg)
+
+
+def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Read an HPS v2 / FRM checkpoint: weights under ``state_dict`` (official files) or a plain state dict.
+
+    A ``module.`` prefix left by DistributedDataParallel is stripped.
+    """
+    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f'{path}: expected a state dict (optionally under "state_dict"), got {type(ckpt).__name__}')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+@ARCH_REGISTRY.register()
+class FaceRewardModel(nn.Module):
+    """HPS v2-style reward model for faces (paper: FRM).
+
+    Args:
+        model_name: open_clip config name (``'ViT-H-14'``, HPS v2's) or ``'tiny'``.
+        model_cfg: an explicit open_clip config dict (overrides ``model_name``).
+        checkpoint: local path of ``HPS_v2_compressed.pt`` / ``FaceRewardModel.pth`` / a plain state dict; ``None``
+            keeps random weights (only sensible with ``tiny``).
+        unlocked_image_groups: trainable vision groups from the end, through open_clip's ``lock_image_tower``.
+        unlocked_text_layers: trainable text transformer blocks from the end (the authors' count; ``ln_final``,
+            ``text_projection`` and ``logit_scale`` stay trainable too, as in HPS v2's open_clip).
+        gradient_checkpointing: activation checkpointing in both towers.
+    """
+
+    def __init__(self, model_name: str = 'ViT-H-14', model_cfg: Optional[Mapping] = None,
+                 checkpoint: Optional[str] = None, unlocked_image_groups: int = DEFAULT_UNLOCKED_IMAGE_GROUPS,
+                 unlocked_text_layers: int = DEFAULT_UNLOCKED_TEXT_LAYERS, gradient_checkpointing: bool = False,
+                 checkpoint_key: str = 'frm.checkpoint'):
+        super().__init__()
+        cfg = resolve_clip_config(model_name, model_cfg)
+        self.model_name = model_name if model_cfg is None else 'custom'
+        self.is_tiny = self.model_name == 'tiny'
+        self.clip = open_clip.CLIP(**cfg)
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=cfg['text_cfg'].get('context_length', 77))
+        self.image_size = int(self.clip.visual.image_size[0])
+        self.register_buffer('pixel_mean', torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer('pixel_std', torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
+        if checkpoint:
+            self.load_checkpoint(require_file(checkpoint, checkpoint_key))
+        elif not self.is_tiny:
+            get_root_logger().warning(f'FaceRewardModel {self.model_name}: no checkpoint given, weights are RANDOM')
+        self.lock(unlocked_image_groups, unlocked_text_layers)
+        self.clip.set_grad_checkpointing(gradient_checkpointing)
+        self.eval()
+
+    # ----------------------------------------------------------------------------------------------- weights
+    def load_checkpoint(self, path: str) -> None:
+        """Load an HPS v2 / FRM checkpoint (strict: a key mismatch raises, naming the keys)."""
+        state = load_clip_state_dict(path)
+        result = self.clip.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise RuntimeError(f'{path}: does not match the {self.model_name} CLIP: missing keys '
+                               f'{result.missing_keys[:8]}, unexpected keys {result.unexpected_keys[:8]}')
+        get_root_logger().info(f'FaceRewardModel: loaded {path}')
+
+    def lock(self, unlocked_image_groups: int, unlocked_text_layers: int) -> None:
+        """Freeze everything but the requested groups, with open_clip's own lock methods.
+
+        open_clip ≥ 3.1 counts ``text_projection`` as a group of its own and pairs ``ln_final`` with the last block,
+        so ``lock_text_tower(n + 1)`` leaves the last ``n`` blocks + ``ln_final`` + ``text_projection`` trainable:
+        the set HPS v2's (older) open_clip trained with ``n``. ``logit_scale`` is never locked.
+        """
+        self.clip.lock_image_tower(unlocked_groups=unlocked_image_groups)
+        self.clip.lock_text_tower(unlocked_layers=unlocked_text_layers + 1 if unlocked_text_layers else 0)
+        self.clip.logit_scale.requires_grad_(True)
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Build graphs that carry no gradient into the FRM (generator steps): ``∂L/∂Î`` only."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            yield self
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+
+    # ----------------------------------------------------------------------------------------------- encoders
+    def check_images(self, images: torch.Tensor) -> None:
+        if not torch.is_tensor(images) or images.ndim != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f'FaceRewardModel: images must be a (B, 3, H, W) tensor in [0, 1], got {shape}')
+        lo, hi = (float(v) for v in images.detach().aminmax())
+        if lo < -1e-3 or hi > 1 + 1e-3 or lo != lo or hi != hi:
+            raise ValueError(f'FaceRewardModel: images must lie in [0, 1], got values in [{lo:.3f}, {hi:.3f}]'
+                             ' (map [-1, 1] outputs with (x + 1) / 2 first)')
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """CLIP's eval transform, differentiable: bicubic resize of the short side + centre crop, normalise."""
+        self.check_images(images)
+        h, w = images.shape[-2:]
+        size = self.image_size
+        if (h, w) != (size, size):
+            scale = size / min(h, w)
+            new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+            images = F.interpolate(images, size=new_hw, mode='bicubic', align_corners=False, antialias=True)
+            top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+            images = images[..., top:top + size, left:left + size]
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def tokenize(self, captions: Sequence[str]) -> torch.Tensor:
+        if isinstance(captions, str) or not all(isinstance(c, str) for c in captions):
+            raise ValueError('FaceRewardModel: captions must be a sequence of strings, one per image')
+        return self.tokenizer(list(captions)).to(self.pixel_mean.device)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``e_I``: normalised image embeddings of images in [0, 1], any size."""
+        return self.clip.encode_image(self.preprocess(images), normalize=True)
+
+    def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
+        """``e_T``: normalised caption embeddings."""
+        return self.clip.encode_text(self.tokenize(captions), normalize=True)
+
+    # ----------------------------------------------------------------------------------------------- scores
+    @property
+    def logit_scale_exp(self) -> torch.Tensor:
+        """``exp(logit_scale) = 1/τ``, the paper's inverse temperature."""
+        return self.clip.logit_scale.exp()
+
+    def similarity(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        """``r = cos(e_I, e_T)`` per image (B,), HPS v2's score. ``images`` in [0, 1]."""
+        if len(captions) != images.shape[0]:
+            raise ValueError(f'FaceRewardModel: {images.shape[0]} images but {len(captions)} captions')
+        return (self.encode_images(images) * self.encode_text(captions)).sum(dim=-1)
+
+    def preference_logits(self, img_a: torch.Tensor, img_b: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        """The pair's two scores ``s_k = exp(logit_scale)·cos(e_Ik, e_T)`` as (B, 2) logits, ``[s_a, s_b]``."""
+        if img_a.shape != img_b.shape:
+            raise ValueError(f'FaceRewardModel: pair images differ in shape: {tuple(img_a.shape)} vs {tuple(img_b.shape)}')
+        e_img = self.encode_images(torch.cat([img_a, img_b])).view(2, img_a.shape[0], -1)
+        e_txt = self.encode_text(captions)
+        cos = (e_img * e_txt.unsqueeze(0)).sum(dim=-1).t()
+        return self.logit_scale_exp * cos
+
+    def forward(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
+        return self.similarity(images, captions)
+
+
+def build_frm(opt: Optional[Mapping]) -> FaceRewardModel:
+    """Build a FaceRewardModel from an option dict (keys = the constructor's arguments; ``type`` optional)."""
+    opt = dict(opt or {})
+    opt.pop('type', None)
+    accepted = {'model_name', 'model_cfg', 'checkpoint', 'unlocked_image_groups', 'unlocked_text_layers',
+                'gradient_checkpointing', 'checkpoint_key'}
+    check_keys('FaceRewardModel', opt, accepted)
+    return FaceRewardModel(**opt)
+
+
+def frm_state_dict(frm: FaceRewardModel) -> Dict[str, torch.Tensor]:
+    """The FRM's CLIP weights under ``state_dict``: the same layout as the official HPS v2 / FRM files."""
+    return {'state_dict': {k: v.detach().cpu() for k, v in frm.clip.state_dict().items()}}
+
+
+def save_frm(frm: FaceRewardModel, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(frm_state_dict(frm), path)
+
+
+__all__: List[str] = ['FaceRewardModel', 'TINY_FRM_CONFIG', 'build_frm', 'save_frm', 'load_clip_state_dict']

@@ -1,0 +1,46 @@
+"""A weighted sum of any registered losses, so one BasicSR loss slot (e.g. ``pixel_opt``) carries several.
+
+``L = loss_weight · Σ_i L_i(pred, target)`` where each ``L_i`` is built from its own option dict (``type`` plus its
+options, its ``loss_weight`` included). Example (BasicSR ``SRModel``)::
+
+    pixel_opt:
+      type: CompositeLoss
+      losses:
+        - {type: L1Loss, loss_weight: 1.0}
+        - {type: DWTLoss, loss_weight: 0.01, input_range: '[0,1]'}
+        - {type: RewardLoss, loss_weight: 0.005, input_range: '[0,1]', frm: {model_name: tiny}}
+
+The last call's terms (each weighted) are kept in ``last_terms`` for logging.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, Mapping, Sequence
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.utils.registry import LOSS_REGISTRY
+from torch import nn
+
+
+@LOSS_REGISTRY.register()
+class CompositeLoss(nn.Module):
+    def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean'):
+        super().__init__()
+        if not losses:
+            raise ValueError('CompositeLoss: `losses` must list at least one loss option dict')
+        self.loss_weight = loss_weight
+        self.names, parts = [], []
+        for i, opt in enumerate(losses):
+            if 'type' not in opt:
+                raise ValueError(f'CompositeLoss: losses[{i}] has no `type` (a registered loss name)')
+            name = opt['type']
+            self.names.append(name if name not in self.names else f'{name}_{i}')
+            parts.append(build_loss(copy.deepcopy(dict(opt))))
+        self.parts = nn.ModuleList(parts)
+        self.last_terms: Dict[str, torch.Tensor] = {}
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor = None, **kwargs) -> torch.Tensor:
+        terms = {name: part(pred, target, **kwargs) for name, part in zip(self.names, self.parts)}
+        self.last_terms = {name: value.detach() for name, value in terms.items()}
+        return self.loss_weight * sum(terms.values())
