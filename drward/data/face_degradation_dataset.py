@@ -1,0 +1,117 @@
+"""FaceDegradationDataset: HQ faces + captions → (LQ, GT, caption) with the paper's synthetic degradation.
+
+Each item is ``I_GT`` (the HQ face resized to ``gt_size²``), ``I_LQ = degrade(I_GT)`` (:mod:`drward.data.degrade`:
+blur k_σ, downsample r, noise δ, JPEG q, resize back; DESIGN.md §1) and the face's caption for the FRM's text side.
+
+Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_size_per_gpu`` are accepted too):
+
+* ``dataroot_gt``: folder of HQ faces, and/or ``meta_info_file``: a list of image paths (relative to
+  ``dataroot_gt`` when given, else to the meta file's folder);
+* ``gt_size`` (512): side of the square HQ face (centre-crop, then resize);
+* ``caption_file`` (optional, JSON or TSV) and ``fallback_caption``; per image, ``<stem>.txt`` beside it wins;
+* the degradation ranges of :class:`~drward.data.degrade.DegradationSettings` (paper defaults);
+* ``use_hflip``: random horizontal flip of the HQ face; ``seed``: when set, item ``i`` is the same every time
+  (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
+* ``io_backend``: only ``{type: disk}``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from drward.data import image_io
+from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
+from drward.data.demo_faces import ensure_demo_faces
+from drward.utils.options import check_keys
+
+DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
+# Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
+BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_worker_per_gpu', 'batch_size_per_gpu',
+                        'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
+                        'persistent_workers', 'io_backend')
+OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'seed', 'demo_faces')
+
+
+@DATASET_REGISTRY.register()
+class FaceDegradationDataset(data.Dataset):
+    """HQ face folder → ``{'lq', 'gt', 'caption', 'lq_path', 'gt_path'}`` with LQ made on the fly.
+
+    ``lq`` and ``gt`` are ``(3, gt_size, gt_size)`` float32 RGB in [0, 1]. ``lq_path`` equals ``gt_path`` (the LQ
+    is synthetic; BasicSR's validation names its outputs after ``lq_path``).
+    """
+
+    def __init__(self, opt: Mapping[str, Any]) -> None:
+        super().__init__()
+        check_keys('FaceDegradationDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS + DegradationSettings.option_keys())
+        backend = (opt.get('io_backend') or {}).get('type', 'disk')
+        if backend != 'disk':
+            raise ValueError(f'FaceDegradationDataset reads from disk only; io_backend type {backend!r} is unsupported')
+        self.gt_size = int(opt.get('gt_size', 512))
+        self.use_hflip = bool(opt.get('use_hflip', False))
+        self.seed: Optional[int] = opt.get('seed')
+        self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
+        self.settings = DegradationSettings.from_options(opt)
+        self.gt_paths = self._list_gt_paths(opt)
+        self.captions = self._resolve_captions(opt.get('caption_file'))
+
+    def _list_gt_paths(self, opt: Mapping[str, Any]) -> List[str]:
+        root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
+        if root is None and meta_file is None:
+            raise image_io.ImageListError('FaceDegradationDataset needs dataroot_gt (a folder) or meta_info_file')
+        if root is not None and opt.get('demo_faces', False) and not os.path.exists(root):
+            ensure_demo_faces(root, size=self.gt_size)
+            get_root_logger().info(f'FaceDegradationDataset: wrote the bundled demo faces to {root} '
+                                   '(real low-resolution photos for plumbing/demos; see drward/data/demo_faces.py)')
+        if meta_file is not None:
+            return image_io.read_meta_file(meta_file, root)
+        return image_io.list_images(root)
+
+    def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
+        """One caption per image: ``<stem>.txt`` beside it, else the caption file, else the fallback (counted)."""
+        mapping = image_io.read_caption_file(caption_file) if caption_file else {}
+        captions, fallbacks = [], 0
+        for path in self.gt_paths:
+            caption = image_io.caption_beside(path) or image_io.lookup_caption(path, mapping)
+            if caption is None:
+                caption, fallbacks = self.fallback_caption, fallbacks + 1
+            captions.append(caption)
+        self.fallback_count = fallbacks
+        if fallbacks:
+            get_root_logger().info(f'FaceDegradationDataset: {fallbacks} of {len(self.gt_paths)} images have no '
+                                   f'caption; using the fallback caption "{self.fallback_caption}"')
+        return captions
+
+    def __len__(self) -> int:
+        return len(self.gt_paths)
+
+    def item_seed(self, index: int) -> Optional[int]:
+        """The RNG seed of item ``index`` (None when unseeded): a hash of ``(seed, index)``."""
+        if self.seed is None:
+            return None
+        return int(np.random.SeedSequence([int(self.seed), index]).generate_state(1)[0])
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        gt_path = self.gt_paths[index]
+        img_gt = image_io.fit_square(image_io.read_image(gt_path), self.gt_size)
+        with seeded_global_rng(self.item_seed(index)):
+            if self.use_hflip and np.random.uniform() < 0.5:
+                img_gt = np.ascontiguousarray(img_gt[:, ::-1])
+            img_lq, _ = degrade(img_gt, self.settings)
+        return {
+            'lq': _bgr_to_tensor(img_lq),
+            'gt': _bgr_to_tensor(img_gt),
+            'caption': self.captions[index],
+            'lq_path': gt_path,
+            'gt_path': gt_path,
+        }
+
+
+def _bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` BGR float → ``(3, H, W)`` float32 RGB tensor."""
+    return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1), dtype=np.float32))
