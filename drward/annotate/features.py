@@ -1,0 +1,126 @@
+"""The 12-D pair feature: six quality metrics of image A, then the same six of image B, standardised.
+
+For pair ``i`` with metric values ``m(A_i), m(B_i) ∈ R^6`` the raw feature is ``x_i = [m(A_i), m(B_i)] ∈ R^12``.
+:class:`PairStandardiser` standardises it per metric, ``(m − μ_m)/σ_m``, with one ``(μ_m, σ_m)`` per metric
+fitted on every image of the labelled pairs it is fitted on (A and B pooled, so swapping A and B swaps the two
+halves of the standardised feature exactly). Missing values (``nan``: e.g. no face found) become 0 after
+standardisation, i.e. they are imputed with the fitted mean.
+
+:func:`compute_pair_metrics` computes the raw values with the metric cache (:mod:`drward.annotate.cache`) and a
+progress bar over images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from tqdm import tqdm
+
+from drward.annotate.cache import MetricCache, metric_key
+from drward.annotate.pairs import PreferencePair, resolve_path
+from drward.annotate.quality import QualityMetric
+from drward.data.image_io import read_image
+
+
+@lru_cache(maxsize=16)
+def load_rgb_uint8(path: str) -> np.ndarray:
+    """An image file as RGB uint8 ``(H, W, 3)`` (errors name the file: :func:`drward.data.image_io.read_image`)."""
+    bgr = read_image(path)
+    return np.clip(np.round(bgr[..., ::-1] * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclasses.dataclass
+class PairMetrics:
+    """Raw metric values of every pair: ``values_a[i, j]`` is metric ``names[j]`` of pair ``i``'s image A."""
+
+    names: List[str]
+    values_a: np.ndarray
+    values_b: np.ndarray
+
+    def features(self) -> np.ndarray:
+        """The raw ``(n, 2m)`` pair features ``[m(A), m(B)]`` (standardise with :class:`PairStandardiser`)."""
+        return pair_features(self.values_a, self.values_b)
+
+
+def pair_features(values_a: np.ndarray, values_b: np.ndarray) -> np.ndarray:
+    """``x = [m(A), m(B)]``: both images' metric values side by side, ``(n, m) × 2 → (n, 2m)``."""
+    values_a, values_b = np.asarray(values_a, float), np.asarray(values_b, float)
+    if values_a.shape != values_b.shape or values_a.ndim != 2:
+        raise ValueError(f'metric arrays must both be (n, m); got {values_a.shape} and {values_b.shape}')
+    return np.hstack([values_a, values_b])
+
+
+def swap_features(features: np.ndarray) -> np.ndarray:
+    """``[m(A), m(B)] → [m(B), m(A)]``: the feature of the same pair with A and B exchanged."""
+    half = features.shape[1] // 2
+    return np.hstack([features[:, half:], features[:, :half]])
+
+
+class PairStandardiser(BaseEstimator, TransformerMixin):
+    """Standardise ``[m(A), m(B)]`` per metric with A and B pooled; ``nan`` → 0 (the mean) after scaling."""
+
+    def fit(self, features: np.ndarray, labels: Optional[np.ndarray] = None) -> 'PairStandardiser':
+        features = np.asarray(features, float)
+        half = features.shape[1] // 2
+        pooled = np.vstack([features[:, :half], features[:, half:]])
+        counts = np.sum(~np.isnan(pooled), axis=0)
+        safe = np.where(np.isnan(pooled), 0.0, pooled)
+        self.mean_ = np.where(counts > 0, safe.sum(axis=0) / np.maximum(counts, 1), 0.0)
+        spread = np.where(np.isnan(pooled), 0.0, pooled - self.mean_)
+        std = np.sqrt((spread ** 2).sum(axis=0) / np.maximum(counts, 1))
+        self.scale_ = np.where(std > 1e-12, std, 1.0)
+        return self
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, float)
+        half = features.shape[1] // 2
+        mean, scale = np.tile(self.mean_, 2), np.tile(self.scale_, 2)
+        if features.shape[1] != 2 * half or half != len(self.mean_):
+            raise ValueError(f'expected {2 * len(self.mean_)} feature columns, got {features.shape[1]}')
+        return np.nan_to_num((features - mean) / scale, nan=0.0)
+
+
+def _image_jobs(pairs: Sequence[PreferencePair], base_dir: str) -> List[Tuple[str, str]]:
+    """Every distinct ``(image, reference)`` needed: the reference is the pair's, else the other image."""
+    jobs: Dict[Tuple[str, str], None] = {}
+    for pair in pairs:
+        image_a, image_b = resolve_path(pair.image_a, base_dir), resolve_path(pair.image_b, base_dir)
+        reference = resolve_path(pair.reference, base_dir)
+        jobs[(image_a, reference or image_b)] = None
+        jobs[(image_b, reference or image_a)] = None
+    return list(jobs)
+
+
+def _job_values(image: str, reference: str, metrics: Sequence[QualityMetric], cache: MetricCache) -> List[float]:
+    values = []
+    for metric in metrics:
+        ref = reference if metric.needs_reference else None
+        key = metric_key(image, metric.name, metric.version, ref)
+        values.append(cache.get_or_compute(
+            key, lambda m=metric, r=ref: m.compute(load_rgb_uint8(image), None if r is None else load_rgb_uint8(r))))
+    return values
+
+
+def compute_pair_metrics(pairs: Sequence[PreferencePair], metrics: Sequence[QualityMetric], cache: MetricCache,
+                         base_dir: str | os.PathLike = '.', progress: bool = True) -> PairMetrics:
+    """Metric values of both images of every pair, computed once per distinct image (and reference)."""
+    base_dir = os.fspath(base_dir)
+    values = {}
+    for image, reference in tqdm(_image_jobs(pairs, base_dir), desc='quality metrics', unit='image',
+                                 disable=not progress):
+        values[(image, reference)] = _job_values(image, reference, metrics, cache)
+    cache.flush()
+    load_rgb_uint8.cache_clear()  # a later call must see edited files
+    rows_a, rows_b = [], []
+    for pair in pairs:
+        image_a, image_b = resolve_path(pair.image_a, base_dir), resolve_path(pair.image_b, base_dir)
+        reference = resolve_path(pair.reference, base_dir)
+        rows_a.append(values[(image_a, reference or image_b)])
+        rows_b.append(values[(image_b, reference or image_a)])
+    shape = (len(pairs), len(metrics))
+    return PairMetrics([m.name for m in metrics], np.asarray(rows_a, float).reshape(shape),
+                       np.asarray(rows_b, float).reshape(shape))

@@ -1,0 +1,165 @@
+"""The preference-pairs file: one JSON object per line (JSONL), read and written here.
+
+Each line is one pair of images of the same face, and (when labelled) which one people prefer::
+
+    {"image_a": "faces/0001_a.png", "image_b": "faces/0001_b.png", "caption": "a photo of a young woman",
+     "label": 1.0, "source": "human", "confidence": 1.0}
+
+Fields
+    ``image_a``, ``image_b``  (required) image paths; relative paths are relative to the pairs file's folder.
+    ``caption``              the text the FRM scores the images against, **or**
+    ``caption_key``          a path to a ``.txt`` file holding the caption (relative like the images);
+                             with neither, readers use their fallback caption.
+    ``reference``            (optional) the pair's reference image (e.g. the ground truth or the LQ input);
+                             fidelity metrics (identity, landmarks) compare each image with it.
+    ``label``                P(A preferred) in [0, 1]: 1 = A preferred, 0 = B preferred, 0.5 = tie, any value
+                             between = a soft label; ``null`` or absent = unlabelled.
+    ``source``               ``"human"`` or ``"svm"``; required when ``label`` is set, absent otherwise.
+    ``confidence``           (optional) in [0, 1]: 1 for human labels, the SVM's probability of the label it
+                             chose for ``svm`` rows.
+
+Malformed lines raise :class:`PairsFormatError` naming the file and line number.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, List, Optional
+
+LABEL_SOURCES = ('human', 'svm')
+PAIR_FIELDS = ('image_a', 'image_b', 'caption', 'caption_key', 'reference', 'label', 'source', 'confidence')
+
+
+class PairsFormatError(ValueError):
+    """A pairs file line that does not follow the format above; the message names the file and line."""
+
+
+@dataclasses.dataclass
+class PreferencePair:
+    """One pair; ``label`` is P(image_a preferred) or ``None`` when unlabelled. Paths are kept as written."""
+
+    image_a: str
+    image_b: str
+    caption: Optional[str] = None
+    caption_key: Optional[str] = None
+    reference: Optional[str] = None
+    label: Optional[float] = None
+    source: Optional[str] = None
+    confidence: Optional[float] = None
+
+    @property
+    def is_labelled(self) -> bool:
+        return self.label is not None
+
+    @property
+    def is_human(self) -> bool:
+        return self.source == 'human' and self.label is not None
+
+    def to_json(self) -> dict:
+        """The JSON object of this pair, without the fields that are ``None``."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _check_unit_interval(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f'"{field}" must be a number in [0, 1], got {value!r}')
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f'"{field}" must be in [0, 1], got {value!r}')
+    return float(value)
+
+
+def _check_text(value: Any, field: str, required: bool) -> Optional[str]:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f'"{field}" must be a non-empty string, got {value!r}')
+    return value
+
+
+def pair_from_json(obj: Any) -> PreferencePair:
+    """Validate one decoded line; raise ``ValueError`` with what is wrong (without the location)."""
+    if not isinstance(obj, dict):
+        raise ValueError(f'expected a JSON object, got {type(obj).__name__}')
+    unknown = sorted(set(obj) - set(PAIR_FIELDS))
+    if unknown:
+        raise ValueError(f'unknown field(s) {unknown}; accepted fields: {list(PAIR_FIELDS)}')
+    pair = PreferencePair(
+        image_a=_check_text(obj.get('image_a'), 'image_a', required=True),
+        image_b=_check_text(obj.get('image_b'), 'image_b', required=True),
+        caption=_check_text(obj.get('caption'), 'caption', required=False),
+        caption_key=_check_text(obj.get('caption_key'), 'caption_key', required=False),
+        reference=_check_text(obj.get('reference'), 'reference', required=False),
+    )
+    if pair.caption is not None and pair.caption_key is not None:
+        raise ValueError('give "caption" or "caption_key", not both')
+    if obj.get('label') is not None:
+        pair.label = _check_unit_interval(obj['label'], 'label')
+        if obj.get('source') not in LABEL_SOURCES:
+            raise ValueError(f'a labelled pair needs "source" in {list(LABEL_SOURCES)}, got {obj.get("source")!r}')
+        pair.source = obj['source']
+    elif obj.get('source') is not None:
+        raise ValueError(f'"source" is {obj["source"]!r} but the pair has no "label"')
+    if obj.get('confidence') is not None:
+        pair.confidence = _check_unit_interval(obj['confidence'], 'confidence')
+    return pair
+
+
+def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
+    """Read and validate a pairs file. Blank lines and lines starting with ``#`` are skipped."""
+    pairs = []
+    with open(path, encoding='utf-8') as f:
+        for line_no, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text or text.startswith('#'):
+                continue
+            try:
+                pairs.append(pair_from_json(json.loads(text)))
+            except ValueError as err:  # json.JSONDecodeError is a ValueError
+                raise PairsFormatError(f'{path}, line {line_no}: {err}') from None
+    return pairs
+
+
+def write_pairs(path: str | os.PathLike, pairs: Iterable[PreferencePair]) -> int:
+    """Write ``pairs`` as JSONL (validating each), atomically; return the number of lines written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    count = 0
+    with open(tmp, 'w', encoding='utf-8') as f:
+        for index, pair in enumerate(pairs):
+            obj = pair.to_json()
+            try:
+                pair_from_json(obj)
+            except ValueError as err:
+                raise PairsFormatError(f'pair {index} to be written to {path}: {err}') from None
+            f.write(json.dumps(obj, ensure_ascii=False) + '\n')
+            count += 1
+    os.replace(tmp, path)
+    return count
+
+
+def resolve_path(path: Optional[str], base_dir: str | os.PathLike) -> Optional[str]:
+    """``path`` made absolute against ``base_dir`` (the pairs file's folder); ``None`` stays ``None``."""
+    if path is None:
+        return None
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(os.path.join(base_dir, expanded))
+
+
+def pair_caption(pair: PreferencePair, base_dir: str | os.PathLike, fallback: str) -> str:
+    """The pair's caption: ``caption``, else the text of the ``caption_key`` file, else ``fallback``."""
+    if pair.caption is not None:
+        return pair.caption
+    if pair.caption_key is not None:
+        caption_file = resolve_path(pair.caption_key, base_dir)
+        try:
+            with open(caption_file, encoding='utf-8') as f:
+                text = f.read().strip()
+        except OSError as err:
+            raise FileNotFoundError(f'caption file {caption_file} (caption_key of pair '
+                                    f'{pair.image_a} / {pair.image_b}) cannot be read: {err.strerror}') from None
+        return text or fallback
+    return fallback

@@ -1,0 +1,119 @@
+"""PreferencePairDataset: a pairs file (drward/annotate/pairs.py) → image pairs, caption and P(A preferred).
+
+Each item is ``{'img_a', 'img_b', 'caption', 'label', 'source', 'confidence', 'a_path', 'b_path'}``: the two images
+as ``(3, image_size, image_size)`` float32 RGB in [0, 1] (centre-crop, then resize, as FaceDegradationDataset
+does), the caption for the FRM's text side and ``label`` = P(image A preferred) as a float32 scalar tensor (the
+soft target of ``L_FRM = −Σ_j y_j log softmax([s_A, s_B])_j``, with ``y = [label, 1 − label]``).
+
+Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_size_per_gpu`` are accepted too):
+
+* ``pairs_file`` (required): the JSONL pairs file; rows without a label are skipped (and counted in the log);
+* ``image_root``: folder that relative image / caption paths start from (default: the pairs file's folder);
+* ``image_size`` (224): side of the square images;
+* ``sources`` (``[human, svm]``): which label sources to keep; ``min_confidence`` (0): drop rows whose
+  ``confidence`` is lower (a row without one counts as 1);
+* captions, per pair: ``caption``; else ``caption_key`` — looked up in ``caption_file`` (JSON or TSV, as in
+  FaceDegradationDataset) when one is given, else read as the path of a text file; else ``<stem of A>.txt``
+  beside image A; else ``fallback_caption``;
+* ``use_swap``: exchange A and B at random (label → 1 − label); ``use_hflip``: flip both images together;
+* ``io_backend``: only ``{type: disk}``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping
+
+import numpy as np
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data
+
+from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
+from drward.data import image_io
+from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION
+from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
+from drward.utils.options import OptionError, check_keys
+
+OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
+            'fallback_caption', 'use_swap')
+
+
+@DATASET_REGISTRY.register()
+class PreferencePairDataset(data.Dataset):
+    """Labelled preference pairs for FRM training; see the module docstring for items and options."""
+
+    def __init__(self, opt: Mapping[str, Any]) -> None:
+        super().__init__()
+        check_keys('PreferencePairDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS, required=('pairs_file',))
+        backend = (opt.get('io_backend') or {}).get('type', 'disk')
+        if backend != 'disk':
+            raise ValueError(f'PreferencePairDataset reads from disk only; io_backend type {backend!r} is unsupported')
+        self.pairs_file = opt['pairs_file']
+        if not os.path.isfile(self.pairs_file):
+            raise FileNotFoundError(f'pairs file {self.pairs_file} (option pairs_file) does not exist')
+        self.image_root = opt.get('image_root') or os.path.dirname(os.path.abspath(self.pairs_file))
+        self.image_size = int(opt.get('image_size', 224))
+        self.use_swap = bool(opt.get('use_swap', False))
+        self.use_hflip = bool(opt.get('use_hflip', False))
+        self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
+        self.pairs = self._select(read_pairs(self.pairs_file), opt)
+        self.captions = self._resolve_captions(opt.get('caption_file'))
+
+    def _select(self, pairs: List[PreferencePair], opt: Mapping[str, Any]) -> List[PreferencePair]:
+        sources = list(opt.get('sources', LABEL_SOURCES))
+        if not set(sources) <= set(LABEL_SOURCES):
+            raise OptionError(f'PreferencePairDataset: sources must be a subset of {list(LABEL_SOURCES)}, got {sources}')
+        min_confidence = float(opt.get('min_confidence', 0.0))
+        unlabelled = sum(1 for pair in pairs if not pair.is_labelled)
+        kept = [pair for pair in pairs if pair.is_labelled and pair.source in sources
+                and (1.0 if pair.confidence is None else pair.confidence) >= min_confidence]
+        if not kept:
+            raise ValueError(f'pairs file {self.pairs_file} has no labelled pairs with source in {sources} and '
+                             f'confidence >= {min_confidence} ({len(pairs)} rows, {unlabelled} unlabelled)')
+        get_root_logger().info(f'PreferencePairDataset: {len(kept)} of {len(pairs)} pairs from {self.pairs_file} '
+                               f'({unlabelled} unlabelled skipped)')
+        return kept
+
+    def _resolve_captions(self, caption_file: Any) -> List[str]:
+        mapping = image_io.read_caption_file(caption_file) if caption_file else None
+        captions = []
+        for pair in self.pairs:
+            if pair.caption is None and pair.caption_key is not None and mapping is not None:
+                caption = mapping.get(pair.caption_key) or self.fallback_caption
+            elif pair.caption is None and pair.caption_key is None:
+                beside = image_io.caption_beside(resolve_path(pair.image_a, self.image_root))
+                caption = beside or self.fallback_caption
+            else:
+                caption = pair_caption(pair, self.image_root, self.fallback_caption)
+            captions.append(caption)
+        fallbacks = sum(1 for caption in captions if caption == self.fallback_caption)
+        if fallbacks:
+            get_root_logger().info(f'PreferencePairDataset: {fallbacks} of {len(captions)} pairs have no caption; '
+                                   f'using the fallback caption "{self.fallback_caption}"')
+        return captions
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _image(self, path: str) -> np.ndarray:
+        return image_io.fit_square(image_io.read_image(resolve_path(path, self.image_root)), self.image_size)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        pair = self.pairs[index]
+        img_a, img_b, label = self._image(pair.image_a), self._image(pair.image_b), float(pair.label)
+        a_path, b_path = resolve_path(pair.image_a, self.image_root), resolve_path(pair.image_b, self.image_root)
+        if self.use_swap and np.random.uniform() < 0.5:
+            img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
+        if self.use_hflip and np.random.uniform() < 0.5:
+            img_a, img_b = img_a[:, ::-1], img_b[:, ::-1]
+        return {
+            'img_a': _bgr_to_tensor(img_a),
+            'img_b': _bgr_to_tensor(img_b),
+            'caption': self.captions[index],
+            'label': torch.tensor(label, dtype=torch.float32),
+            'source': pair.source,
+            'confidence': 1.0 if pair.confidence is None else pair.confidence,
+            'a_path': a_path,
+            'b_path': b_path,
+        }
