@@ -1,5 +1,8 @@
 """Shared pytest set-up: offline, deterministic, CPU."""
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))  # test helpers (toy_restorer, ...) import by name
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
@@ -14,3 +17,8 @@ import drward  # noqa: E402,F401  (registers everything once)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_configure(config):
+    for line in ('ignore::DeprecationWarning', 'ignore::UserWarning', 'ignore::FutureWarning'):
+        config.addinivalue_line('filterwarnings', line)

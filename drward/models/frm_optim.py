@@ -1,0 +1,60 @@
+"""The FRM's optimiser and one preference step, shared by ReFL's dynamic FRM update and FRM pre-training.
+
+HPS v2 / the authors' recipe (DESIGN.md §1): AdamW, weight decay only on ≥ 2-D weights (matrices, conv kernels,
+embeddings); biases, norm parameters and ``logit_scale`` get none; gradient-norm clip (1.0 in ReFL).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+from drward.losses.preference_loss import PreferenceLoss, pair_accuracy
+from drward.utils.options import check_keys
+
+FRM_OPTIM_KEYS = ('type', 'lr', 'betas', 'eps', 'weight_decay')
+
+
+def frm_param_groups(frm: nn.Module, weight_decay: float) -> List[Dict]:
+    """Trainable parameters split into ``ndim ≥ 2`` (decayed) and the rest (biases, norms, logit_scale: no decay)."""
+    decay, no_decay = [], []
+    for name, p in frm.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and 'logit_scale' not in name else no_decay).append(p)
+    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+
+
+def build_frm_optimizer(frm: nn.Module, opt: Optional[Mapping]) -> torch.optim.Optimizer:
+    """AdamW over :func:`frm_param_groups`; options ``lr``, ``betas``, ``eps``, ``weight_decay``."""
+    opt = dict(opt or {})
+    check_keys('FRM optimiser', opt, FRM_OPTIM_KEYS)
+    if opt.pop('type', 'AdamW') != 'AdamW':
+        raise ValueError('FRM optimiser: only AdamW is supported (the authors\' and HPS v2\'s choice)')
+    groups = frm_param_groups(frm, float(opt.pop('weight_decay', 0.35)))
+    return torch.optim.AdamW(groups, lr=float(opt.get('lr', 2e-6)), betas=tuple(opt.get('betas', (0.9, 0.999))),
+                             eps=float(opt.get('eps', 1e-8)))
+
+
+def preference_step(frm, optimizer: torch.optim.Optimizer, loss_fn: PreferenceLoss, img_a: torch.Tensor,
+                    img_b: torch.Tensor, captions, labels: torch.Tensor, grad_clip: Optional[float] = 1.0,
+                    step: bool = True) -> Dict[str, float]:
+    """One FRM step on pairs: ``L_FRM(frm.preference_logits(a, b, T), y)``, backward, clip, AdamW step.
+
+    Returns the loss and the pair accuracy measured on the logits *before* the step.
+    """
+    logits = frm.preference_logits(img_a, img_b, captions)
+    loss = loss_fn(logits, labels)
+    if not torch.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        return {'l_frm': float('nan'), 'frm_acc': float(pair_accuracy(logits.detach(), labels)), 'frm_skipped': 1.0}
+    loss.backward()
+    grad_norm = 0.0
+    if grad_clip:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(frm.trainable_parameters()), grad_clip))
+    if step:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return {'l_frm': float(loss.detach()), 'frm_acc': float(pair_accuracy(logits.detach(), labels)),
+            'frm_grad_norm': grad_norm}

@@ -1,0 +1,238 @@
+"""ReFLModel: DiffusionReward's reward feedback learning as a BasicSR model (DESIGN.md §1, paper §3).
+
+One iteration (= one generator step, over ``grad_accum`` micro-batches of the loaded batch):
+
+1. ``Î = restorer.restore(I_LQ, T, grad_steps=N)``: the DDIM chain without gradient up to a stop step among the last
+   M, then N gradient-enabled denoiser call(s), ``ẑ_0`` decoded;
+2. ``L = λ_reg·L_reg + λ_dwt·L_DWT + λ_reward·L_reward + λ_lpips·L_LPIPS`` (official weights 1e-4, 0.01, 0.005,
+   0.01 — each loss's ``loss_weight``), backpropagated into the restorer's trained parameters only;
+3. AdamW step of the restorer (lr 5e-5, weight decay 0.01);
+4. every ``n`` iterations (n = 10), the dynamic FRM update: pairs ``(Î.detach(), I_GT)`` with the GT's caption, GT
+   preferred, ``0.1·Σ_b CE`` (PreferenceLoss, sum), its own AdamW (lr 2e-6, decoupled weight decay 0.35 on ≥2-D
+   weights), gradient-norm clip 1.0.
+
+ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
+Checkpoints hold only the restorer's trained part (``net_g_<iter>.pth``) and the FRM (``net_frm_<iter>.pth``, the
+official ``state_dict`` layout, loadable by ``RewardLoss``); training states hold both optimisers, so BasicSR's
+``--auto_resume`` resumes both.
+"""
+from __future__ import annotations
+
+import math
+import os
+import os.path as osp
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Dict, List, Optional
+
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from drward.archs.frm_arch import frm_state_dict, load_clip_state_dict
+from drward.archs.restorer import Restorer, RestoreOutput
+from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.models.validation import RestorationValidator
+from drward.utils.options import check_keys
+
+TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_steps', 'grad_clip_g', 'mixed_precision',
+              'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt', 'frm_update')
+FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
+#: The generator loss terms, in the order they are logged, with the loss option that builds each.
+TERMS = (('l_reg', 'reg_opt'), ('l_dwt', 'dwt_opt'), ('l_reward', 'reward_opt'), ('l_lpips', 'lpips_opt'))
+
+
+def _split(batch_size: int, accum: int) -> List[slice]:
+    """Micro-batch slices: ``accum`` chunks of (nearly) equal size covering the batch."""
+    size = math.ceil(batch_size / accum)
+    return [slice(i, min(i + size, batch_size)) for i in range(0, batch_size, size)]
+
+
+@MODEL_REGISTRY.register()
+class ReFLModel(BaseModel):
+    """BasicSR model for DiffusionReward ReFL. See the module docstring for one iteration."""
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = build_network(opt['network_g'])
+        if not isinstance(self.net_g, Restorer):
+            raise TypeError(f"ReFLModel: network_g type {opt['network_g'].get('type')} is not a drward Restorer")
+        self.net_g = self.net_g.to(self.device)
+        self.frm = None
+        load_path = opt['path'].get('pretrain_network_g')
+        if load_path:
+            self.load_trained(load_path)
+        if getattr(self.net_g, 'is_tiny', False):
+            get_root_logger().warning('ReFLModel: network_g uses TINY random models (plumbing demo, not results)')
+        self.validator = RestorationValidator(self)
+        if self.is_train:
+            self.init_training_settings()
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def init_training_settings(self) -> None:
+        train_opt = self.opt['train']
+        check_keys('ReFLModel train', train_opt, TRAIN_KEYS, required=('reward_opt',))
+        self.net_g.train()
+        self.grad_accum = int(train_opt.get('grad_accum', 4))
+        self.grad_steps = int(train_opt.get('grad_steps', 1))
+        self.grad_clip_g = train_opt.get('grad_clip_g')
+        self.autocast_dtype = {'no': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
+            train_opt.get('mixed_precision', 'no')]
+        self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
+                         for term, key in TERMS}
+        self.frm = self.criteria['l_reward'].frm
+        if getattr(self.frm, 'is_tiny', False):
+            get_root_logger().warning('ReFLModel: the FRM is a TINY random model (plumbing demo, not results)')
+        self._resume_frm()
+        if train_opt.get('gradient_checkpointing', False):
+            self.net_g.set_gradient_checkpointing(True)
+            self.frm.clip.set_grad_checkpointing(True)
+        optim_g = dict(train_opt.get('optim_g') or {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01})
+        self.optimizer_g = self.get_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()),
+                                              **optim_g)
+        self.optimizers.append(self.optimizer_g)
+        self._init_frm_update(dict(train_opt.get('frm_update') or {}))
+        if train_opt.get('scheduler'):
+            self.setup_schedulers()
+        self.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
+        self.log_dict: Dict[str, float] = OrderedDict()
+        self.skipped_steps = 0
+
+    def _init_frm_update(self, frm_opt: Dict) -> None:
+        check_keys('ReFLModel train.frm_update', frm_opt, FRM_UPDATE_KEYS)
+        self.frm_every = int(frm_opt.get('every', 10)) if frm_opt.get('enabled', True) else 0
+        self.frm_grad_clip = frm_opt.get('grad_clip', 1.0)
+        self.cri_frm = build_loss({'type': 'PreferenceLoss', 'loss_weight': frm_opt.get('loss_weight', 0.1),
+                                   'reduction': frm_opt.get('reduction', 'sum')})
+        self.optimizer_frm = build_frm_optimizer(self.frm, frm_opt.get('optim') or {
+            'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35})
+        self.optimizers.append(self.optimizer_frm)
+        self.frm_updates = 0
+
+    def _resume_frm(self) -> None:
+        """On resume, the FRM saved beside ``net_g_<iter>.pth`` replaces the one built from the options."""
+        state_path = self.opt['path'].get('resume_state')
+        if not state_path:
+            return
+        it = osp.splitext(osp.basename(state_path))[0]
+        path = osp.join(self.opt['path']['models'], f'net_frm_{it}.pth')
+        if not osp.exists(path):
+            raise FileNotFoundError(f'ReFLModel: resuming from {state_path} but the FRM checkpoint {path} is missing')
+        self.frm.clip.load_state_dict(load_clip_state_dict(path))
+        get_root_logger().info(f'ReFLModel: resumed the FRM from {path}')
+
+    # ------------------------------------------------------------------------------------------------ data
+    def feed_data(self, data: Dict) -> None:
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+        captions = data.get('caption')
+        self.captions = list(captions) if captions is not None else None
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def generator_terms(self, out: RestoreOutput, gt: torch.Tensor, captions: Optional[List[str]]) -> Dict:
+        """The weighted terms of ``L`` for one micro-batch (each loss carries its own ``loss_weight``)."""
+        gt_signed = gt * 2 - 1
+        terms = OrderedDict()
+        if self.criteria['l_reg'] is not None:
+            terms['l_reg'] = self.criteria['l_reg'](out.reg_pairs)
+        if self.criteria['l_dwt'] is not None:
+            terms['l_dwt'] = self.criteria['l_dwt'](out.image, gt_signed)
+        terms['l_reward'] = self.criteria['l_reward'](out.image, captions=captions)
+        if self.criteria['l_lpips'] is not None:
+            terms['l_lpips'] = self.criteria['l_lpips'](out.image, gt_signed)
+        return terms
+
+    # ------------------------------------------------------------------------------------------------ one step
+    def optimize_parameters(self, current_iter: int) -> None:
+        chunks = _split(self.lq.shape[0], self.grad_accum)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        log: Dict[str, float] = OrderedDict()
+        restored = []
+        for chunk in chunks:
+            captions = self.captions[chunk] if self.captions is not None else None
+            with self._autocast():
+                out = self.net_g.restore(self.lq[chunk], captions, grad_steps=self.grad_steps,
+                                         generator=self.generator)
+                terms = self.generator_terms(out, self.gt[chunk], captions)
+                total = sum(terms.values())
+            if not torch.isfinite(total):
+                self._skip_step(current_iter, terms)
+                return
+            (total / len(chunks)).backward()
+            for name, value in list(terms.items()) + [('l_total', total)]:
+                log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
+            log['reward_restored'] = log.get('reward_restored', 0.0) + float(
+                self.criteria['l_reward'].last_reward.mean()) / len(chunks)
+            restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
+            for key, value in out.info.items():
+                log[key] = float(value)
+        if self.grad_clip_g:
+            log['grad_norm_g'] = float(torch.nn.utils.clip_grad_norm_(self.optimizer_g.param_groups[0]['params'],
+                                                                    self.grad_clip_g))
+        self.optimizer_g.step()
+        self.optimizer_g.zero_grad(set_to_none=True)
+        restored = torch.cat(restored)
+        with torch.no_grad(), self._autocast():
+            log['reward_gt'] = float(self.frm.similarity(self.gt, self._captions(len(restored))).float().mean())
+        if self.frm_every and current_iter % self.frm_every == 0:
+            log.update(self.update_frm(restored, self.gt))
+        self.log_dict = log
+
+    def _captions(self, n: int) -> List[str]:
+        return self.criteria['l_reward'].captions_for(n, self.captions)
+
+    def _skip_step(self, current_iter: int, terms: Dict) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        get_root_logger().warning(f'ReFLModel: non-finite loss at iter {current_iter} {values}; step skipped '
+                                  f'({self.skipped_steps} skipped so far)')
+        self.log_dict = OrderedDict(skipped_steps=float(self.skipped_steps))
+
+    def update_frm(self, restored: torch.Tensor, gt: torch.Tensor) -> Dict[str, float]:
+        """Dynamic FRM update: pairs (Î, I_GT), the GT's caption, GT preferred (label 1 = second image)."""
+        labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
+        with self._autocast():
+            stats = preference_step(self.frm, self.optimizer_frm, self.cri_frm, restored, gt,
+                                    self._captions(restored.shape[0]), labels, grad_clip=self.frm_grad_clip)
+        self.frm_updates += 1
+        stats['frm_updates'] = float(self.frm_updates)
+        return stats
+
+    def get_current_log(self) -> Dict[str, float]:
+        return self.log_dict
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self.validator.run(dataloader, current_iter, tb_logger, save_img)
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.validator.run(dataloader, current_iter, tb_logger, save_img)
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def _model_path(self, label: str, current_iter: int) -> str:
+        it = 'latest' if current_iter == -1 else current_iter
+        return osp.join(self.opt['path']['models'], f'net_{label}_{it}.pth')
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Write the restorer's trained part, the FRM, and (BasicSR) both optimisers' training state."""
+        os.makedirs(self.opt['path']['models'], exist_ok=True)
+        trained = {k: v.detach().cpu() for k, v in self.net_g.trained_state_dict().items()}
+        torch.save({'params': trained}, self._model_path('g', current_iter))
+        if self.frm is not None:
+            torch.save(frm_state_dict(self.frm), self._model_path('frm', current_iter))
+        self.save_training_state(epoch, current_iter)
+
+    def load_trained(self, path: str) -> None:
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        self.net_g.load_trained_state_dict(state.get('params', state))
+        get_root_logger().info(f'ReFLModel: loaded the trained part of network_g from {path}')

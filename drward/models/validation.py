@@ -1,0 +1,80 @@
+"""Validation of a restorer inside training: LQ | restored | GT grids, BasicSR metrics, and the FRM's rewards.
+
+Used by :class:`~drward.models.refl_model.ReFLModel` (and any model holding ``net_g`` as a drward Restorer).
+Metrics come from the option file's ``val.metrics`` (BasicSR's METRIC_REGISTRY, drward's face metrics included);
+``reward_restored`` / ``reward_gt`` (mean FRM cosine) are added whenever the model holds an FRM.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+from collections import OrderedDict
+from copy import deepcopy
+from typing import Dict
+
+import torch
+from basicsr.metrics import calculate_metric
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+
+
+class RestorationValidator:
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def _restore(self, seed: int) -> torch.Tensor:
+        m = self.model
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            out = m.net_g.restore(m.lq, m.captions, grad_steps=0, generator=generator)
+        return ((out.image.float() + 1) / 2).clamp(0, 1)
+
+    def _save_grid(self, dataset: str, name: str, current_iter: int, restored: torch.Tensor) -> None:
+        m = self.model
+        panels = [m.lq, restored] + ([m.gt] if m.gt is not None else [])
+        grid = torch.cat([p.detach().float().cpu() for p in panels], dim=-1)  # LQ | restored | GT side by side
+        folder = osp.join(m.opt['path']['visualization'], dataset)
+        os.makedirs(folder, exist_ok=True)
+        imwrite(tensor2img(list(grid), rgb2bgr=True), osp.join(folder, f'{name}_{current_iter}.png'))
+
+    def run(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> Dict[str, float]:
+        m = self.model
+        val_opt = m.opt.get('val') or {}
+        dataset = dataloader.dataset.opt['name']
+        metric_opts = deepcopy(val_opt.get('metrics') or {})
+        sums: Dict[str, float] = OrderedDict((name, 0.0) for name in metric_opts)
+        count = 0
+        was_training = m.net_g.training
+        m.net_g.eval()
+        for idx, data in enumerate(dataloader):
+            m.feed_data(data)
+            restored = self._restore(int(val_opt.get('seed', 0)) + idx)
+            stem = osp.splitext(osp.basename(data['lq_path'][0]))[0] if 'lq_path' in data else f'{idx:04d}'
+            if save_img:
+                self._save_grid(dataset, stem, current_iter, restored)
+            for b in range(restored.shape[0]):
+                if m.gt is not None:
+                    pair = {'img': tensor2img(restored[b]), 'img2': tensor2img(m.gt[b])}
+                    for name, opt_ in metric_opts.items():
+                        sums[name] += float(calculate_metric(pair, opt_))
+                count += 1
+            if m.frm is not None:
+                with torch.no_grad():
+                    captions = m.criteria['l_reward'].captions_for(restored.shape[0], m.captions)
+                    sums['reward_restored'] = sums.get('reward_restored', 0.0) + float(
+                        m.frm.similarity(restored, captions).sum())
+                    if m.gt is not None:
+                        sums['reward_gt'] = sums.get('reward_gt', 0.0) + float(m.frm.similarity(m.gt, captions).sum())
+        if was_training:
+            m.net_g.train()
+        results = OrderedDict((k, v / max(count, 1)) for k, v in sums.items())
+        self._log(dataset, current_iter, results, tb_logger)
+        return results
+
+    @staticmethod
+    def _log(dataset: str, current_iter: int, results: Dict[str, float], tb_logger) -> None:
+        message = f'Validation {dataset}, iter {current_iter}: ' + ', '.join(
+            f'{k}: {v:.4f}' for k, v in results.items())
+        get_root_logger().info(message)
+        if tb_logger:
+            for k, v in results.items():
+                tb_logger.add_scalar(f'metrics/{dataset}/{k}', v, current_iter)
