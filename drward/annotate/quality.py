@@ -11,14 +11,15 @@ name                        better  what it measures
 ``sharpness``               higher  log(1 + variance of the Laplacian) of the grey image: blur, downsampling
 ``noise_sigma``             lower   Immerkær's noise standard deviation estimate: additive noise
 ``blockiness``              lower   JPEG blocking: mean jump across 8-px block edges / mean jump elsewhere
-``identity_similarity``     higher  cosine of dlib's 128-D face descriptors, image vs. reference
-``landmark_distance``       lower   distance of dlib's 68 landmarks, image vs. reference
+``identity_similarity``     higher  cosine of the face identity embeddings (dlib 128-D), image vs. reference
+``landmark_distance``       lower   mean distance of the 68 face landmarks (LMD), image vs. reference
 ==========================  ======  =====================================================================
 
 The two fidelity metrics compare an image with the pair's ``reference`` image, or with the other image of the
 pair when there is none (then both images get the same value). They come from
-:mod:`drward.metrics.face_models` (dlib-bin + face-recognition-models; no download at run time). A face that is
-not found gives ``nan``, which the pair feature imputes with the fitted mean (:mod:`drward.annotate.features`).
+:mod:`drward.metrics.face_models` — dlib-bin + face-recognition-models by default (no download at run time),
+facexlib's ArcFace/FAN with local weights as an option (:class:`FaceModelOptions`). A face that is not found gives
+``nan``, which the pair feature imputes with the fitted mean (:mod:`drward.annotate.features`).
 
 Also registered: ``colourfulness`` (Hasler–Süsstrunk), ``hf_energy`` (log share of spectral power above a
 quarter of the sampling rate) and any pyiqa metric as ``pyiqa:<name>`` (e.g. ``pyiqa:musiq``,
@@ -115,32 +116,53 @@ def hf_energy(image: np.ndarray, reference: Optional[np.ndarray] = None) -> floa
     return float(np.log10(high / (power.sum() + 1e-12) + 1e-12))
 
 
-def _face_models():
+@dataclasses.dataclass(frozen=True)
+class FaceModelOptions:
+    """Which face models the fidelity metrics use (:func:`drward.metrics.face_models.build_face_models`)."""
+
+    backend: str = 'dlib'
+    face_box: str = 'detect'
+    weights_dir: Optional[str] = None
+
+
+def _face_models(options: FaceModelOptions):
     try:
         from drward.metrics import face_models
     except ImportError as err:
         raise ImportError(f'the identity/landmark metrics need drward.metrics.face_models and dlib '
                           f'(pip install dlib-bin face-recognition-models): {err}; '
                           f'or choose the metric set "no_face"') from None
-    return face_models
+    return face_models, face_models.build_face_models(options.backend, options.weights_dir, options.face_box)
 
 
-def identity_similarity(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-    """Cosine similarity of the dlib face descriptors of ``image`` and ``reference``; nan if a face is missing."""
-    face_models = _face_models()
-    emb_image, emb_ref = face_models.identity_embedding(image), face_models.identity_embedding(reference)
-    if emb_image is None or emb_ref is None:
-        return float('nan')
-    return float(face_models.identity_similarity(emb_image, emb_ref))
+def identity_similarity_metric(options: FaceModelOptions) -> QualityMetric:
+    """``cos(e_I, e_ref)`` of the face identity embeddings of image and reference; nan if a face is missing."""
+    face_models, models = _face_models(options)
+
+    def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
+        emb_image, emb_ref = models.identity_embedding(image), models.identity_embedding(reference)
+        if emb_image is None or emb_ref is None:
+            return float('nan')
+        return face_models.identity_similarity(emb_image, emb_ref)
+
+    return QualityMetric('identity_similarity', True, True, compute, version=f'1:{models.backend}')
 
 
-def landmark_distance(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-    """Distance between the 68 dlib landmarks of ``image`` and ``reference`` (LMD); nan if a face is missing."""
-    face_models = _face_models()
-    marks_image, marks_ref = face_models.landmarks_68(image), face_models.landmarks_68(reference)
-    if marks_image is None or marks_ref is None:
-        return float('nan')
-    return float(face_models.landmark_distance(marks_image, marks_ref))
+def landmark_distance_metric(options: FaceModelOptions) -> QualityMetric:
+    """LMD ``(1/68) Σ_k ‖p_k^I − p_k^ref‖₂`` between the 68 landmarks of image and reference; nan if none found."""
+    face_models, models = _face_models(options)
+
+    def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
+        marks_image, marks_ref = models.landmarks_68(image), models.landmarks_68(reference)
+        if marks_image is None or marks_ref is None:
+            return float('nan')
+        return face_models.landmark_distance(marks_image, marks_ref)
+
+    return QualityMetric('landmark_distance', False, True, compute, version=f'1:{models.backend}')
+
+
+FACE_METRIC_BUILDERS = {'identity_similarity': identity_similarity_metric,
+                        'landmark_distance': landmark_distance_metric}
 
 
 _BUILTIN = {
@@ -150,8 +172,6 @@ _BUILTIN = {
     'blockiness': QualityMetric('blockiness', False, False, blockiness),
     'colourfulness': QualityMetric('colourfulness', True, False, colourfulness),
     'hf_energy': QualityMetric('hf_energy', True, False, hf_energy),
-    'identity_similarity': QualityMetric('identity_similarity', True, True, identity_similarity),
-    'landmark_distance': QualityMetric('landmark_distance', False, True, landmark_distance),
 }
 
 
@@ -161,7 +181,7 @@ def register_metric(metric: QualityMetric) -> None:
 
 
 def registered_metric_names() -> List[str]:
-    return sorted(_BUILTIN) + [f'{PYIQA_PREFIX}<name>']
+    return sorted(set(_BUILTIN) | set(FACE_METRIC_BUILDERS)) + [f'{PYIQA_PREFIX}<name>']
 
 
 def _pyiqa_metric(name: str, weight_path: Optional[str]) -> QualityMetric:
@@ -195,8 +215,10 @@ def expand_metric_names(names: Sequence[str] | str) -> List[str]:
     return names
 
 
-def build_metrics(names: Sequence[str] | str, weights: Optional[Mapping[str, str]] = None) -> List[QualityMetric]:
-    """Build the metrics named (preset or list); ``weights`` maps a learned metric's name to its local file."""
+def build_metrics(names: Sequence[str] | str, weights: Optional[Mapping[str, str]] = None,
+                  face: Optional[FaceModelOptions] = None) -> List[QualityMetric]:
+    """Build the metrics named (preset or list); ``weights`` maps a learned metric's name to its local file;
+    ``face`` chooses the face models of the fidelity metrics (dlib with detection by default)."""
     weights = dict(weights or {})
     names = expand_metric_names(names)
     unused = sorted(set(weights) - set(names))
@@ -208,6 +230,8 @@ def build_metrics(names: Sequence[str] | str, weights: Optional[Mapping[str, str
             metrics.append(_pyiqa_metric(name, weights.get(name)))
         elif name in _BUILTIN:
             metrics.append(_BUILTIN[name])
+        elif name in FACE_METRIC_BUILDERS:
+            metrics.append(FACE_METRIC_BUILDERS[name](face or FaceModelOptions()))
         else:
             raise OptionError(f'unknown quality metric {name!r}; registered: {registered_metric_names()}; '
                               f'presets: {sorted(METRIC_SETS)}')
