@@ -1,0 +1,161 @@
+"""What every Stable-Diffusion-based restorer shares: the UNet, the VAE and the text tower of SD 2.1-base.
+
+Architectures are written in the LDM terms of the public releases (DiffBIR's ``configs/inference/cldm.yaml``:
+``unet_cfg``, ``vae_cfg.ddconfig``, ``clip_cfg.text_cfg``) and turned into diffusers configs by diffusers' own
+``create_*_diffusers_config_from_ldm``, so a tiny test model and the real one go through the same code. Nothing here
+touches a model hub; weights come from :mod:`drward.weights`.
+
+* latent encode ``c = E(x).mode() · s`` and decode ``D(z / s)`` with the latent scale ``s = 0.18215``;
+* the text context: open_clip's ViT-H-14 text tower read at the **penultimate** layer (SD 2.x, DiffBIR's
+  ``FrozenOpenCLIPEmbedder(layer='penultimate')``): ``context = ln_final(h_{L−1})``, where ``h_l`` is the residual
+  stream after block ``l`` of ``L``; the tower holds only the ``L − 1`` blocks it runs;
+* the empty-prompt context, computed once and cached (restorers feed SD an empty prompt, DESIGN.md "Captions").
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
+                                                 create_vae_diffusers_config_from_ldm)
+from open_clip.tokenizer import SimpleTokenizer
+from open_clip.transformer import LayerNorm, Transformer
+from torch import nn
+
+LATENT_SCALE = 0.18215
+
+# SD 2.1-base as DiffBIR builds it (configs/inference/cldm.yaml: unet_cfg, vae_cfg.ddconfig, clip_cfg.text_cfg).
+SD21_LDM_UNET = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+                     num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
+                     use_linear_in_transformer=True, transformer_depth=1, context_dim=1024, legacy=False)
+SD21_LDM_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
+                    num_res_blocks=2, attn_resolutions=[], dropout=0.0)
+VIT_H_14_TEXT = dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=24)
+
+
+@dataclass(frozen=True)
+class SDConfig:
+    """One Stable Diffusion architecture, in LDM terms. ``unet``: LDM ``unet_config.params``; ``vae``: LDM
+    ``ddconfig``; ``text``: open_clip ``text_cfg`` (``context_length, vocab_size, width, heads, layers``)."""
+
+    unet: Mapping = field(default_factory=lambda: dict(SD21_LDM_UNET))
+    vae: Mapping = field(default_factory=lambda: dict(SD21_LDM_VAE))
+    text: Mapping = field(default_factory=lambda: dict(VIT_H_14_TEXT))
+    latent_scale: float = LATENT_SCALE
+    name: str = 'sd2.1-base'
+
+    def _ldm_config(self) -> dict:
+        return {'model': {'params': {'unet_config': {'params': dict(self.unet)},
+                                     'first_stage_config': {'params': {'embed_dim': self.vae['z_channels'],
+                                                                       'ddconfig': dict(self.vae)}},
+                                     'scale_factor': self.latent_scale}}}
+
+    def unet_diffusers_config(self) -> dict:
+        """``UNet2DConditionModel`` kwargs (diffusers' own LDM → diffusers config mapping)."""
+        return create_unet_diffusers_config_from_ldm(self._ldm_config(), {})
+
+    def vae_diffusers_config(self) -> dict:
+        """``AutoencoderKL`` kwargs (diffusers' own LDM → diffusers config mapping)."""
+        return create_vae_diffusers_config_from_ldm(self._ldm_config(), {})
+
+
+SD21_BASE = SDConfig()
+
+
+class OpenCLIPTextEncoder(nn.Module):
+    """open_clip's text tower at the penultimate layer: ``context = ln_final(h_{L−1})`` (B, context_length, width).
+
+    Parameter names follow open_clip's ``CLIP`` text part (``token_embedding``, ``positional_embedding``,
+    ``transformer.resblocks.i``, ``ln_final``), i.e. the SD checkpoint's ``cond_stage_model.model.*`` keys. The
+    tokenizer is open_clip's BPE tokenizer, shipped with the package (works offline).
+    """
+
+    def __init__(self, width: int, heads: int, layers: int, context_length: int = 77, vocab_size: int = 49408,
+                 layer: str = 'penultimate'):
+        super().__init__()
+        if layer not in ('penultimate', 'last'):
+            raise ValueError(f"layer must be 'penultimate' or 'last', got {layer!r}")
+        self.layer = layer
+        self.context_length = context_length
+        blocks_run = layers - 1 if layer == 'penultimate' else layers
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(context_length, width))
+        self.transformer = Transformer(width, blocks_run, heads, batch_first=True)
+        self.ln_final = LayerNorm(width)
+        causal = torch.full((context_length, context_length), float('-inf')).triu_(1)
+        self.register_buffer('attn_mask', causal, persistent=False)
+        self.tokenizer = SimpleTokenizer(context_length=context_length)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """BPE token ids (B, context_length), SOT/EOT added, zero padded."""
+        return self.tokenizer(list(prompts), context_length=self.context_length)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding(tokens) + self.positional_embedding
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        return self.ln_final(x)
+
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Context for a list of prompts, on this module's device."""
+        return self(self.tokenize(prompts).to(self.positional_embedding.device))
+
+
+class SDParts(nn.Module):
+    """UNet (``unet``), VAE (``vae``) and text tower (``text_encoder``) of one SD architecture, randomly initialised;
+    :func:`drward.weights.sd.load_sd_weights` fills them from a checkpoint."""
+
+    def __init__(self, config: SDConfig = SD21_BASE):
+        super().__init__()
+        self.config = config
+        self.latent_scale = float(config.latent_scale)
+        self.unet = UNet2DConditionModel(**config.unet_diffusers_config())
+        self.vae = AutoencoderKL(**config.vae_diffusers_config())
+        self.text_encoder = OpenCLIPTextEncoder(**config.text, layer='penultimate')
+        self._context_cache: Dict[Tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def freeze(self) -> 'SDParts':
+        """No gradient into any weight here, eval mode (dropout off)."""
+        self.requires_grad_(False)
+        return self.eval()
+
+    def encode_latent(self, image: torch.Tensor) -> torch.Tensor:
+        """``E(x).mode() · s`` for ``x`` (B, 3, H, W) in [−1, 1] → (B, 4, H/8, W/8)."""
+        return self.vae.encode(image).latent_dist.mode() * self.latent_scale
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """``D(z / s)`` → image (B, 3, 8h, 8w), nominally in [−1, 1] (not clamped)."""
+        return self.vae.decode(latent / self.latent_scale).sample
+
+    def prompt_context(self, prompt: str, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Text context of one prompt repeated over the batch (B, 77, width). Computed without gradient once per
+        (prompt, device, dtype) and cached: the text tower is frozen."""
+        key = (prompt, torch.device(device), dtype)
+        if key not in self._context_cache:
+            with torch.no_grad():
+                self._context_cache[key] = self.text_encoder.encode([prompt]).to(device=device, dtype=dtype)
+        return self._context_cache[key].expand(batch, -1, -1)
+
+    def clear_context_cache(self) -> None:
+        """Forget cached contexts (call after loading new text-tower weights)."""
+        self._context_cache.clear()
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing in the UNet and the VAE (its decoder dominates the backward, DESIGN.md §5)."""
+        for model in (self.unet, self.vae):
+            model.enable_gradient_checkpointing() if enabled else model.disable_gradient_checkpointing()
+
+    def _apply(self, fn, recurse=True):
+        self.clear_context_cache()
+        return super()._apply(fn, recurse)
+
+
+def copy_frozen(module: nn.Module) -> nn.Module:
+    """A deep copy with ``requires_grad=False`` everywhere, in eval mode (a frozen reference θ₀)."""
+    frozen = copy.deepcopy(module)
+    frozen.requires_grad_(False)
+    return frozen.eval()

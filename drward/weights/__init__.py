@@ -1,0 +1,12 @@
+"""Loaders/converters for the official checkpoints (DESIGN.md §2 ``weights/``).
+
+* :mod:`drward.weights.sd` — SD 2.1 LDM single file or diffusers folder → UNet, VAE, open_clip text tower;
+* :mod:`drward.weights.diffbir` — DiffBIR ``v1_face.pth`` / ``v2.pth`` → IRControlNet; ``face_swinir_v1.ckpt`` →
+  :class:`~drward.archs.face_swinir.FaceSwinIR`;
+* :mod:`drward.weights.testing` — tiny checkpoints in the official key layouts, for tests.
+
+Every loader returns a :class:`ConversionReport`: keys loaded, known-ignored, left unused, and model keys missing.
+"""
+from drward.weights.common import ConversionError, ConversionReport, load_state_dict_file
+
+__all__ = ['ConversionError', 'ConversionReport', 'load_state_dict_file']

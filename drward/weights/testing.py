@@ -1,0 +1,229 @@
+"""Tiny checkpoints in the official key layouts (same names, tiny shapes), for converter tests and demos.
+
+The inverse of the converters, written from the LDM module structure (``input_blocks`` / ``middle_block`` /
+``output_blocks`` of the UNet and ControlNet, ``encoder.down`` / ``decoder.up`` of the VAE, open_clip's text
+tower): a diffusers model's weights → the names an LDM / DiffBIR release file uses. Converting such a file back
+must consume every key and reproduce the model exactly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Mapping, Optional
+
+import torch
+
+from drward.archs.face_swinir import FaceSwinIR
+from drward.archs.ircontrolnet import IRControlNet
+from drward.archs.sd_parts import OpenCLIPTextEncoder, SDParts
+from drward.weights.sd import SCHEDULE_KEYS, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
+
+StateDict = Dict[str, torch.Tensor]
+
+_RESNET = {'norm1': 'in_layers.0', 'conv1': 'in_layers.2', 'time_emb_proj': 'emb_layers.1', 'norm2': 'out_layers.0',
+           'conv2': 'out_layers.3', 'conv_shortcut': 'skip_connection'}
+_UNET_TOP = {'time_embedding.linear_1': 'time_embed.0', 'time_embedding.linear_2': 'time_embed.2',
+             'conv_in': 'input_blocks.0.0', 'conv_norm_out': 'out.0', 'conv_out': 'out.2'}
+
+
+def _resnet_name(rest: str) -> str:
+    layer, _, kind = rest.partition('.')
+    return f'{_RESNET[layer]}.{kind}'
+
+
+def _encoder_key(parts: list, layers: int) -> Optional[str]:
+    """LDM name of a diffusers ``down_blocks`` / ``mid_block`` key (split on '.'), shared by UNet and ControlNet."""
+    if parts[0] == 'down_blocks':
+        block, kind, index, rest = int(parts[1]), parts[2], int(parts[3]), '.'.join(parts[4:])
+        if kind == 'downsamplers':
+            return f'input_blocks.{1 + block * (layers + 1) + layers}.0.op.{rest.split(".", 1)[1]}'
+        slot = 0 if kind == 'resnets' else 1
+        rest = _resnet_name(rest) if kind == 'resnets' else rest
+        return f'input_blocks.{1 + block * (layers + 1) + index}.{slot}.{rest}'
+    if parts[0] == 'mid_block':
+        kind, index, rest = parts[1], int(parts[2]), '.'.join(parts[3:])
+        if kind == 'resnets':
+            return f'middle_block.{2 * index}.{_resnet_name(rest)}'
+        return f'middle_block.1.{rest}'
+    return None
+
+
+def diffusers_unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) -> StateDict:
+    """diffusers ``UNet2DConditionModel`` state → LDM ``UNetModel`` names (without the ``model.diffusion_model.``
+    prefix). Up block ``b`` has ``layers_per_block + 1`` layers; its upsampler sits in the block's last slot."""
+    out, up_layers = {}, layers_per_block + 1
+    has_attention = {k.split('.')[1] for k in state if k.startswith('up_blocks.') and '.attentions.' in k}
+    for key, tensor in state.items():
+        parts = key.split('.')
+        prefix = '.'.join(parts[:-1])
+        name = _encoder_key(parts, layers_per_block)
+        if name is None and prefix in _UNET_TOP:
+            name = f'{_UNET_TOP[prefix]}.{parts[-1]}'
+        elif name is None and parts[0] == 'up_blocks':
+            block, kind, index, rest = int(parts[1]), parts[2], int(parts[3]), '.'.join(parts[4:])
+            first = block * up_layers
+            if kind == 'upsamplers':
+                slot = 2 if parts[1] in has_attention else 1
+                name = f'output_blocks.{first + up_layers - 1}.{slot}.{rest}'
+            elif kind == 'resnets':
+                name = f'output_blocks.{first + index}.0.{_resnet_name(rest)}'
+            else:
+                name = f'output_blocks.{first + index}.1.{rest}'
+        if name is None:
+            raise KeyError(f'no LDM name for UNet key {key}')
+        out[name] = tensor.clone()
+    return out
+
+
+def ircontrolnet_to_diffbir(state: Mapping[str, torch.Tensor], layers_per_block: int) -> StateDict:
+    """IRControlNet state → the bare DiffBIR ``ControlNet`` layout of ``v1_face.pth`` / ``v2.pth``."""
+    out = {}
+    for key, tensor in state.items():
+        parts = key.split('.')
+        prefix = '.'.join(parts[:-1])
+        name = _encoder_key(parts, layers_per_block)
+        if name is None and prefix in ('time_embedding.linear_1', 'time_embedding.linear_2', 'conv_in'):
+            name = f'{_UNET_TOP[prefix]}.{parts[-1]}'
+        elif name is None and parts[0] == 'controlnet_down_blocks':
+            name = f'zero_convs.{parts[1]}.0.{parts[2]}'
+        elif name is None and parts[0] == 'controlnet_mid_block':
+            name = f'middle_block_out.0.{parts[1]}'
+        if name is None:
+            raise KeyError(f'no DiffBIR name for ControlNet key {key}')
+        out[name] = tensor.clone()
+    return out
+
+
+_VAE_ATTENTION = {'group_norm': 'norm', 'to_q': 'q', 'to_k': 'k', 'to_v': 'v', 'to_out.0': 'proj_out'}
+
+
+def _vae_leaf(rest: str) -> str:
+    return rest.replace('conv_shortcut', 'nin_shortcut')
+
+
+def diffusers_vae_to_ldm(state: Mapping[str, torch.Tensor]) -> StateDict:
+    """diffusers ``AutoencoderKL`` state → LDM ``AutoencoderKL`` names (decoder levels are numbered bottom-up in
+    LDM; attention projections are 1×1 convolutions there)."""
+    levels = 1 + max(int(k.split('.')[2]) for k in state if k.startswith('decoder.up_blocks.'))
+    out = {}
+    for key, tensor in state.items():
+        parts = key.split('.')
+        side, rest = parts[0], '.'.join(parts[1:])
+        if side in ('quant_conv', 'post_quant_conv'):
+            out[key] = tensor.clone()
+            continue
+        if parts[1] in ('conv_in', 'conv_out'):
+            name = key
+        elif parts[1] == 'conv_norm_out':
+            name = f'{side}.norm_out.{parts[2]}'
+        elif parts[1] in ('down_blocks', 'up_blocks'):
+            level = int(parts[2]) if parts[1] == 'down_blocks' else levels - 1 - int(parts[2])
+            group = 'down' if parts[1] == 'down_blocks' else 'up'
+            inner = '.'.join(parts[4:])
+            if parts[3] == 'resnets':
+                name = f'{side}.{group}.{level}.block.{_vae_leaf(inner)}'
+            else:  # downsamplers.0.conv / upsamplers.0.conv
+                name = f'{side}.{group}.{level}.{"downsample" if group == "down" else "upsample"}.' + \
+                       '.'.join(parts[5:])
+        elif parts[1] == 'mid_block' and parts[2] == 'resnets':
+            name = f'{side}.mid.block_{int(parts[3]) + 1}.{_vae_leaf(".".join(parts[4:]))}'
+        elif parts[1] == 'mid_block':
+            inner = '.'.join(parts[4:])
+            for new, old in _VAE_ATTENTION.items():
+                if inner.startswith(new + '.'):
+                    inner = old + inner[len(new):]
+            name = f'{side}.mid.attn_1.{inner}'
+            if tensor.ndim == 2:
+                tensor = tensor[:, :, None, None]
+        else:
+            raise KeyError(f'no LDM name for VAE key {rest}')
+        out[name] = tensor.clone()
+    return out
+
+
+def open_clip_text_to_ldm(encoder: OpenCLIPTextEncoder, seed: int = 0) -> StateDict:
+    """The text part of an SD 2.x LDM file: the encoder's weights plus what a full open_clip tower also stores and
+    the penultimate-layer encoder does not run (one more block, ``text_projection``, ``logit_scale``) — random."""
+    out = {k: v.clone() for k, v in encoder.state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    last = len(encoder.transformer.resblocks)
+    for key, value in encoder.transformer.resblocks[0].state_dict().items():
+        out[f'transformer.resblocks.{last}.{key}'] = torch.randn(value.shape, generator=generator) * 0.02
+    width = encoder.positional_embedding.shape[1]
+    out['text_projection'] = torch.randn(width, width, generator=generator) * width ** -0.5
+    out['logit_scale'] = torch.tensor(4.6052)
+    return out
+
+
+def sd_ldm_state_dict(parts: SDParts) -> StateDict:
+    """An SD 2.x LDM single-file state dict holding ``parts``' weights (plus the schedule buffers it also stores)."""
+    unet = diffusers_unet_to_ldm(parts.unet.state_dict(), parts.unet.config.layers_per_block)
+    state = {UNET_PREFIX + k: v for k, v in unet.items()}
+    state.update({VAE_PREFIX + k: v for k, v in diffusers_vae_to_ldm(parts.vae.state_dict()).items()})
+    state.update({TEXT_PREFIX + k: v for k, v in open_clip_text_to_ldm(parts.text_encoder).items()})
+    state.update({k: torch.zeros(1000) for k in SCHEDULE_KEYS[:12]})
+    return state
+
+
+def open_clip_text_to_clip_text(encoder: OpenCLIPTextEncoder) -> StateDict:
+    """Our text tower → transformers ``CLIPTextModel`` names (``in_proj`` split into ``q/k/v_proj``), as diffusers'
+    SD 2.x folders store it."""
+    out = {'text_model.embeddings.token_embedding.weight': encoder.token_embedding.weight,
+           'text_model.embeddings.position_embedding.weight': encoder.positional_embedding,
+           'text_model.final_layer_norm.weight': encoder.ln_final.weight,
+           'text_model.final_layer_norm.bias': encoder.ln_final.bias}
+    names = {'ln_1': 'layer_norm1', 'ln_2': 'layer_norm2', 'mlp.c_fc': 'mlp.fc1', 'mlp.c_proj': 'mlp.fc2',
+             'attn.out_proj': 'self_attn.out_proj'}
+    for index, block in enumerate(encoder.transformer.resblocks):
+        hf = f'text_model.encoder.layers.{index}.'
+        for key, value in block.state_dict().items():
+            module, kind = key.rsplit('.', 1)
+            if module == 'attn' and kind.startswith('in_proj_'):
+                for proj, chunk in zip('qkv', value.chunk(3, dim=0)):
+                    out[f'{hf}self_attn.{proj}_proj.{kind[len("in_proj_"):]}'] = chunk
+            else:
+                out[f'{hf}{names[module]}.{kind}'] = value
+    return {k: v.detach().clone() for k, v in out.items()}
+
+
+def clip_text_config(encoder: OpenCLIPTextEncoder):
+    """A transformers ``CLIPTextConfig`` with the encoder's shape (``num_hidden_layers`` = the blocks it runs)."""
+    from transformers import CLIPTextConfig
+    width = encoder.positional_embedding.shape[1]
+    block = encoder.transformer.resblocks[0]
+    return CLIPTextConfig(vocab_size=encoder.token_embedding.num_embeddings, hidden_size=width,
+                          intermediate_size=block.mlp.c_fc.out_features,
+                          num_hidden_layers=len(encoder.transformer.resblocks),
+                          num_attention_heads=block.attn.num_heads, max_position_embeddings=encoder.context_length,
+                          hidden_act='gelu', projection_dim=width, bos_token_id=49406, eos_token_id=49407,
+                          pad_token_id=0)
+
+
+def save_tiny_sd_checkpoint(parts: SDParts, path: str) -> str:
+    """Write ``parts`` as an LDM single file (``{'state_dict': ...}``, like ``v2-1_512-ema-pruned.ckpt``)."""
+    torch.save({'state_dict': sd_ldm_state_dict(parts), 'global_step': 0}, path)
+    return path
+
+
+def save_tiny_diffusers_folder(parts: SDParts, folder: str) -> str:
+    """Write ``parts`` as a diffusers SD folder (``unet/``, ``vae/``, ``text_encoder/``)."""
+    from transformers import CLIPTextModel
+    parts.unet.save_pretrained(os.path.join(folder, 'unet'))
+    parts.vae.save_pretrained(os.path.join(folder, 'vae'))
+    text = CLIPTextModel(clip_text_config(parts.text_encoder))
+    result = text.load_state_dict(open_clip_text_to_clip_text(parts.text_encoder), strict=False)
+    if result.unexpected_keys or any(not k.endswith('position_ids') for k in result.missing_keys):
+        raise KeyError(f'CLIPTextModel layout mismatch: {result}')
+    text.save_pretrained(os.path.join(folder, 'text_encoder'))
+    return folder
+
+
+def save_tiny_diffbir_controlnet(controlnet: IRControlNet, path: str) -> str:
+    """Write ``controlnet`` as a bare DiffBIR ControlNet state dict (the ``v1_face.pth`` / ``v2.pth`` layout)."""
+    torch.save(ircontrolnet_to_diffbir(controlnet.state_dict(), controlnet.config.layers_per_block), path)
+    return path
+
+
+def save_tiny_face_swinir(model: FaceSwinIR, path: str) -> str:
+    """Write ``model`` like ``face_swinir_v1.ckpt`` (weights under ``state_dict``)."""
+    torch.save({'state_dict': {k: v.clone() for k, v in model.state_dict().items()}}, path)
+    return path
