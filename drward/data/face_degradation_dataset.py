@@ -48,6 +48,7 @@ class FaceDegradationDataset(data.Dataset):
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__()
+        self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt["name"]
         check_keys('FaceDegradationDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS + DegradationSettings.option_keys())
         backend = (opt.get('io_backend') or {}).get('type', 'disk')
         if backend != 'disk':
