@@ -1,0 +1,197 @@
+"""DiffBIR (face) as a :class:`~drward.archs.restorer.Restorer`: frozen SwinIR stage 1, frozen SD 2.1 UNet/VAE/text
+tower, trained IRControlNet (DESIGN.md §1, §4).
+
+One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1]:
+
+1. stage 1 (no gradient): ``I_s1 = SwinIR(I_LQ)``; condition ``c = E(2·I_s1 − 1).mode() · 0.18215``;
+2. ``z_T ~ N(0, I)``; DDIM (:class:`~drward.diffusion.ddim.TruncatedDDIMSampler`) with the denoiser
+   ``ε = UNet(z_t, t, ctx; + s_k·c_k^θ)``, ``[c_1^θ … c_13^θ] = IRControlNet_θ(cat(z_t, c), t, ctx)``, ``ctx`` the
+   cached empty-prompt context (captions never enter SD);
+3. at the gradient-enabled calls the frozen copy θ₀ of the initial ControlNet runs on the same inputs (no
+   gradient) and the pairs ``(c_k^θ, c_k^{θ₀})`` are returned for the output-space ``L_reg``;
+4. ``Î = D(ẑ_0 / 0.18215)`` with gradient (training), or at inference the final latent decoded and colour-fixed
+   against stage 1 (DiffBIR's wavelet reconstruction), clamped to [−1, 1].
+
+Sides are zero-padded to multiples of 64 (as DiffBIR's pipeline does) and the outputs cropped back.
+
+Weights: which IRControlNet the paper fine-tunes is not stated; the issue names DiffBIR v1 face (``v1_face.pth``),
+the default here; ``v2.pth`` has the same layout and loads the same way (both on ``v2-1_512-ema-pruned.ckpt``).
+``DiffBIR_v2.1.pt`` needs the SD 2.1 zsnr base and is not supported.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+
+from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
+from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
+                                       scale_residuals, zero_conv_modules)
+from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, copy_frozen
+from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD, TINY_ZERO_CONV_STD
+from drward.diffusion.colorfix import wavelet_color_fix
+from drward.diffusion.ddim import TruncatedDDIMSampler
+from drward.utils.options import OptionError, check_keys, require_file
+
+DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
+                num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
+                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0)
+SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
+ResidualPairs = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@ARCH_REGISTRY.register()
+class DiffBIRRestorer(Restorer):
+    """DiffBIR face restorer; options (all validated here):
+
+    ``sd_checkpoint`` (SD 2.1-base LDM file or diffusers folder), ``diffbir_checkpoint`` (``v1_face.pth`` or
+    ``v2.pth``; null = initialise the IRControlNet from the UNet, DiffBIR's stage-2 start), ``swinir_checkpoint``
+    (``face_swinir_v1.ckpt``), ``tiny`` (tiny models: random, or from the tiny files given; see
+    :mod:`drward.archs.tiny_configs`), ``control_scales`` (1 or 13 floats),
+    ``num_steps`` (K = 50), ``stop_window`` (M = 2), ``eta_train`` ('uniform' or a float), ``eta_infer`` (1.0),
+    ``color_fix`` (wavelet colour fix at inference), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
+    ``seed`` (tiny weights and the default noise generator).
+    """
+
+    family = 'diffbir'
+
+    def __init__(self, **opts):
+        super().__init__()
+        check_keys('DiffBIRRestorer', opts, DEFAULTS)
+        opt = {**DEFAULTS, **opts}
+        self.is_tiny = bool(opt['tiny'])
+        self.color_fix = bool(opt['color_fix'])
+        self.control_scales = expand_control_scales(opt['control_scales'])
+        self.sampler = TruncatedDDIMSampler(num_steps=int(opt['num_steps']), stop_window=int(opt['stop_window']),
+                                            eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']))
+        self._generator = torch.Generator().manual_seed(int(opt['seed']))
+        paths = _checked_paths(opt, self.is_tiny)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(opt['seed']))
+            config = dataclasses.replace(TINY_SD if self.is_tiny else SD21_BASE, latent_scale=opt['latent_scale'])
+            self.sd = SDParts(config)
+            self.stage1 = FaceSwinIR(**(TINY_FACE_SWINIR if self.is_tiny else FACE_SWINIR))
+            self.controlnet = IRControlNet(**ircontrolnet_config(self.sd.unet.config))
+            self._load_weights(paths)
+        self.sd.freeze()
+        self.stage1.requires_grad_(False).eval()
+        self.controlnet_ref = copy_frozen(self.controlnet)
+        self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
+
+    # -- construction ------------------------------------------------------------------------------------------
+    def _load_weights(self, paths: Dict[str, str]) -> None:
+        """Real weights from ``paths``; a tiny build loads the (tiny) files it is given and keeps random weights
+        elsewhere, its IRControlNet then starting from the UNet with random (non-zero) zero-convs."""
+        from drward.weights.diffbir import load_diffbir_controlnet, load_face_swinir
+        from drward.weights.sd import load_sd_weights
+        logger = get_root_logger()
+        if self.is_tiny:
+            logger.info('DiffBIRRestorer: TINY models (random unless tiny checkpoints are given) - tests and CPU '
+                        'demos only')
+        reports = []
+        if 'sd_checkpoint' in paths:
+            reports.append(load_sd_weights(self.sd, paths['sd_checkpoint']))
+        if 'swinir_checkpoint' in paths:
+            reports.append(load_face_swinir(self.stage1, paths['swinir_checkpoint']))
+        if 'diffbir_checkpoint' in paths:
+            reports.append(load_diffbir_controlnet(self.controlnet, paths['diffbir_checkpoint']))
+        else:
+            init_from_unet(self.controlnet, self.sd.unet)
+            if self.is_tiny:
+                for conv in zero_conv_modules(self.controlnet):
+                    nn.init.normal_(conv.weight, std=TINY_ZERO_CONV_STD)
+                    nn.init.normal_(conv.bias, std=TINY_ZERO_CONV_STD)
+            else:
+                logger.warning('DiffBIRRestorer: no diffbir_checkpoint; IRControlNet initialised from the UNet')
+        for report in reports:
+            logger.info(f'DiffBIRRestorer: {report.summary()}')
+            report.raise_if_incomplete()
+
+    # -- the Restorer interface --------------------------------------------------------------------------------
+    def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
+                generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
+        """Restore ``lq`` (B, 3, H, W) in [0, 1]; ``captions`` are accepted and ignored (empty SD prompt).
+        ``sampling``: ``stop_index`` / ``eta`` passed to the sampler."""
+        unknown = set(sampling) - {'stop_index', 'eta'}
+        if unknown:
+            raise TypeError(f'DiffBIRRestorer.restore: unknown sampling arguments {sorted(unknown)}')
+        generator = self._generator if generator is None else generator
+        height, width = lq.shape[-2:]
+        with torch.no_grad():
+            stage1 = self.stage1(_pad_to_multiple(lq, SIZE_MULTIPLE))
+            cond = self.sd.encode_latent(stage1 * 2 - 1)
+        context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
+        pairs: ResidualPairs = []
+        z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond)
+        out = self.sampler.sample(self._denoiser(cond, context, pairs), z_T, grad_steps=grad_steps,
+                                  generator=generator, **sampling)
+        stage1 = stage1 * 2 - 1
+        if grad_steps == 0:
+            with torch.no_grad():
+                image = self.sd.decode_latent(out.latent.to(cond.dtype))
+                image = wavelet_color_fix(image, stage1) if self.color_fix else image
+                image = image.clamp(-1, 1)
+        else:
+            image = self.sd.decode_latent(out.latent.to(cond.dtype))
+        return RestoreOutput(image=image[..., :height, :width], reg_pairs=pairs, latent=out.latent,
+                             stage1=stage1[..., :height, :width].clamp(-1, 1), info=out.log_info())
+
+    def _denoiser(self, cond: torch.Tensor, context: torch.Tensor, pairs: ResidualPairs):
+        """``denoise(z_t, t, with_grad) -> ε``; at ``with_grad`` calls it appends the 13 ``(c_k^θ, c_k^{θ₀})``."""
+        def denoise(z_t: torch.Tensor, t: torch.Tensor, with_grad: bool) -> torch.Tensor:
+            z_t = z_t.to(cond.dtype)
+            residuals = self.controlnet(z_t, cond, t, context)
+            if with_grad:
+                with torch.no_grad():
+                    reference = self.controlnet_ref(z_t, cond, t, context)
+                pairs.extend(zip(residuals, reference))
+            down, mid = scale_residuals(residuals, self.control_scales)
+            return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                                mid_block_additional_residual=mid).sample
+        return denoise
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """The IRControlNet's parameters, all of them (DiffBIR ReFL trains the whole control branch)."""
+        return self.controlnet.parameters()
+
+    def trained_state_dict(self) -> Dict[str, torch.Tensor]:
+        return self.controlnet.state_dict()
+
+    def load_trained_state_dict(self, state: Dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load IRControlNet weights; the frozen reference θ₀ keeps the initial (pretrained) weights."""
+        self.controlnet.load_state_dict(state, strict=strict)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing in the VAE decoder, the UNet and the IRControlNet."""
+        self.sd.set_gradient_checkpointing(enabled)
+        self.controlnet.enable_gradient_checkpointing() if enabled else self.controlnet.disable_gradient_checkpointing()
+
+    def train(self, mode: bool = True) -> 'DiffBIRRestorer':
+        """Only the IRControlNet changes mode; the frozen parts stay in eval (no dropout / drop-path)."""
+        self.training = mode
+        self.controlnet.train(mode)
+        for frozen in (self.sd, self.stage1, self.controlnet_ref):
+            frozen.eval()
+        return self
+
+
+def _checked_paths(opt: Dict, tiny: bool) -> Dict[str, str]:
+    """The weight paths given; a missing file raises the one-line message naming its key. A real build needs
+    ``sd_checkpoint`` and ``swinir_checkpoint``."""
+    for key in ('sd_checkpoint', 'swinir_checkpoint'):
+        if not tiny and not opt[key]:
+            raise OptionError(f'DiffBIRRestorer: option {key} is required unless tiny: true')
+    return {key: require_file(opt[key], key)
+            for key in ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint') if opt[key]}
+
+
+def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero padding at the bottom/right up to multiples of ``multiple`` (DiffBIR's ``pad_to_multiples_of``)."""
+    pad_h, pad_w = (-image.shape[-2]) % multiple, (-image.shape[-1]) % multiple
+    return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
