@@ -1,0 +1,309 @@
+"""FaceTestModel: restore a face test set with any network, score it, and write the paper's table.
+
+``python tools/test.py -opt options/test_celeba.yml``. ``network_g`` is any registered arch: a drward
+:class:`~drward.archs.restorer.Restorer` (``forward(lq)`` returns [0, 1]) or a BasicSR arch (set
+``val.output_range: [-1, 1]`` for networks that return [-1, 1]). For every dataset and every row (the restorer, and
+in compare mode a second restorer or checkpoint):
+
+1. **restore** each LQ image and save it as PNG under ``path.restored_root/<row>/<dataset>/`` (default
+   ``results/restored/<name>/``, outside BasicSR's per-run results folder so reruns find it); an image whose output
+   exists is skipped unless the restorer changed (a ``restorer.json`` fingerprint beside the images);
+   ``val.face_align.enabled`` restores in-the-wild photos through :class:`~drward.face.wild.WildFaceRestorer`
+   (detect → align to FFHQ 512 → restore → paste back);
+2. **score** the saved images with ``val.metrics`` (:func:`~drward.metrics.evaluate.evaluate_folder`);
+3. **report**: ``<dataset>_results.md`` / ``.csv`` (one row per restorer, plus the relative change per metric in
+   compare mode), ``<dataset>_per_image.csv``, the table printed, and LQ | restored | (other row) | GT grids under
+   ``visualization/<dataset>/`` when ``val.save_img``.
+
+Compare mode: a ``compare`` block naming the second row (``label``, ``pretrain_network_g``, optionally its own
+``network_g``). Only one network is in memory at a time.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import os.path as osp
+import re
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
+
+import cv2
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from drward.archs.restorer import Restorer
+from drward.face.detect import build_face_detector
+from drward.face.wild import WildFaceRestorer
+from drward.metrics.evaluate import evaluate_folder, metric_columns, read_bgr
+from drward.metrics.report import ResultsTable, side_by_side
+from drward.utils.options import OptionError, check_keys
+
+VAL_KEYS = ('save_img', 'suffix', 'pbar', 'metrics', 'label', 'skip_existing', 'output_range', 'face_align', 'grids',
+            'seed')
+COMPARE_KEYS = ('label', 'network_g', 'pretrain_network_g', 'param_key_g', 'strict_load_g')
+FACE_ALIGN_KEYS = ('enabled', 'face_size', 'upscale', 'select', 'detector', 'weights_dir', 'min_face')
+IMAGE_EXT = '.png'
+
+
+@dataclass
+class RestorerSpec:
+    """One row of the table: a label, the arch options and an optional checkpoint."""
+
+    label: str
+    network_opt: Dict[str, Any]
+    pretrain: Optional[str] = None
+    param_key: str = 'params'
+    strict: bool = True
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r'[^A-Za-z0-9._+-]+', '_', self.label)
+
+    def fingerprint(self, extra: Mapping[str, Any]) -> Dict[str, Any]:
+        stat = os.stat(self.pretrain) if self.pretrain and osp.exists(self.pretrain) else None
+        return {'network_g': self.network_opt, 'pretrain': self.pretrain, 'param_key': self.param_key,
+                'pretrain_size_mtime': [stat.st_size, int(stat.st_mtime)] if stat else None, **extra}
+
+
+def load_restorer_weights(net: torch.nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
+    """Load a checkpoint: ``{param_key: state}`` or a bare state dict; a Restorer gets its trained part only."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(state, dict) and param_key in state:
+        state = state[param_key]
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    if isinstance(net, Restorer):
+        net.load_trained_state_dict(state, strict=strict)
+    else:
+        net.load_state_dict(state, strict=strict)
+
+
+def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:
+    path_opt, val_opt = opt.get('path') or {}, opt.get('val') or {}
+    base = RestorerSpec(val_opt.get('label') or opt['network_g']['type'], deepcopy(opt['network_g']),
+                        path_opt.get('pretrain_network_g'), path_opt.get('param_key_g', 'params'),
+                        path_opt.get('strict_load_g', True))
+    rows = [base]
+    compare = opt.get('compare')
+    if compare:
+        check_keys('FaceTestModel compare', compare, COMPARE_KEYS, required=('label',))
+        rows.append(RestorerSpec(compare['label'], deepcopy(compare.get('network_g') or base.network_opt),
+                                 compare.get('pretrain_network_g'), compare.get('param_key_g', 'params'),
+                                 compare.get('strict_load_g', True)))
+        if rows[0].slug == rows[1].slug:
+            raise OptionError(f'FaceTestModel: the two rows need different labels (both {rows[0].label!r})')
+    return rows
+
+
+@MODEL_REGISTRY.register()
+class FaceTestModel(BaseModel):
+    """Test-only model: restore (with skip on rerun), score, tabulate; compare mode over two restorers."""
+
+    def __init__(self, opt: Dict[str, Any]):
+        super().__init__(opt)
+        self.val_opt = dict(opt.get('val') or {})
+        check_keys('FaceTestModel val', self.val_opt, VAL_KEYS)
+        self.output_range = tuple(self.val_opt.get('output_range', (0, 1)))
+        if self.output_range not in ((0, 1), (-1, 1)):
+            raise OptionError(f'FaceTestModel: val.output_range must be [0, 1] or [-1, 1], got {self.output_range}')
+        self.rows = _rows(opt)
+        self.wild = self._build_wild(self.val_opt.get('face_align') or {})
+        self.net_g, self._active_row = self._build(self.rows[0]), 0
+        self.results_tables: Dict[str, ResultsTable] = {}
+        self.restore_calls = 0  # network calls, for logs and tests
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _build_wild(self, align_opt: Mapping[str, Any]) -> Optional[WildFaceRestorer]:
+        check_keys('FaceTestModel val.face_align', align_opt, FACE_ALIGN_KEYS)
+        if not align_opt.get('enabled', False):
+            return None
+        detector = build_face_detector(align_opt.get('detector', 'auto'), align_opt.get('weights_dir',
+                                       'weights/facexlib'), str(self.device))
+        get_root_logger().info(f'FaceTestModel: in-the-wild faces, detector {detector.name}')
+        return WildFaceRestorer(detector, align_opt.get('face_size', 512), align_opt.get('upscale', 1),
+                                align_opt.get('select', 'largest'), align_opt.get('min_face', 16.0))
+
+    def _build(self, spec: RestorerSpec) -> torch.nn.Module:
+        net = build_network(deepcopy(spec.network_opt))
+        if spec.pretrain:
+            load_restorer_weights(net, spec.pretrain, spec.param_key, spec.strict)
+            get_root_logger().info(f'FaceTestModel: {spec.label} loaded {spec.pretrain} [{spec.param_key}]')
+        return self.model_to_device(net.eval())
+
+    def _activate(self, index: int) -> None:
+        if self._active_row != index:
+            self.net_g = None  # free the other row's network first
+            self.net_g, self._active_row = self._build(self.rows[index]), index
+
+    # ------------------------------------------------------------------------------------------------ restoring
+    def feed_data(self, data: Mapping[str, Any]) -> None:
+        self.lq = data['lq'].to(self.device)
+        self.gt = data['gt'].to(self.device) if 'gt' in data else None
+
+    def _network(self, lq: torch.Tensor) -> torch.Tensor:
+        self.restore_calls += 1
+        with torch.no_grad():
+            out = self.net_g(lq.to(self.device))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if self.output_range == (-1, 1):
+            out = (out + 1) / 2
+        return out.clamp(0, 1).float().cpu()
+
+    def _restore_faces(self, faces_rgb: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(faces_rgb.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+        out = (self._network(batch).permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+        size = faces_rgb.shape[1]
+        return np.stack([cv2.resize(o, (size, size), interpolation=cv2.INTER_AREA) if o.shape[0] != size else o
+                         for o in out])
+
+    def test(self) -> None:
+        """Restore ``self.lq`` into ``self.output`` ((B, 3, H, W) in [0, 1])."""
+        if self.wild is None:
+            self.output = self._network(self.lq)
+            return
+        pasted = []
+        for lq in self.lq:
+            rgb = (lq.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+            pasted.append(torch.from_numpy(self.wild(rgb, self._restore_faces).image.astype(np.float32) / 255.0))
+        self.output = torch.stack(pasted).permute(0, 3, 1, 2)
+
+    def get_current_visuals(self) -> Dict[str, torch.Tensor]:
+        visuals = {'lq': self.lq.detach().cpu(), 'result': self.output}
+        if self.gt is not None:
+            visuals['gt'] = self.gt.detach().cpu()
+        return visuals
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        """Nothing is trained here."""
+
+    # ----------------------------------------------------------------------------------------------- folders
+    def restored_root(self) -> str:
+        path_opt = self.opt['path']
+        if path_opt.get('restored_root'):
+            return path_opt['restored_root']
+        results_root = path_opt.get('results_root') or path_opt.get('visualization')
+        return osp.join(osp.dirname(results_root), 'restored', self.opt['name'])
+
+    def report_root(self) -> str:
+        return self.opt['path'].get('results_root') or self.opt['path']['visualization']
+
+    def _fingerprint_ok(self, folder: str, spec: RestorerSpec) -> bool:
+        """True if ``folder`` was restored by this same restorer; (re)writes the fingerprint either way."""
+        extra = {'output_range': list(self.output_range), 'face_align': self.val_opt.get('face_align'),
+                 'seed': self.val_opt.get('seed', 0)}
+        wanted = json.loads(json.dumps(spec.fingerprint(extra), sort_keys=True, default=str))
+        path = osp.join(folder, 'restorer.json')
+        same = osp.exists(path) and json.load(open(path)) == wanted
+        os.makedirs(folder, exist_ok=True)
+        with open(path, 'w') as handle:
+            json.dump(wanted, handle, indent=1, sort_keys=True)
+        return same
+
+    # ------------------------------------------------------------------------------------------------ one set
+    def _save_inputs(self, data: Mapping[str, Any], names: List[str], inputs_dir: str) -> None:
+        for key in ('lq', 'gt'):
+            if key not in data:
+                continue
+            for tensor, name in zip(data[key], names):
+                path = osp.join(inputs_dir, key, name + IMAGE_EXT)
+                if not osp.exists(path):
+                    imwrite(tensor2img(tensor), path)
+
+    def restore_set(self, index: int, dataloader, dataset: str) -> Dict[str, str]:
+        """Restore every image of ``dataloader`` with row ``index`` (skipping saved ones); returns name → path."""
+        spec, skip = self.rows[index], self.val_opt.get('skip_existing', True)
+        folder = osp.join(self.restored_root(), spec.slug, dataset)
+        inputs_dir = osp.join(self.restored_root(), '_inputs', dataset)
+        skip = self._fingerprint_ok(folder, spec) and skip
+        outputs, restored_now = {}, 0
+        bar = tqdm(total=len(dataloader), unit='image', desc=f'restore {spec.label} on {dataset}',
+                   disable=not self.val_opt.get('pbar', True))
+        for batch_index, data in enumerate(dataloader):
+            names = [osp.splitext(osp.basename(p))[0] for p in data['lq_path']]
+            self._save_inputs(data, names, inputs_dir)
+            paths = [osp.join(folder, name + IMAGE_EXT) for name in names]
+            outputs.update(zip(names, paths))
+            bar.update(1)
+            if skip and all(osp.exists(p) for p in paths):
+                continue
+            self._activate(index)
+            torch.manual_seed(int(self.val_opt.get('seed', 0)) + batch_index)
+            self.feed_data(data)
+            self.test()
+            for tensor, path in zip(self.output, paths):
+                imwrite(tensor2img(tensor), path)
+            restored_now += len(paths)
+        bar.close()
+        get_root_logger().info(f'FaceTestModel: {spec.label} on {dataset}: restored {restored_now}, '
+                               f'reused {len(outputs) - restored_now} saved images in {folder}')
+        return outputs
+
+    def _input_paths(self, dataset: str, kind: str, names: List[str]) -> Optional[Dict[str, str]]:
+        folder = osp.join(self.restored_root(), '_inputs', dataset, kind)
+        paths = {name: osp.join(folder, name + IMAGE_EXT) for name in names}
+        return paths if all(osp.exists(p) for p in paths.values()) else None
+
+    def _save_grids(self, dataset: str, outputs: List[Dict[str, str]]) -> None:
+        names = sorted(outputs[0])[:int(self.val_opt.get('grids', 8))]
+        lq, gt = self._input_paths(dataset, 'lq', names), self._input_paths(dataset, 'gt', names)
+        for name in names:
+            panels = ([read_bgr(lq[name])] if lq else []) + [read_bgr(out[name]) for out in outputs]
+            labels = (['LQ'] if lq else []) + [row.label for row in self.rows]
+            if gt:
+                panels, labels = panels + [read_bgr(gt[name])], labels + ['GT']
+            imwrite(side_by_side(panels, labels), osp.join(self.opt['path']['visualization'], dataset,
+                                                              f'{name}_grid.png'))
+
+    def _write_per_image(self, dataset: str, names: List[str], per_row: Dict[str, Dict[str, List[float]]]) -> None:
+        path = osp.join(self.report_root(), f'{dataset}_per_image.csv')
+        metrics = list(self.val_opt.get('metrics') or {})
+        with open(path, 'w', newline='', encoding='utf-8') as handle:
+            writer = csv.writer(handle)
+            writer.writerow(['method', 'image'] + metrics)
+            for label, values in per_row.items():
+                for i, name in enumerate(names):
+                    writer.writerow([label, name] + [values[m][i] if m in values else '' for m in metrics])
+
+    def evaluate_set(self, dataset: str, outputs: List[Dict[str, str]]) -> ResultsTable:
+        """Score each row's restorations and build the dataset's table (with relative change in compare mode)."""
+        metric_opts = self.val_opt.get('metrics') or {}
+        names = sorted(outputs[0])
+        gt = self._input_paths(dataset, 'gt', names)
+        gt_dir = osp.join(self.restored_root(), '_inputs', dataset, 'gt') if gt else None
+        table = ResultsTable(dataset, metric_columns(metric_opts))
+        per_row = {}
+        for spec, restored in zip(self.rows, outputs):
+            folder = osp.dirname(next(iter(restored.values())))
+            scores = evaluate_folder(restored, gt, metric_opts, folder, gt_dir, self.val_opt.get('pbar', True),
+                                     spec.label)
+            table.add_row(spec.label, scores.means)
+            table.notes += [f'{spec.label}: {note}' if len(self.rows) > 1 and 'backend' not in note else note
+                            for note in scores.notes if note not in table.notes]
+            per_row[spec.label] = scores.per_image
+        table.notes.append(f'{len(names)} images; restored images in {osp.dirname(osp.dirname(folder))}')
+        self._write_per_image(dataset, names, per_row)
+        return table
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        dataset = dataloader.dataset.opt['name']
+        outputs = [self.restore_set(index, dataloader, dataset) for index in range(len(self.rows))]
+        if not outputs[0]:
+            raise ValueError(f'FaceTestModel: dataset {dataset} has no images')
+        table = self.evaluate_set(dataset, outputs)
+        paths = table.write(self.report_root())
+        if save_img:
+            self._save_grids(dataset, outputs)
+        self.results_tables[dataset] = table
+        text = table.to_markdown()
+        print(text, flush=True)
+        get_root_logger().info(f'FaceTestModel results ({paths["md"]}, {paths["csv"]}):\n{text}')
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
