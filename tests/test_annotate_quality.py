@@ -97,3 +97,19 @@ def test_identity_and_landmark_metrics_compare_with_the_reference(face):
     assert landmarks.compute(shifted, face) > 2.0
     detect_identity, = quality.build_metrics('identity_similarity', face=quality.FaceModelOptions(face_box='detect'))
     assert np.isnan(detect_identity.compute(np.full_like(face, 127), face))  # no face found → nan
+
+
+def test_pyiqa_metric_loads_the_local_weight_file(face, tmp_path):
+    pyiqa = pytest.importorskip('pyiqa')
+    import torch
+    reference = pyiqa.create_metric('musiq', device='cpu', pretrained=False)  # seeded random weights, no download
+    with torch.no_grad():  # move away from pyiqa's seeded initialisation, so only loading the file can match
+        for parameter in reference.net.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    torch.save(reference.net.state_dict(), tmp_path / 'musiq_local.pth')
+    musiq, = quality.build_metrics('pyiqa:musiq', {'pyiqa:musiq': str(tmp_path / 'musiq_local.pth')})
+    assert musiq.higher_is_better and str(tmp_path) in musiq.version  # the file is part of the cache key
+    small = np.ascontiguousarray(face[::2, ::2])
+    with torch.no_grad():
+        expected = float(reference(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0))
+    assert musiq.compute(small, None) == pytest.approx(expected, rel=1e-5)
