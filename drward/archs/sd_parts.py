@@ -39,13 +39,15 @@ VIT_H_14_TEXT = dict(context_length=77, vocab_size=49408, width=1024, heads=16, 
 @dataclass(frozen=True)
 class SDConfig:
     """One Stable Diffusion architecture, in LDM terms. ``unet``: LDM ``unet_config.params``; ``vae``: LDM
-    ``ddconfig``; ``text``: open_clip ``text_cfg`` (``context_length, vocab_size, width, heads, layers``)."""
+    ``ddconfig``; ``text``: open_clip ``text_cfg`` (``context_length, vocab_size, width, heads, layers``);
+    ``unet_overrides``: diffusers UNet kwargs set on top of the derived config (tiny models only)."""
 
     unet: Mapping = field(default_factory=lambda: dict(SD21_LDM_UNET))
     vae: Mapping = field(default_factory=lambda: dict(SD21_LDM_VAE))
     text: Mapping = field(default_factory=lambda: dict(VIT_H_14_TEXT))
     latent_scale: float = LATENT_SCALE
     name: str = 'sd2.1-base'
+    unet_overrides: Mapping = field(default_factory=dict)
 
     def _ldm_config(self) -> dict:
         return {'model': {'params': {'unet_config': {'params': dict(self.unet)},
@@ -55,7 +57,7 @@ class SDConfig:
 
     def unet_diffusers_config(self) -> dict:
         """``UNet2DConditionModel`` kwargs (diffusers' own LDM → diffusers config mapping)."""
-        return create_unet_diffusers_config_from_ldm(self._ldm_config(), {})
+        return {**create_unet_diffusers_config_from_ldm(self._ldm_config(), {}), **self.unet_overrides}
 
     def vae_diffusers_config(self) -> dict:
         """``AutoencoderKL`` kwargs (diffusers' own LDM → diffusers config mapping)."""

@@ -4,8 +4,9 @@ Same families and the same topology as the real models, only narrower: the UNet 
 res-blocks per level, cross-attention in the first three levels and linear transformer projections, so the
 IRControlNet still emits 13 residuals; the VAE keeps four levels (8× down-sampling); the text tower is an
 open_clip text transformer with the real BPE vocabulary (so the offline tokenizer works unchanged); the face SwinIR
-keeps DiffBIR's pixel-unshuffle ×8 front and nearest+conv ×8 back. GroupNorm uses 32 groups, as LDM hard-codes, so
-channel counts are multiples of 32.
+keeps DiffBIR's pixel-unshuffle ×8 front and nearest+conv ×8 back. Channel counts are multiples of 32 (LDM's
+GroupNorm has 32 groups); the tiny UNet/ControlNet use 16 groups in diffusers so that one 64² image (an 8² latent,
+1² at the UNet's lowest level) still has two values per group.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ TINY_LDM_VAE = dict(double_z=True, z_channels=4, resolution=64, in_channels=3, o
                     num_res_blocks=1, attn_resolutions=[], dropout=0.0)
 TINY_TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3)
 
-TINY_SD = SDConfig(unet=TINY_LDM_UNET, vae=TINY_LDM_VAE, text=TINY_TEXT, name='tiny-sd')
+TINY_SD = SDConfig(unet=TINY_LDM_UNET, vae=TINY_LDM_VAE, text=TINY_TEXT, name='tiny-sd',
+                   unet_overrides=dict(norm_num_groups=16))
 
 # DiffBIR's face SwinIR (configs/inference/swinir.yaml) shrunk: window 8 on a 1/8-resolution feature map, so inputs
 # are padded to multiples of 64 as in the real model.

@@ -98,7 +98,12 @@ _HF_LAYER_NAMES = {'layer_norm1': 'ln_1', 'layer_norm2': 'ln_2', 'mlp.fc1': 'mlp
 
 def clip_text_to_open_clip(source: Mapping[str, torch.Tensor], encoder: OpenCLIPTextEncoder,
                            ) -> Tuple[StateDict, List[str], List[str]]:
-    """transformers ``CLIPTextModel`` keys → open_clip names. Returns ``(state, consumed, ignored)``."""
+    """transformers ``CLIPTextModel`` keys (with or without the ``text_model.`` prefix that transformers ≥ 5 drops)
+    → open_clip names. Returns ``(state, consumed, ignored)``, in the source's key names."""
+    if not any(k.startswith('text_model.') for k in source):
+        renamed = clip_text_to_open_clip({f'text_model.{k}': v for k, v in source.items()}, encoder)
+        strip = len('text_model.')
+        return renamed[0], [k[strip:] for k in renamed[1]], [k[strip:] for k in renamed[2]]
     state: Dict[str, torch.Tensor] = {}
     consumed, ignored = [], []
     top = {'text_model.embeddings.token_embedding.weight': 'token_embedding.weight',

@@ -205,15 +205,14 @@ def save_tiny_sd_checkpoint(parts: SDParts, path: str) -> str:
 
 
 def save_tiny_diffusers_folder(parts: SDParts, folder: str) -> str:
-    """Write ``parts`` as a diffusers SD folder (``unet/``, ``vae/``, ``text_encoder/``)."""
-    from transformers import CLIPTextModel
+    """Write ``parts`` as a diffusers SD folder (``unet/``, ``vae/``, ``text_encoder/``); the text encoder file uses
+    the hub's ``text_model.*`` names (as ``stabilityai/stable-diffusion-2-1-base`` ships it)."""
+    from safetensors.torch import save_file
     parts.unet.save_pretrained(os.path.join(folder, 'unet'))
     parts.vae.save_pretrained(os.path.join(folder, 'vae'))
-    text = CLIPTextModel(clip_text_config(parts.text_encoder))
-    result = text.load_state_dict(open_clip_text_to_clip_text(parts.text_encoder), strict=False)
-    if result.unexpected_keys or any(not k.endswith('position_ids') for k in result.missing_keys):
-        raise KeyError(f'CLIPTextModel layout mismatch: {result}')
-    text.save_pretrained(os.path.join(folder, 'text_encoder'))
+    text_folder = os.path.join(folder, 'text_encoder')
+    clip_text_config(parts.text_encoder).save_pretrained(text_folder)
+    save_file(open_clip_text_to_clip_text(parts.text_encoder), os.path.join(text_folder, 'model.safetensors'))
     return folder
 
 
@@ -227,3 +226,13 @@ def save_tiny_face_swinir(model: FaceSwinIR, path: str) -> str:
     """Write ``model`` like ``face_swinir_v1.ckpt`` (weights under ``state_dict``)."""
     torch.save({'state_dict': {k: v.clone() for k, v in model.state_dict().items()}}, path)
     return path
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
+    """Add N(0, std²) noise to every parameter (so zero-initialised layers are not zero and every weight matters
+    in an output comparison). Deterministic in ``seed``; returns the module in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for parameter in module.parameters():
+        parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter) * std)
+    return module.eval()
