@@ -14,7 +14,6 @@ metric values in ``<out stem>.metrics.sqlite`` so a rerun recomputes nothing. Fo
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
