@@ -113,3 +113,14 @@ def test_pyiqa_metric_loads_the_local_weight_file(face, tmp_path):
     with torch.no_grad():
         expected = float(reference(torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0))
     assert musiq.compute(small, None) == pytest.approx(expected, rel=1e-5)
+
+
+def test_memo_by_content_analyses_an_image_once_and_tells_images_apart():
+    calls = []
+    memo = quality.memo_by_content(lambda image: calls.append(1) or float(image.sum()), maxsize=2)
+    first, second = np.zeros((4, 4, 3), np.uint8), np.ones((4, 4, 3), np.uint8)
+    assert [memo(first), memo(first.copy()), memo(second), memo(first)] == [0.0, 0.0, 48.0, 0.0]
+    assert len(calls) == 2
+    memo(np.full((4, 4, 3), 2, np.uint8))  # a third image pushes out the least recently used (second)
+    memo(second)
+    assert len(calls) == 4

@@ -30,8 +30,10 @@ default set). Any list of registered names may be used instead.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -135,12 +137,32 @@ def _face_models(options: FaceModelOptions):
     return face_models, face_models.build_face_models(options.backend, options.weights_dir, options.face_box)
 
 
+def memo_by_content(fn: Callable[[np.ndarray], Any], maxsize: int = 64) -> Callable[[np.ndarray], Any]:
+    """``fn`` remembering its last ``maxsize`` results by the array's shape and a hash of its bytes.
+
+    The reference image of many pairs (e.g. one ground truth per face) is then analysed once, not once per pair.
+    """
+    results: 'OrderedDict[tuple, Any]' = OrderedDict()
+
+    def wrapped(image: np.ndarray) -> Any:
+        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest())
+        if key not in results:
+            results[key] = fn(image)
+            if len(results) > maxsize:
+                results.popitem(last=False)
+        results.move_to_end(key)
+        return results[key]
+
+    return wrapped
+
+
 def identity_similarity_metric(options: FaceModelOptions) -> QualityMetric:
     """``cos(e_I, e_ref)`` of the face identity embeddings of image and reference; nan if a face is missing."""
     face_models, models = _face_models(options)
+    embedding = memo_by_content(models.identity_embedding)
 
     def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-        emb_image, emb_ref = models.identity_embedding(image), models.identity_embedding(reference)
+        emb_image, emb_ref = embedding(image), embedding(reference)
         if emb_image is None or emb_ref is None:
             return float('nan')
         return face_models.identity_similarity(emb_image, emb_ref)
@@ -151,9 +173,10 @@ def identity_similarity_metric(options: FaceModelOptions) -> QualityMetric:
 def landmark_distance_metric(options: FaceModelOptions) -> QualityMetric:
     """LMD ``(1/68) Σ_k ‖p_k^I − p_k^ref‖₂`` between the 68 landmarks of image and reference; nan if none found."""
     face_models, models = _face_models(options)
+    landmarks = memo_by_content(models.landmarks_68)
 
     def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-        marks_image, marks_ref = models.landmarks_68(image), models.landmarks_68(reference)
+        marks_image, marks_ref = landmarks(image), landmarks(reference)
         if marks_image is None or marks_ref is None:
             return float('nan')
         return face_models.landmark_distance(marks_image, marks_ref)
@@ -165,7 +188,7 @@ FACE_METRIC_BUILDERS = {'identity_similarity': identity_similarity_metric,
                         'landmark_distance': landmark_distance_metric}
 
 
-_BUILTIN = {
+_REGISTRY = {
     'niqe': QualityMetric('niqe', False, False, niqe),
     'sharpness': QualityMetric('sharpness', True, False, sharpness),
     'noise_sigma': QualityMetric('noise_sigma', False, False, noise_sigma),
@@ -177,11 +200,11 @@ _BUILTIN = {
 
 def register_metric(metric: QualityMetric) -> None:
     """Add a metric to the registry (a user's own metric, or a test double)."""
-    _BUILTIN[metric.name] = metric
+    _REGISTRY[metric.name] = metric
 
 
 def registered_metric_names() -> List[str]:
-    return sorted(set(_BUILTIN) | set(FACE_METRIC_BUILDERS)) + [f'{PYIQA_PREFIX}<name>']
+    return sorted(set(_REGISTRY) | set(FACE_METRIC_BUILDERS)) + [f'{PYIQA_PREFIX}<name>']
 
 
 def _pyiqa_metric(name: str, weight_path: Optional[str]) -> QualityMetric:
@@ -228,8 +251,8 @@ def build_metrics(names: Sequence[str] | str, weights: Optional[Mapping[str, str
     for name in names:
         if name.startswith(PYIQA_PREFIX):
             metrics.append(_pyiqa_metric(name, weights.get(name)))
-        elif name in _BUILTIN:
-            metrics.append(_BUILTIN[name])
+        elif name in _REGISTRY:
+            metrics.append(_REGISTRY[name])
         elif name in FACE_METRIC_BUILDERS:
             metrics.append(FACE_METRIC_BUILDERS[name](face or FaceModelOptions()))
         else:
