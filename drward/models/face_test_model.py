@@ -261,6 +261,7 @@ class FaceTestModel(BaseModel):
                                                               f'{name}_grid.png'))
 
     def _write_per_image(self, dataset: str, names: List[str], per_row: Dict[str, Dict[str, List[float]]]) -> None:
+        os.makedirs(self.report_root(), exist_ok=True)
         path = osp.join(self.report_root(), f'{dataset}_per_image.csv')
         metrics = list(self.val_opt.get('metrics') or {})
         with open(path, 'w', newline='', encoding='utf-8') as handle:
