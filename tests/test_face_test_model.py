@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.models import build_model
@@ -63,6 +62,7 @@ def paired(lq_dir, gt_dir, name='pairs'):
 
 
 def run(opt):
+    torch.manual_seed(0)  # the toy networks' random (untrained) parts come out the same in every run
     model = build_model(opt)
     for dataset_opt in opt['datasets'].values():
         loader = build_dataloader(build_dataset(dataset_opt), dataset_opt, num_gpu=0, dist=False, sampler=None)
@@ -93,15 +93,19 @@ def test_psnr_ssim_in_the_table_equal_basicsr_on_the_saved_images(tmp_path, pair
 
 
 def test_rerun_skips_images_already_restored_unless_the_checkpoint_changes(tmp_path, pairs):
-    opt = make_opt(tmp_path, paired(*pairs))
+    opt = make_opt(tmp_path, paired(*pairs), network=dict(type='ToyRestorer', num_steps=4))  # samples noise
+    first, second = tmp_path / 'first.pth', tmp_path / 'second.pth'
+    torch.save({'params': ToyRestorer(num_steps=4).trained_state_dict()}, first)
+    torch.save({'params': ToyRestorer(num_steps=4).trained_state_dict()}, second)
+    opt['path']['pretrain_network_g'] = str(first)
     assert run(opt).restore_calls == 3
-    saved = tmp_path / 'restored' / 'tiny' / 'pairs' / 'face_0.png'
+    saved = tmp_path / 'restored' / 'tiny' / 'pairs' / 'face_1.png'
     before = saved.read_bytes()
     assert run(opt).restore_calls == 0
     assert saved.read_bytes() == before
-    checkpoint = tmp_path / 'net.pth'
-    torch.save({'params': build_network(dict(TINY_NET)).state_dict()}, checkpoint)
-    opt['path']['pretrain_network_g'] = str(checkpoint)
+    saved.unlink()
+    assert run(opt).restore_calls == 1 and saved.read_bytes() == before  # per-image seeds: same pixels again
+    opt['path']['pretrain_network_g'] = str(second)
     assert run(opt).restore_calls == 3  # another restorer under the same label: restore again
 
 
@@ -175,3 +179,20 @@ def test_tiny_option_file_runs_end_to_end_and_writes_the_table(tmp_path, capsys)
     assert table.rows['tiny-random']['musiq'].startswith('n/a (missing ')
     assert (results / f'{dataset["name"]}_results.md').exists()
     assert 'IDS (angle) backend: dlib' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('name', ['test_celeba.yml', 'test_lfw.yml', 'test_webphoto.yml', 'test_celeba_tiny.yml'])
+def test_option_files_name_registered_metrics_and_only_restorer_weights_stop_the_run(name):
+    import yaml
+    from basicsr.utils.registry import METRIC_REGISTRY
+
+    from drward.metrics.catalog import CATALOG
+    from drward.models.face_test_model import VAL_KEYS
+    from drward.utils.options import find_missing_weights
+    with open(osp.join(osp.dirname(__file__), os.pardir, 'options', name)) as handle:
+        opt = yaml.safe_load(handle)
+    assert opt['model_type'] == 'FaceTestModel' and set(opt['val']) <= set(VAL_KEYS)
+    for metric in opt['val']['metrics'].values():
+        assert metric['type'] in METRIC_REGISTRY and metric['type'] in CATALOG
+    stopping_keys = {key for key, _ in find_missing_weights(opt)}
+    assert not any(key.startswith('val.') for key in stopping_keys)  # metric weights give n/a, never a stop

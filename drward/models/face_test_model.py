@@ -117,6 +117,7 @@ class FaceTestModel(BaseModel):
         self.net_g, self._active_row = self._build(self.rows[0]), 0
         self.results_tables: Dict[str, ResultsTable] = {}
         self.restore_calls = 0  # network calls, for logs and tests
+        self.image_seed = int(self.val_opt.get('seed', 0))
 
     # ----------------------------------------------------------------------------------------------- building
     def _build_wild(self, align_opt: Mapping[str, Any]) -> Optional[WildFaceRestorer]:
@@ -147,12 +148,17 @@ class FaceTestModel(BaseModel):
         self.gt = data['gt'].to(self.device) if 'gt' in data else None
 
     def _network(self, lq: torch.Tensor) -> torch.Tensor:
+        """One network call on ``lq`` in [0, 1]; a Restorer samples its noise from the image's own seed."""
         self.restore_calls += 1
+        net = self.get_bare_model(self.net_g)
         with torch.no_grad():
-            out = self.net_g(lq.to(self.device))
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        if self.output_range == (-1, 1):
-            out = (out + 1) / 2
+            if isinstance(net, Restorer):
+                generator = torch.Generator().manual_seed(self.image_seed)
+                out = (net.restore(lq.to(self.device), None, grad_steps=0, generator=generator).image + 1) / 2
+            else:
+                out = self.net_g(lq.to(self.device))
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                out = (out + 1) / 2 if self.output_range == (-1, 1) else out
         return out.clamp(0, 1).float().cpu()
 
     def _restore_faces(self, faces_rgb: np.ndarray) -> np.ndarray:
@@ -233,7 +239,8 @@ class FaceTestModel(BaseModel):
             if skip and all(osp.exists(p) for p in paths):
                 continue
             self._activate(index)
-            torch.manual_seed(int(self.val_opt.get('seed', 0)) + batch_index)
+            self.image_seed = int(self.val_opt.get('seed', 0)) + batch_index  # same noise for every row
+            torch.manual_seed(self.image_seed)
             self.feed_data(data)
             self.test()
             for tensor, path in zip(self.output, paths):
