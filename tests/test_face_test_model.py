@@ -57,8 +57,8 @@ def make_opt(tmp_path, dataset, network=TINY_NET, metrics=PSNR_SSIM, **extra):
 
 
 def paired(lq_dir, gt_dir, name='pairs'):
-    return dict(name=name, type='PairedImageDataset', dataroot_lq=lq_dir, dataroot_gt=gt_dir, io_backend={'type': 'disk'},
-                phase='test', scale=1, filename_tmpl='{}')
+    return dict(name=name, type='PairedImageDataset', dataroot_lq=lq_dir, dataroot_gt=gt_dir,
+                io_backend={'type': 'disk'}, phase='test', scale=1, filename_tmpl='{}')
 
 
 def run(opt):
@@ -178,7 +178,7 @@ def test_tiny_option_file_runs_end_to_end_and_writes_the_table(tmp_path, capsys)
     assert isinstance(table.rows['tiny-random']['lmd'], float)
     assert table.rows['tiny-random']['musiq'].startswith('n/a (missing ')
     assert (results / f'{dataset["name"]}_results.md').exists()
-    assert 'IDS (angle) backend: dlib' in capsys.readouterr().out
+    assert 'IDS (angle), LMD backend: dlib' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize('name', ['test_celeba.yml', 'test_lfw.yml', 'test_webphoto.yml', 'test_celeba_tiny.yml'])

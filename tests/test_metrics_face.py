@@ -106,3 +106,9 @@ def test_unknown_option_lists_accepted_keys(astronaut):
 def test_auto_backend_is_dlib_without_facexlib_weights(tmp_path):
     models = build_face_models('auto', str(tmp_path), 'aligned')
     assert models.backend.startswith('dlib')
+
+
+def test_auto_backend_is_facexlib_when_both_weight_files_are_present(tmp_path):
+    for name in (face_models.ARCFACE_FILE, face_models.AWING_FILE):
+        (tmp_path / name).write_bytes(b'')  # presence decides; the models load lazily on first use
+    assert build_face_models('auto', str(tmp_path), 'aligned').backend.startswith('facexlib')

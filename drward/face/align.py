@@ -55,7 +55,7 @@ def blend_mask(matrix: np.ndarray, face_size: int, height: int, width: int,
 
 
 def paste_face(img: np.ndarray, face: np.ndarray, matrix: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
-    """Blend the restored aligned ``face`` back into ``img`` (same dtype as ``img``) with the inverse warp of ``matrix``."""
+    """Blend the restored aligned ``face`` into ``img`` (keeping its dtype) through the inverse of ``matrix``."""
     height, width = img.shape[:2]
     size = face.shape[0]
     inverse = cv2.invertAffineTransform(matrix)

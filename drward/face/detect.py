@@ -87,7 +87,7 @@ def build_face_detector(backend: str = 'auto', weights_dir: Optional[str] = 'wei
 
 
 def select_faces(faces: List[DetectedFace], rule: str = 'all', min_size: float = 0.0) -> List[DetectedFace]:
-    """Keep ``'all'`` faces, the ``'largest'`` one, or the ``'best'`` (highest score); drop boxes smaller than ``min_size``."""
+    """Keep ``'all'`` faces, the ``'largest'`` or the ``'best'`` (top score); drop boxes under ``min_size``."""
     faces = [f for f in faces if min(f.box[2] - f.box[0], f.box[3] - f.box[1]) >= min_size]
     if not faces or rule == 'all':
         return faces

@@ -10,7 +10,6 @@ download attempt) does not stop the run: its cell reads ``n/a (missing <path>)``
 from __future__ import annotations
 
 import math
-import os
 from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
@@ -80,13 +79,14 @@ def _per_image(names: List[str], restored: Mapping[str, str], gt: Optional[Mappi
 
 
 def _face_note(columns: Dict[str, MetricInfo], metric_opts: Mapping[str, Mapping[str, Any]]) -> List[str]:
-    notes = []
+    """One line per identity/landmark backend in use, naming the columns it serves."""
+    by_backend: Dict[str, List[str]] = {}
     for name, opts in metric_opts.items():
         if opts.get('type') in FACE_METRICS:
             chosen = {k: opts[k] for k in _FACE_OPTION_KEYS if k in opts}
             chosen.setdefault('face_box', 'aligned')
-            notes.append(f'{columns[name].label} backend: {face_backend_name(**chosen)}')
-    return notes
+            by_backend.setdefault(face_backend_name(**chosen), []).append(columns[name].label)
+    return [f'{", ".join(labels)} backend: {backend}' for backend, labels in by_backend.items()]
 
 
 def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]],

@@ -140,6 +140,8 @@ class FaceTestModel(BaseModel):
     def _activate(self, index: int) -> None:
         if self._active_row != index:
             self.net_g = None  # free the other row's network first
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             self.net_g, self._active_row = self._build(self.rows[index]), index
 
     # ------------------------------------------------------------------------------------------------ restoring
