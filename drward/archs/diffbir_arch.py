@@ -24,7 +24,6 @@ import dataclasses
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
@@ -33,7 +32,7 @@ from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
 from drward.archs.restorer import Restorer, RestoreOutput
-from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, copy_frozen
+from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, copy_frozen, pad_to_multiple
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import TruncatedDDIMSampler
@@ -124,7 +123,7 @@ class DiffBIRRestorer(Restorer):
         generator = self._generator if generator is None else generator
         height, width = lq.shape[-2:]
         with torch.no_grad():
-            stage1 = self.stage1(_pad_to_multiple(lq, SIZE_MULTIPLE))
+            stage1 = self.stage1(pad_to_multiple(lq, SIZE_MULTIPLE))
             cond = self.sd.encode_latent(stage1 * 2 - 1)
         context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
         pairs: ResidualPairs = []
@@ -189,9 +188,3 @@ def _checked_paths(opt: Dict, tiny: bool) -> Dict[str, str]:
             raise OptionError(f'DiffBIRRestorer: option {key} is required unless tiny: true')
     return {key: require_file(opt[key], key)
             for key in ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint') if opt[key]}
-
-
-def _pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero padding at the bottom/right up to multiples of ``multiple`` (DiffBIR's ``pad_to_multiples_of``)."""
-    pad_h, pad_w = (-image.shape[-2]) % multiple, (-image.shape[-1]) % multiple
-    return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image

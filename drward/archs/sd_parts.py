@@ -5,19 +5,23 @@ Architectures are written in the LDM terms of the public releases (DiffBIR's ``c
 ``create_*_diffusers_config_from_ldm``, so a tiny test model and the real one go through the same code. Nothing here
 touches a model hub; weights come from :mod:`drward.weights`.
 
-* latent encode ``c = E(x).mode() · s`` and decode ``D(z / s)`` with the latent scale ``s = 0.18215``;
+* latent encode ``c = E(x).mode() · s`` (DiffBIR) or a draw ``E(x).sample() · s`` (OSEDiff), and decode ``D(z / s)``,
+  with the latent scale ``s = 0.18215``; inputs padded to multiples of 64 (:func:`pad_to_multiple`: the VAE's 8× and
+  the UNet's three 2× down-samplings);
 * the text context: open_clip's ViT-H-14 text tower read at the **penultimate** layer (SD 2.x, DiffBIR's
   ``FrozenOpenCLIPEmbedder(layer='penultimate')``): ``context = ln_final(h_{L−1})``, where ``h_l`` is the residual
   stream after block ``l`` of ``L``; the tower holds only the ``L − 1`` blocks it runs;
-* the empty-prompt context, computed once and cached (restorers feed SD an empty prompt, DESIGN.md "Captions").
+* the empty-prompt context, computed once and cached (DiffBIR feeds SD an empty prompt, DESIGN.md "Captions");
+  per-image prompts (OSEDiff) are encoded per batch and not cached.
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
                                                  create_vae_diffusers_config_from_ldm)
@@ -125,9 +129,13 @@ class SDParts(nn.Module):
         self.requires_grad_(False)
         return self.eval()
 
-    def encode_latent(self, image: torch.Tensor) -> torch.Tensor:
-        """``E(x).mode() · s`` for ``x`` (B, 3, H, W) in [−1, 1] → (B, 4, H/8, W/8)."""
-        return self.vae.encode(image).latent_dist.mode() * self.latent_scale
+    def encode_latent(self, image: torch.Tensor, sample: bool = False,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``E(x).mode() · s`` for ``x`` (B, 3, H, W) in [−1, 1] → (B, 4, H/8, W/8); with ``sample=True`` a draw
+        ``(μ + σ·n) · s`` of the posterior instead, ``n ~ N(0, I)`` from ``generator``."""
+        posterior = self.vae.encode(image).latent_dist
+        latent = posterior.sample(generator) if sample else posterior.mode()
+        return latent * self.latent_scale
 
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """``D(z / s)`` → image (B, 3, 8h, 8w), nominally in [−1, 1] (not clamped)."""
@@ -142,6 +150,15 @@ class SDParts(nn.Module):
                 self._context_cache[key] = self.text_encoder.encode([prompt]).to(device=device, dtype=dtype)
         return self._context_cache[key].expand(batch, -1, -1)
 
+    def prompts_context(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Per-sample text contexts (B, 77, width) for ``prompts`` (one per image), without gradient. All equal: the
+        cached :meth:`prompt_context`; otherwise one uncached text-tower call (captions vary per image)."""
+        prompts = list(prompts)
+        if len(set(prompts)) == 1:
+            return self.prompt_context(prompts[0], len(prompts), device, dtype)
+        with torch.no_grad():
+            return self.text_encoder.encode(prompts).to(device=device, dtype=dtype)
+
     def clear_context_cache(self) -> None:
         """Forget cached contexts (call after loading new text-tower weights)."""
         self._context_cache.clear()
@@ -154,6 +171,12 @@ class SDParts(nn.Module):
     def _apply(self, fn, recurse=True):
         self.clear_context_cache()
         return super()._apply(fn, recurse)
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero padding at the bottom/right up to multiples of ``multiple`` (DiffBIR's ``pad_to_multiples_of``)."""
+    pad_h, pad_w = (-image.shape[-2]) % multiple, (-image.shape[-1]) % multiple
+    return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
 
 
 def copy_frozen(module: nn.Module) -> nn.Module:

@@ -236,3 +236,71 @@ def randomize_(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> tor
     for parameter in module.parameters():
         parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter) * std)
     return module.eval()
+
+
+_OSEDIFF_UNET_GREP = ('to_k', 'to_q', 'to_v', 'to_out.0', 'conv', 'conv1', 'conv2', 'conv_in', 'conv_shortcut',
+                      'conv_out', 'proj_out', 'proj_in', 'ff.net.2', 'ff.net.0.proj')
+_OSEDIFF_VAE_GREP = ('conv1', 'conv2', 'conv_in', 'conv_shortcut', 'conv', 'conv_out', 'to_k', 'to_q', 'to_v',
+                     'to_out.0')
+
+
+def osediff_official_unet_lists(unet: torch.nn.Module) -> Dict[str, list]:
+    """OSEDiff's ``initialize_unet`` rule, applied as its script does (parameter by parameter, first matching
+    pattern wins): the module lists stored under ``unet_lora_{encoder,decoder,others}_modules``."""
+    lists = {'encoder': [], 'decoder': [], 'others': []}
+    for name, _ in unet.named_parameters():
+        if 'bias' in name or 'norm' in name:
+            continue
+        pattern = next((p for p in _OSEDIFF_UNET_GREP if p in name), None)
+        if pattern is None:
+            continue
+        module = name.replace('.weight', '')
+        if 'down_blocks' in name or 'conv_in' in name:
+            lists['encoder'].append(module)
+        elif 'up_blocks' in name or 'conv_out' in name:
+            lists['decoder'].append(module)
+        else:
+            lists['others'].append(module)
+    return lists
+
+
+def osediff_official_vae_list(vae: torch.nn.Module) -> list:
+    """OSEDiff's ``initialize_vae`` rule as its script applies it: one entry per (parameter, pattern) hit, so names
+    repeat (``conv1`` also matches ``conv``; ``quant_conv`` is added once per pattern)."""
+    modules = []
+    for name, _ in vae.named_parameters():
+        if 'bias' in name or 'norm' in name:
+            continue
+        for pattern in _OSEDIFF_VAE_GREP:
+            if pattern in name and 'encoder' in name:
+                modules.append(name.replace('.weight', ''))
+            elif 'quant_conv' in name and 'post_quant_conv' not in name:
+                modules.append(name.replace('.weight', ''))
+    return modules
+
+
+@torch.no_grad()
+def save_tiny_osediff_pkl(parts: SDParts, path: str, rank: int = 4, seed: int = 0, std: float = 0.05) -> str:
+    """Give ``parts`` OSEDiff's adapters in place (peft ``LoraConfig(r=rank, init_lora_weights='gaussian')``, all
+    active), set every LoRA factor and ``conv_in`` to random values, and write an ``osediff.pkl`` in the official
+    layout. Save ``parts``' SD checkpoint *before* calling this (adapters rename the wrapped weights)."""
+    from peft import LoraConfig
+    unet_lists, vae_list = osediff_official_unet_lists(parts.unet), osediff_official_vae_list(parts.vae)
+    for part, modules in unet_lists.items():
+        parts.unet.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=modules),
+                               adapter_name=f'default_{part}')
+    parts.unet.set_adapter(['default_encoder', 'default_decoder', 'default_others'])
+    parts.vae.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=vae_list),
+                          adapter_name='default_encoder')
+    generator = torch.Generator().manual_seed(seed)
+    for model in (parts.unet, parts.vae):
+        for name, parameter in model.named_parameters():
+            if 'lora' in name or (model is parts.unet and 'conv_in' in name):
+                parameter.copy_(parameter + torch.randn(parameter.shape, generator=generator) * std)
+    checkpoint = {f'unet_lora_{part}_modules': modules for part, modules in unet_lists.items()}
+    checkpoint.update(vae_lora_encoder_modules=vae_list, rank_unet=rank, rank_vae=rank)
+    checkpoint['state_dict_unet'] = {k: v.clone() for k, v in parts.unet.state_dict().items()
+                                     if 'lora' in k or 'conv_in' in k}
+    checkpoint['state_dict_vae'] = {k: v.clone() for k, v in parts.vae.state_dict().items() if 'lora' in k}
+    torch.save(checkpoint, path)
+    return path

@@ -1,0 +1,242 @@
+"""OSEDiff as a :class:`~drward.archs.restorer.Restorer`: SD 2.1-base UNet and VAE with LoRA adapters (peft), one
+denoising step (DESIGN.md §1, §4, §6).
+
+One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], sides zero-padded to multiples of 64 and cropped back:
+
+1. ``z_LQ = E_φ(2·I_LQ − 1).sample() · 0.18215`` — the VAE encoder with its LoRA adapter (trained); OSEDiff draws
+   from the posterior in training and test alike (``vae_latent: mode`` takes its mean instead);
+2. ``ε = UNet_θ(z_LQ, t = 999, ctx)``, ``ctx`` the SD text context of the image's caption (or the fallback prompt);
+3. ``ẑ_0 = (z_LQ − sqrt(1 − ᾱ_999)·ε) / sqrt(ᾱ_999)`` — the closed form that OSEDiff's one-step
+   ``DDPMScheduler.step`` reduces to (that call raises on current diffusers, OSEDiff issue #60);
+4. ``Î = D(ẑ_0 / 0.18215)`` with the frozen decoder; at inference clamped to [−1, 1] after OSEDiff's colour fix
+   against the input (AdaIN by default, as its test script; or wavelet, or none).
+
+So the one UNet call is the stop step: ``grad_steps`` is 1 (train) or 0 (inference) by construction.
+
+**Trained** (OSEDiff's own optimiser set): every LoRA factor of the UNet (adapters ``default_encoder`` /
+``default_decoder`` / ``default_others``) and of the VAE encoder, plus ``conv_in`` itself when ``train_conv_in``.
+Text tower, decoder and every base weight stay frozen. **L_reg pairs** ``[(ε_θ, ε_ref)]``: ``ε_ref`` is the UNet
+at the same inputs without gradient, either with all adapters disabled (``reg_reference: no_lora``, peft's
+``disable_adapters``: the SD 2.1 UNet with the current ``conv_in``) or with the initial (loaded) LoRA and
+``conv_in`` weights θ₀ (``reg_reference: initial``, the analogue of DiffBIR's frozen θ₀ copy; ``L_reg = 0`` at
+the first step).
+
+**Prompts**: OSEDiff tags images with its RAM-based DAPE model; that tagger is left out here. The SD prompt is the
+image's caption (the ``<image>.txt`` files the dataset reads), or ``fallback_prompt`` where there is none.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from basicsr.utils import get_root_logger
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn
+from torch.func import functional_call
+
+from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
+                               discover_layout, is_lora_name, randomize_lora_b_)
+from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, pad_to_multiple
+from drward.archs.tiny_configs import TINY_SD
+from drward.diffusion.colorfix import wavelet_color_fix
+from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
+from drward.utils.options import OptionError, check_keys, require_file
+
+DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
+                reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
+                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0)
+CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
+               color_fix=('adain', 'wavelet', 'none'))
+TIMESTEP = 999  # OSEDiff's one step
+SIZE_MULTIPLE = 64  # the VAE's 8x and the UNet's three 2x down-samplings
+TINY_LORA_B_STD = 0.02  # tiny builds: non-zero B factors, so the adapters change the output (as trained ones do)
+Sides = Tuple[Tuple[str, nn.Module], ...]
+
+
+@ARCH_REGISTRY.register()
+class OSEDiffRestorer(Restorer):
+    """OSEDiff restorer; options (all validated here):
+
+    ``sd_checkpoint`` (SD 2.1-base LDM file or diffusers folder), ``osediff_checkpoint`` (``osediff_face.pkl`` /
+    ``osediff.pkl``, or a ``.safetensors`` LoRA file written by :func:`drward.weights.osediff.save_lora_safetensors`;
+    null = fresh adapters, i.e. plain SD), ``tiny`` (tiny random models; tiny files may be given), ``lora_rank``
+    (null: the file's, else 4; a value must match the file's), ``train_conv_in`` (true: OSEDiff trains it),
+    ``reg_reference`` ('no_lora' | 'initial'), ``vae_latent`` ('sample' | 'mode'), ``use_captions``,
+    ``fallback_prompt`` (''), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
+    ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator).
+    """
+
+    family = 'osediff'
+
+    def __init__(self, **opts):
+        super().__init__()
+        check_keys('OSEDiffRestorer', opts, DEFAULTS)
+        opt = {**DEFAULTS, **opts}
+        for key, choices in CHOICES.items():
+            if opt[key] not in choices:
+                raise OptionError(f'OSEDiffRestorer: {key} must be one of {list(choices)}, got {opt[key]!r}')
+        self.is_tiny = bool(opt['tiny'])
+        self.train_conv_in = bool(opt['train_conv_in'])
+        self.reg_reference, self.vae_latent, self.color_fix = opt['reg_reference'], opt['vae_latent'], opt['color_fix']
+        self.use_captions, self.fallback_prompt = bool(opt['use_captions']), str(opt['fallback_prompt'] or '')
+        self.alpha_bar = float(sd_alphas_cumprod()[TIMESTEP])
+        self._generator = torch.Generator().manual_seed(int(opt['seed']))
+        paths = _checked_paths(opt, self.is_tiny)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(opt['seed']))
+            config = dataclasses.replace(TINY_SD if self.is_tiny else SD21_BASE, latent_scale=opt['latent_scale'])
+            self.sd = SDParts(config)
+            self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
+        self.sd.freeze()
+        for parameter in self.trainable_parameters():
+            parameter.requires_grad_(True)
+        if self.reg_reference == 'initial':
+            self.initial_unet = TensorSnapshot({name: p for name, p in self.sd.unet.named_parameters()
+                                                if p.requires_grad})
+        self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
+
+    # -- construction ------------------------------------------------------------------------------------------
+    def _build_adapters(self, paths: Dict[str, str], rank: Optional[int], seed: int) -> LoraLayout:
+        """SD weights, then the adapters (the file's layout, or OSEDiff's placement at ``rank``), then their weights."""
+        from drward.weights.osediff import load_osediff_lora, read_lora_file
+        from drward.weights.sd import load_sd_weights
+        logger = get_root_logger()
+        if self.is_tiny:
+            logger.info('OSEDiffRestorer: TINY models (random unless tiny checkpoints are given) - tests and CPU '
+                        'demos only')
+        if 'sd_checkpoint' in paths:
+            _log_and_check(load_sd_weights(self.sd, paths['sd_checkpoint']))
+        if 'osediff_checkpoint' not in paths:
+            layout = discover_layout(self.sd.unet, self.sd.vae, int(rank or DEFAULT_RANK))
+            add_lora(self.sd.unet, self.sd.vae, layout)
+            if self.is_tiny:
+                generator = torch.Generator().manual_seed(seed)
+                for model in (self.sd.unet, self.sd.vae):
+                    randomize_lora_b_(model, TINY_LORA_B_STD, generator)
+            else:
+                logger.warning('OSEDiffRestorer: no osediff_checkpoint; fresh LoRA adapters (B = 0): the restorer '
+                               'starts as plain SD 2.1 at t = 999')
+            return layout
+        layout, unet_state, vae_state = read_lora_file(paths['osediff_checkpoint'])
+        if rank is not None and {layout.rank_unet, layout.rank_vae} != {int(rank)}:
+            raise OptionError(f'OSEDiffRestorer: lora_rank {rank} differs from the checkpoint\'s ranks (UNet '
+                              f'{layout.rank_unet}, VAE {layout.rank_vae}); leave lora_rank null to take them')
+        add_lora(self.sd.unet, self.sd.vae, layout)
+        _log_and_check(load_osediff_lora(self.sd.unet, self.sd.vae, unet_state, vae_state))
+        return layout
+
+    # -- the Restorer interface --------------------------------------------------------------------------------
+    def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
+                generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
+        """Restore ``lq`` (B, 3, H, W) in [0, 1] in one step; ``grad_steps`` 1 keeps the graph (training), 0 not.
+        ``captions`` (one per image) are the SD prompts. ``generator`` draws the VAE posterior sample."""
+        if sampling:
+            raise TypeError(f'OSEDiffRestorer.restore: unknown sampling arguments {sorted(sampling)} (one step)')
+        if grad_steps not in (0, 1):
+            raise ValueError(f'OSEDiffRestorer: one denoising step, so grad_steps is 0 or 1, got {grad_steps}')
+        generator = self._generator if generator is None else generator
+        height, width = lq.shape[-2:]
+        signed = pad_to_multiple(lq, SIZE_MULTIPLE) * 2 - 1
+        with torch.set_grad_enabled(bool(grad_steps) and torch.is_grad_enabled()):
+            z_lq = self.sd.encode_latent(signed, sample=self.vae_latent == 'sample', generator=generator)
+            timestep = torch.full((z_lq.shape[0],), TIMESTEP, dtype=torch.long, device=z_lq.device)
+            context = self.sd.prompts_context(self._prompts(captions, z_lq.shape[0]), z_lq.device, z_lq.dtype)
+            eps = self.sd.unet(z_lq, timestep, encoder_hidden_states=context).sample
+            pairs = [(eps, self._reference_eps(z_lq, timestep, context))] if grad_steps else []
+            latent = predict_x0(z_lq, eps, self.alpha_bar)
+            image = self.sd.decode_latent(latent.to(z_lq.dtype))
+        image = image[..., :height, :width]
+        if not grad_steps:
+            image = self._color_fixed(image, signed[..., :height, :width]).clamp(-1, 1)
+        return RestoreOutput(image=image, reg_pairs=pairs, latent=latent,
+                             info={'stop_timestep': float(TIMESTEP), 'grad_calls': float(grad_steps)})
+
+    def _prompts(self, captions: Optional[Sequence[str]], batch: int) -> List[str]:
+        """One SD prompt per image: its caption, or the fallback prompt where captions are off, absent or empty."""
+        if not self.use_captions or captions is None:
+            return [self.fallback_prompt] * batch
+        if len(captions) != batch:
+            raise ValueError(f'OSEDiffRestorer: {len(captions)} captions for {batch} images')
+        return [caption or self.fallback_prompt for caption in captions]
+
+    def _reference_eps(self, z_lq: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``ε_ref``: the same UNet call without gradient, adapters disabled or with the initial weights θ₀."""
+        with torch.no_grad():
+            if self.reg_reference == 'initial':
+                return functional_call(self.sd.unet, self.initial_unet.as_dict(), (z_lq, timestep),
+                                       {'encoder_hidden_states': context}).sample
+            with adapters_disabled(self.sd.unet):
+                return self.sd.unet(z_lq, timestep, encoder_hidden_states=context).sample
+
+    def _color_fixed(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """OSEDiff's colour alignment of the output to its input (``--align_method``)."""
+        if self.color_fix == 'adain':
+            return adain_color_fix(image, source)
+        if self.color_fix == 'wavelet':
+            return wavelet_color_fix(image, source)
+        return image
+
+    def _sides(self) -> Sides:
+        return (('unet', self.sd.unet), ('vae', self.sd.vae))
+
+    def _is_trained(self, side: str, name: str) -> bool:
+        return is_lora_name(name) or (side == 'unet' and self.train_conv_in and name.startswith('conv_in.'))
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Every LoRA factor (UNet and VAE encoder), plus the UNet's ``conv_in`` when ``train_conv_in``."""
+        for side, model in self._sides():
+            for name, parameter in model.named_parameters():
+                if self._is_trained(side, name):
+                    yield parameter
+
+    def trained_state_dict(self) -> Dict[str, torch.Tensor]:
+        """The trained tensors as ``unet.<peft name>`` / ``vae.<peft name>``."""
+        return {f'{side}.{name}': tensor for side, model in self._sides()
+                for name, tensor in model.state_dict().items() if self._is_trained(side, name)}
+
+    def load_trained_state_dict(self, state: Dict[str, torch.Tensor], strict: bool = True) -> None:
+        """Load what :meth:`trained_state_dict` wrote; the reference θ₀ keeps the initial weights."""
+        expected = set(self.trained_state_dict())
+        if strict and set(state) != expected:
+            raise KeyError(f'OSEDiffRestorer: trained state mismatch; missing {sorted(expected - set(state))[:5]}, '
+                           f'unexpected {sorted(set(state) - expected)[:5]}')
+        by_side = {side: {} for side, _ in self._sides()}
+        for key, tensor in state.items():
+            side, _, name = key.partition('.')
+            by_side.setdefault(side, {})[name] = tensor
+        for side, model in self._sides():
+            model.load_state_dict(by_side[side], strict=False)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing in the UNet and the VAE (encoder, with its LoRA, and decoder)."""
+        self.sd.set_gradient_checkpointing(enabled)
+
+    def train(self, mode: bool = True) -> 'OSEDiffRestorer':
+        """The LoRA layers have no dropout and the base models none either: everything stays in eval mode."""
+        self.training = mode
+        self.sd.eval()
+        return self
+
+
+def adain_color_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per image and channel, ``image``'s mean and standard deviation replaced by ``reference``'s:
+    ``(x − μ_x)/σ_x · σ_ref + μ_ref`` (OSEDiff's ``adain_color_fix``)."""
+    mean, std = image.mean(dim=(-2, -1), keepdim=True), (image.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
+    ref_mean = reference.mean(dim=(-2, -1), keepdim=True)
+    ref_std = (reference.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
+    return (image - mean) / std * ref_std + ref_mean
+
+
+def _log_and_check(report) -> None:
+    get_root_logger().info(f'OSEDiffRestorer: {report.summary()}')
+    report.raise_if_incomplete()
+
+
+def _checked_paths(opt: Dict, tiny: bool) -> Dict[str, str]:
+    """The weight paths given; a missing file raises the one-line message naming its key. A real build needs
+    ``sd_checkpoint``."""
+    if not tiny and not opt['sd_checkpoint']:
+        raise OptionError('OSEDiffRestorer: option sd_checkpoint is required unless tiny: true')
+    return {key: require_file(opt[key], key) for key in ('sd_checkpoint', 'osediff_checkpoint') if opt[key]}
