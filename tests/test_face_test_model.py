@@ -166,7 +166,8 @@ def test_tiny_option_file_runs_end_to_end_and_writes_the_table(tmp_path, capsys)
     assert opt['num_gpu'] == 'auto'
     opt['num_gpu'] = torch.cuda.device_count()  # what BasicSR's parse_options does with 'auto'
     dataset = opt['datasets']['test_1']
-    make_demo_faces(dataset['dataroot_gt'], size=dataset['gt_size'], count=2)  # 2 faces keep the test short
+    dataset['gt_size'] = 64  # 2 faces at 64² keep the test short
+    make_demo_faces(dataset['dataroot_gt'], size=64, count=2)
     opt['network_g']['num_steps'] = 4
     results = tmp_path / 'results'
     opt['path'].update(results_root=str(results), log=str(results), visualization=str(results / 'visualization'),
