@@ -64,6 +64,7 @@ PARTS = (
     ('bwd_losses', 'backward: losses and FRM'),
     ('bwd_decode', 'backward: VAE decoder'),
     ('bwd_steps', 'backward: grad step(s)'),
+    ('bwd_conditioning', 'backward: conditioning (a trained encoder)'),
     ('optim_g', 'generator AdamW step'),
     ('reward_gt', 'GT reward for the log (FRM, no grad)'),
     ('frm_update', 'dynamic FRM update (every step here; every n in training)'),
@@ -95,28 +96,44 @@ class RestorerSpec:
 
 
 @contextlib.contextmanager
-def diffbir_real_sizes() -> Iterator[None]:
-    """Make ``DiffBIRRestorer(tiny=True)`` build SD 2.1-base / DiffBIR face SwinIR sizes with random weights.
-
-    DiffBIRRestorer has no "real sizes, random weights" option (a real build requires the weight files), so the
-    tiny configs it reads are swapped for the real ones while it is constructed.
-    """
-    import drward.archs.diffbir_arch as diffbir
-    from drward.archs.face_swinir import FACE_SWINIR
-    from drward.archs.sd_parts import SD21_BASE
-    saved = diffbir.TINY_SD, diffbir.TINY_FACE_SWINIR
-    diffbir.TINY_SD, diffbir.TINY_FACE_SWINIR = SD21_BASE, FACE_SWINIR
+def _swapped(module_name: str, values: Callable[[], Dict]) -> Iterator[None]:
+    """Module globals replaced by ``values()`` for the duration of the block, then restored."""
+    import importlib
+    module = importlib.import_module(module_name)
+    replacements = values()
+    saved = {name: getattr(module, name) for name in replacements}
+    vars(module).update(replacements)
     try:
         yield
     finally:
-        diffbir.TINY_SD, diffbir.TINY_FACE_SWINIR = saved
+        vars(module).update(saved)
+
+
+def _real_configs() -> Dict:
+    from drward.archs.face_swinir import FACE_SWINIR
+    from drward.archs.sd_parts import SD21_BASE
+    return {'TINY_SD': SD21_BASE, 'TINY_FACE_SWINIR': FACE_SWINIR}
+
+
+def diffbir_real_sizes() -> ContextManager:
+    """``DiffBIRRestorer(tiny=True)`` builds SD 2.1-base / DiffBIR face SwinIR sizes with random weights.
+
+    The restorers have no "real sizes, random weights" option (a real build requires the weight files), so the
+    tiny configs they read are swapped for the real ones while they are constructed.
+    """
+    return _swapped('drward.archs.diffbir_arch', _real_configs)
+
+
+def osediff_real_sizes() -> ContextManager:
+    """``OSEDiffRestorer(tiny=True)`` builds SD 2.1-base sizes with random weights (see :func:`diffbir_real_sizes`)."""
+    return _swapped('drward.archs.osediff_arch', lambda: {'TINY_SD': _real_configs()['TINY_SD']})
 
 
 SPECS: Dict[str, RestorerSpec] = {
     'diffbir': RestorerSpec('DiffBIRRestorer', 'DiffBIR',
                             lambda steps: dict(tiny=True, num_steps=steps, stop_window=1),
                             diffbir_real_sizes),
-    'osediff': RestorerSpec('OSEDiffRestorer', 'OSEDiff', lambda steps: dict(tiny=True), contextlib.nullcontext),
+    'osediff': RestorerSpec('OSEDiffRestorer', 'OSEDiff', lambda steps: dict(tiny=True), osediff_real_sizes),
 }
 
 
@@ -266,9 +283,18 @@ def _instrument_restorer(net, clock: PartClock, patches: _Patches) -> None:
     if sampler is not None and hasattr(sampler, 'sample'):
         patches.wrap(sampler, 'sample', wrap_sample)
         return
+    def unet_pre_hook(module, inputs):
+        clock.switch('grad_steps')
+        if inputs and torch.is_tensor(inputs[0]) and inputs[0].requires_grad:  # a trained encoder made z
+            inputs[0].register_hook(_switch_on_grad(clock, 'bwd_conditioning'))
+
     unet = denoiser_module(net)
-    patches.handle(unet.register_forward_pre_hook(lambda module, inputs: clock.switch('grad_steps')))
-    patches.handle(unet.register_forward_hook(lambda module, inputs, output: clock.switch('decode')))
+    patches.handle(unet.register_forward_pre_hook(unet_pre_hook))
+    decoder = getattr(getattr(getattr(net, 'sd', None), 'vae', None), 'decoder', None)
+    if decoder is not None:  # what runs between the UNet and the decoder (θ₀ reference, ẑ_0) is the grad step's
+        patches.handle(decoder.register_forward_pre_hook(lambda module, inputs: clock.switch('decode')))
+    else:
+        patches.handle(unet.register_forward_hook(lambda module, inputs, output: clock.switch('decode')))
 
 
 def denoiser_module(net) -> torch.nn.Module:
@@ -497,18 +523,24 @@ def _variants_table(results: Dict[int, VariantResult], k: int) -> str:
     return markdown_table(headers, rows)
 
 
-def _design_comparison(step: VariantResult) -> str:
-    """The N = 1 step's time shares next to DESIGN.md §5's FLOP shares (SD 2.1, 512², K = 50)."""
+def _design_comparison(step: VariantResult, k: int) -> str:
+    """The N = 1 step's grouped time shares; for a chain, next to DESIGN.md §5's FLOP shares (DiffBIR, SD 2.1
+    sizes, 512², K = 50)."""
     parts = step.parts
     total = sum(m.seconds for m in parts.values())
 
     def share(*keys: str) -> str:
-        return f'{100 * sum(parts[k].seconds for k in keys if k in parts) / total:.1f} %'
-    return (f'Against DESIGN.md §5 (FLOPs at SD 2.1 sizes, 512², K = 50: no-grad prefix ≈ 80 %, VAE decode '
-            f'forward + backward ≈ 11 %, grad step forward + backward ≈ 5 %), this run\'s time shares are: prefix '
-            f'{share("prefix")}, decode forward + backward {share("decode", "bwd_decode")}, grad step forward + '
-            f'backward {share("grad_steps", "bwd_steps")}, loss terms forward + backward (FRM, LPIPS, DT-CWT, '
-            f'L_reg) {share("reward", *LOSS_PARTS.values(), "losses", "bwd_losses")}.')
+        return f'{100 * sum(parts[key].seconds for key in keys if key in parts) / total:.1f} %'
+    shares = (f'prefix {share("prefix")}, decode forward + backward {share("decode", "bwd_decode")}, grad step '
+              f'forward + backward {share("grad_steps", "bwd_steps")}, conditioning forward + backward '
+              f'{share("conditioning", "bwd_conditioning")}, loss terms forward + backward (FRM, LPIPS, DT-CWT, '
+              f'L_reg) {share("reward", *LOSS_PARTS.values(), "losses", "bwd_losses")}, FRM update '
+              f'{share("frm_update")}')
+    if k == 1:
+        return f'Time shares of the step: {shares}.'
+    return (f'Against DESIGN.md §5 (FLOPs of a DiffBIR step at SD 2.1 sizes, 512², K = 50: no-grad prefix ≈ 80 %, '
+            f'VAE decode forward + backward ≈ 11 %, grad step forward + backward ≈ 5 %), this run\'s time shares '
+            f'are: {shares}.')
 
 
 def _setting(args: argparse.Namespace, spec: RestorerSpec, model, k: int) -> str:
@@ -527,6 +559,13 @@ def _setting(args: argparse.Namespace, spec: RestorerSpec, model, k: int) -> str
             f'(trained {trained / 1e6:,.2f} M), FRM {frm / 1e6:,.2f} M.')
 
 
+def _chain_sentence(k: int) -> str:
+    if k == 1:
+        return 'One denoiser call (the grad step), no no-grad prefix.'
+    return (f'The stop index is fixed at the last step (`stop_window: 1`), so N = 1 runs K − 1 = {k - 1} no-grad '
+            f'calls.')
+
+
 def _caption(args: argparse.Namespace, k: int, step: VariantResult, memory: str) -> str:
     parts = step.parts
     total = sum(m.seconds for m in parts.values())
@@ -534,8 +573,7 @@ def _caption(args: argparse.Namespace, k: int, step: VariantResult, memory: str)
     amortised = frm / 10 / (total - frm + frm / 10) if total > 0 else 0.0
     return (f'One step = `ReFLModel.optimize_parameters` on one micro-batch (loss weights 1e-4 / 0.01 / 0.005 / '
             f'0.01, AdamW), median of {args.repeats} measured steps per variant after {args.warmup} warm-up '
-            f'step(s), variants interleaved in one process. The stop index is fixed at the last step '
-            f'(`stop_window: 1`), so N = 1 runs K − 1 = {k - 1} no-grad calls. Parts are separated by hooks on the '
+            f'step(s), variants interleaved in one process. {_chain_sentence(k)} Parts are separated by hooks on the '
             f'running code (wrapped `restore`, sampler and backward call, loss-module hooks, gradient hooks on Î '
             f'and ẑ_0, optimiser step hooks; benchmarks/README.md) and sum to the step\'s wall time; CUDA is '
             f'synchronised at every boundary. Shares are of the step total. Memory: *saved* = what autograd kept for '
@@ -550,30 +588,45 @@ def render_report(args: argparse.Namespace, spec: RestorerSpec, model, k: int, r
     step = results[1]
     if step.failure:
         return f'{_setting(args, spec, model, k)}\n\nThe N = 1 step failed: {step.failure}.\n'
-    full = results.get(k) if k > 1 else None
+    full = results.get(k)  # a one-step restorer (K = 1): the N = 1 step is the full chain
     full = full if full is not None and not full.failure else None
     blocks = [_setting(args, spec, model, k), _caption(args, k, step, memory),
               f'### Parts of one step (N = 1) and of the full-chain step (N = {k})', _parts_table(step, full, k),
-              '### Variants', _variants_table(results, k), _design_comparison(step)]
+              '### Variants', _variants_table(results, k), _design_comparison(step, k)]
     if k == 1:
         blocks.append('A one-step restorer: its only denoiser call is the grad step, so N = 1 is the full chain.')
     return '\n\n'.join(blocks) + '\n'
 
 
-def benchmark_report(args: argparse.Namespace, spec: RestorerSpec) -> str:
-    """Build the model, measure every variant, and render the Markdown report."""
+@dataclass
+class BenchmarkRun:
+    """A measured model: the ReFLModel, K, the variants' results and what the peak memory column means."""
+
+    model: object
+    k: int
+    results: Dict[int, VariantResult]
+    memory: str
+
+
+def run_benchmark(args: argparse.Namespace, spec: RestorerSpec) -> BenchmarkRun:
+    """Build the model and measure every variant (N = 1, the extra N, N = K) in this process."""
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as workdir:
         model = build_refl_model(args, spec, workdir)
-        k = chain_length(model.net_g)
-        variants = choose_variants(k, args.also_n, not args.no_full_chain)
-        probe = memory_probe(device, args.rss_interval_ms / 1e3)
-        clock = PartClock(probe, SavedTensorMeter(model_tensors(model)))
-        try:
-            results = measure(model, make_batch(args, device), clock, variants, args.repeats, args.warmup, args.seed)
-        finally:
-            probe.close()
-        return render_report(args, spec, model, k, results, probe.description)
+    k = chain_length(model.net_g)
+    variants = choose_variants(k, args.also_n, not args.no_full_chain)
+    probe = memory_probe(device, args.rss_interval_ms / 1e3)
+    clock = PartClock(probe, SavedTensorMeter(model_tensors(model)))
+    try:
+        results = measure(model, make_batch(args, device), clock, variants, args.repeats, args.warmup, args.seed)
+    finally:
+        probe.close()
+    return BenchmarkRun(model, k, results, probe.description)
+
+
+def benchmark_report(args: argparse.Namespace, spec: RestorerSpec) -> str:
+    run = run_benchmark(args, spec)
+    return render_report(args, spec, run.model, run.k, run.results, run.memory)
 
 
 # ---------------------------------------------------------------------------------------------------- construct only
