@@ -25,10 +25,10 @@ WEIGHT_SOURCES = {
     'osediff.pkl': 'https://github.com/cswry/OSEDiff (preset/models)',
     'osediff_face.pkl': 'https://github.com/01NeuralNinja/DiffusionReward (OSEDiff face weights)',
     'vgg.pth': 'lpips package (its linear layers) + torchvision vgg16-397923af.pth in the torch hub cache',
-    'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth (put it in torch.hub.get_dir()/checkpoints)',
+    'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth',
 }
 # Option keys that name weight files (any nesting level).
-WEIGHT_KEY_SUFFIXES = ('_ckpt', '_checkpoint', 'checkpoint', '_weights', 'pretrain_network_g', 'pretrain_network_frm')
+WEIGHT_KEY_SUFFIXES = ('_ckpt', '_checkpoint', 'checkpoint', 'backbone_path', 'pretrain_network_g', 'pretrain_network_frm')
 
 
 class OptionError(ValueError):
