@@ -10,8 +10,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 
-def read_requirements() -> list:
-    lines = Path(__file__).with_name('requirements.txt').read_text().splitlines()
+def read_requirements(*names: str) -> list:
+    lines = [ln for name in names for ln in Path(__file__).with_name(name).read_text().splitlines()]
     reqs = [ln.split('#')[0].strip() for ln in lines]
     return [r for r in reqs if r and r != 'pytest']
 
@@ -26,6 +26,8 @@ setup(
     package_data={'drward': ['assets/*', 'archs/configs/*.json']},
     include_package_data=True,
     python_requires='>=3.10',
-    install_requires=read_requirements(),
+    install_requires=read_requirements('requirements.txt'),
+    # pyiqa and the dlib face models: `pip install --no-deps -r requirements-nodeps.txt` (see tools/run.sh)
+    extras_require={'eval': read_requirements('requirements-nodeps.txt')},
     license='Apache-2.0',
 )

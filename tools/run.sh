@@ -11,9 +11,10 @@ stamp="$venv/.drward-installed"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-nodeps.txt -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -r requirements.txt
+  "$venv/bin/python" -m pip install -q --no-deps -r requirements-nodeps.txt
   "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
   touch "$stamp"
 fi
