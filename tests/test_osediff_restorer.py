@@ -62,7 +62,8 @@ def test_gradient_reaches_exactly_the_lora_factors_and_conv_in_when_enabled(conv
     trained = _trained_names(restorer, conv_in)
     assert {id(p) for p in restorer.trainable_parameters()} == {id(named[n]) for n in trained}
     assert set(restorer.trained_state_dict()) == trained
-    assert any(n.startswith('vae.encoder.') for n in trained) and ('unet.conv_in.base_layer.weight' in trained) == conv_in
+    assert any(n.startswith('vae.encoder.') for n in trained)
+    assert ('unet.conv_in.base_layer.weight' in trained) == conv_in
     assert all(named[n].grad is not None and named[n].grad.abs().sum() > 0 for n in trained)
     for name, parameter in restorer.named_parameters():
         if id(parameter) not in {id(named[n]) for n in trained}:  # base UNet/VAE weights, text tower, decoder

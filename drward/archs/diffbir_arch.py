@@ -20,7 +20,6 @@ the default here; ``v2.pth`` has the same layout and loads the same way (both on
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -32,8 +31,8 @@ from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
 from drward.archs.restorer import Restorer, RestoreOutput
-from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, copy_frozen, pad_to_multiple
-from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD, TINY_ZERO_CONV_STD
+from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
+from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import TruncatedDDIMSampler
 from drward.utils.options import OptionError, check_keys, require_file
@@ -71,10 +70,8 @@ class DiffBIRRestorer(Restorer):
                                             eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']))
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
         paths = _checked_paths(opt, self.is_tiny)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(opt['seed']))
-            config = dataclasses.replace(TINY_SD if self.is_tiny else SD21_BASE, latent_scale=opt['latent_scale'])
-            self.sd = SDParts(config)
+        with seeded_rng(opt['seed']):
+            self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.stage1 = FaceSwinIR(**(TINY_FACE_SWINIR if self.is_tiny else FACE_SWINIR))
             self.controlnet = IRControlNet(**ircontrolnet_config(self.sd.unet.config))
             self._load_weights(paths)

@@ -26,7 +26,6 @@ image's caption (the ``<image>.txt`` files the dataset reads), or ``fallback_pro
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,8 +37,7 @@ from torch.func import functional_call
 from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
                                discover_layout, is_lora_name, randomize_lora_b_)
 from drward.archs.restorer import Restorer, RestoreOutput
-from drward.archs.sd_parts import LATENT_SCALE, SD21_BASE, SDParts, pad_to_multiple
-from drward.archs.tiny_configs import TINY_SD
+from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, pad_to_multiple, seeded_rng
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.options import OptionError, check_keys, require_file
@@ -84,10 +82,8 @@ class OSEDiffRestorer(Restorer):
         self.alpha_bar = float(sd_alphas_cumprod()[TIMESTEP])
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
         paths = _checked_paths(opt, self.is_tiny)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(opt['seed']))
-            config = dataclasses.replace(TINY_SD if self.is_tiny else SD21_BASE, latent_scale=opt['latent_scale'])
-            self.sd = SDParts(config)
+        with seeded_rng(opt['seed']):
+            self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
         self.sd.freeze()
         for parameter in self.trainable_parameters():

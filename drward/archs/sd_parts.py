@@ -17,8 +17,10 @@ touches a model hub; weights come from :mod:`drward.weights`.
 from __future__ import annotations
 
 import copy
+import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -171,6 +173,20 @@ class SDParts(nn.Module):
     def _apply(self, fn, recurse=True):
         self.clear_context_cache()
         return super()._apply(fn, recurse)
+
+
+def build_sd_parts(tiny: bool, latent_scale: float = LATENT_SCALE) -> SDParts:
+    """Randomly initialised SD 2.1-base parts, or the tiny test configuration, with ``latent_scale``."""
+    from drward.archs.tiny_configs import TINY_SD  # tiny_configs imports this module
+    return SDParts(dataclasses.replace(TINY_SD if tiny else SD21_BASE, latent_scale=latent_scale))
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Random initialisation inside the block is reproducible in ``seed``; the global RNG state is kept."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -38,7 +38,8 @@ def layout_from_checkpoint(checkpoint: Mapping) -> LoraLayout:
     """The adapter layout an ``osediff.pkl`` dict describes (duplicate module names dropped, order kept)."""
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
-        raise ConversionError(f'not an OSEDiff checkpoint: keys {missing} are missing (expected {list(CHECKPOINT_KEYS)})')
+        raise ConversionError(f'not an OSEDiff checkpoint: keys {missing} are missing '
+                              f'(expected {list(CHECKPOINT_KEYS)})')
     unet = {adapter: list(dict.fromkeys(checkpoint[key])) for adapter, key in UNET_MODULE_KEYS.items()}
     return LoraLayout(unet, list(dict.fromkeys(checkpoint[VAE_MODULE_KEY])), int(checkpoint['rank_unet']),
                       int(checkpoint['rank_vae']))

@@ -248,19 +248,11 @@ def osediff_official_unet_lists(unet: torch.nn.Module) -> Dict[str, list]:
     """OSEDiff's ``initialize_unet`` rule, applied as its script does (parameter by parameter, first matching
     pattern wins): the module lists stored under ``unet_lora_{encoder,decoder,others}_modules``."""
     lists = {'encoder': [], 'decoder': [], 'others': []}
-    for name, _ in unet.named_parameters():
-        if 'bias' in name or 'norm' in name:
-            continue
-        pattern = next((p for p in _OSEDIFF_UNET_GREP if p in name), None)
-        if pattern is None:
-            continue
-        module = name.replace('.weight', '')
-        if 'down_blocks' in name or 'conv_in' in name:
-            lists['encoder'].append(module)
-        elif 'up_blocks' in name or 'conv_out' in name:
-            lists['decoder'].append(module)
-        else:
-            lists['others'].append(module)
+    kept = [n for n, _ in unet.named_parameters() if 'bias' not in n and 'norm' not in n]
+    for name in (n for n in kept if any(p in n for p in _OSEDIFF_UNET_GREP)):
+        part = ('encoder' if 'down_blocks' in name or 'conv_in' in name else
+                'decoder' if 'up_blocks' in name or 'conv_out' in name else 'others')
+        lists[part].append(name.replace('.weight', ''))
     return lists
 
 
