@@ -82,7 +82,9 @@ class RssMemoryProbe:
 
     def __init__(self, interval_s: float = 0.001):
         self.interval_s = interval_s
-        self.description = f'CPU peak RSS (sampled every {interval_s * 1e3:g} ms) above the step start'
+        self.description = (f'CPU peak RSS (sampled every {interval_s * 1e3:g} ms) above the step start; the C '
+                            f'allocator reuses freed memory, so on the CPU a part (even a step) can read 0: trust '
+                            f'*saved* there')
         self._read = _rss_reader()
         self._lock = threading.Lock()
         self._peak = self._read()

@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
@@ -82,59 +82,51 @@ FALLBACK_CAPTION = 'a high-quality photo of a face'
 # ---------------------------------------------------------------------------------------------------- restorers
 @dataclass
 class RestorerSpec:
-    """How the benchmark builds one restorer family.
-
-    ``arch_type``: the ARCH_REGISTRY name; ``options(steps)``: its ``network_g`` options for the tiny size (K =
-    ``steps``, stop index fixed at the last step); ``real_sizes``: a context manager under which the same options
-    build SD 2.1 sizes with random weights.
-    """
+    """How the benchmark builds one restorer family: ``arch_type`` (the ARCH_REGISTRY name) and ``options(steps)``,
+    its tiny ``network_g`` options (K = ``steps``, stop index fixed at the last step)."""
 
     arch_type: str
     title: str
     options: Callable[[int], Dict]
-    real_sizes: Callable[[], ContextManager]
-
-
-@contextlib.contextmanager
-def _swapped(module_name: str, values: Callable[[], Dict]) -> Iterator[None]:
-    """Module globals replaced by ``values()`` for the duration of the block, then restored."""
-    import importlib
-    module = importlib.import_module(module_name)
-    replacements = values()
-    saved = {name: getattr(module, name) for name in replacements}
-    vars(module).update(replacements)
-    try:
-        yield
-    finally:
-        vars(module).update(saved)
-
-
-def _real_configs() -> Dict:
-    from drward.archs.face_swinir import FACE_SWINIR
-    from drward.archs.sd_parts import SD21_BASE
-    return {'TINY_SD': SD21_BASE, 'TINY_FACE_SWINIR': FACE_SWINIR}
-
-
-def diffbir_real_sizes() -> ContextManager:
-    """``DiffBIRRestorer(tiny=True)`` builds SD 2.1-base / DiffBIR face SwinIR sizes with random weights.
-
-    The restorers have no "real sizes, random weights" option (a real build requires the weight files), so the
-    tiny configs they read are swapped for the real ones while they are constructed.
-    """
-    return _swapped('drward.archs.diffbir_arch', _real_configs)
-
-
-def osediff_real_sizes() -> ContextManager:
-    """``OSEDiffRestorer(tiny=True)`` builds SD 2.1-base sizes with random weights (see :func:`diffbir_real_sizes`)."""
-    return _swapped('drward.archs.osediff_arch', lambda: {'TINY_SD': _real_configs()['TINY_SD']})
 
 
 SPECS: Dict[str, RestorerSpec] = {
     'diffbir': RestorerSpec('DiffBIRRestorer', 'DiffBIR',
-                            lambda steps: dict(tiny=True, num_steps=steps, stop_window=1),
-                            diffbir_real_sizes),
-    'osediff': RestorerSpec('OSEDiffRestorer', 'OSEDiff', lambda steps: dict(tiny=True), osediff_real_sizes),
+                            lambda steps: dict(tiny=True, num_steps=steps, stop_window=1)),
+    'osediff': RestorerSpec('OSEDiffRestorer', 'OSEDiff', lambda steps: dict(tiny=True)),
 }
+
+
+@contextlib.contextmanager
+def real_sizes() -> Iterator[None]:
+    """While the block runs, a restorer's tiny build makes SD 2.1-base (and DiffBIR face SwinIR) sizes, with random
+    weights.
+
+    The restorers have no "real sizes, random weights" option (a real build requires the weight files), so every
+    loaded ``drward`` module global named ``TINY_SD`` / ``TINY_FACE_SWINIR`` is swapped for the real configuration
+    and restored afterwards; :func:`check_real_sizes` verifies the build took them.
+    """
+    from drward.archs.face_swinir import FACE_SWINIR
+    from drward.archs.sd_parts import SD21_BASE
+    real = {'TINY_SD': SD21_BASE, 'TINY_FACE_SWINIR': FACE_SWINIR}
+    modules = [module for name, module in list(sys.modules.items()) if name.startswith('drward.') and module]
+    saved = [(module, name, getattr(module, name)) for module in modules for name in real if hasattr(module, name)]
+    for module, name, _ in saved:
+        setattr(module, name, real[name])
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def check_real_sizes(net) -> None:
+    """Raise unless ``net``'s SD parts have SD 2.1-base's UNet (the :func:`real_sizes` swap reached the build)."""
+    from drward.archs.sd_parts import SD21_BASE
+    config = getattr(getattr(net, 'sd', None), 'config', None)
+    if config is None or dict(config.unet) != dict(SD21_BASE.unet):
+        raise RuntimeError(f'{type(net).__name__}: the sd21 build still has tiny sizes; its tiny build no longer reads '
+                           f'TINY_SD (update benchmarks/refl_step.py real_sizes)')
 
 
 def available(spec: RestorerSpec) -> bool:
@@ -162,7 +154,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
                         help="bf16 = ReFLModel's mixed_precision: bf16 (autocast; weights stay fp32)")
-    parser.add_argument('--gradient-checkpointing', action='store_true')
+    parser.add_argument('--gradient-checkpointing', action='store_true',
+                        help="activation checkpointing in the restorer (UNet, control branch, VAE)")
+    parser.add_argument('--frm-checkpointing', action='store_true',
+                        help="also in the FRM (what ReFLModel's train.gradient_checkpointing turns on with the "
+                             "restorer's)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--rss-interval-ms', type=float, default=1.0, help='CPU memory sampling interval')
     parser.add_argument('--seed', type=int, default=0)
@@ -199,7 +195,7 @@ def refl_options(args: argparse.Namespace, spec: RestorerSpec, workdir: str) -> 
         'path': {**paths, 'resume_state': None, 'pretrain_network_g': None},
         'train': {
             'grad_accum': 1, 'grad_steps': 1, 'mixed_precision': 'bf16' if args.dtype == 'bf16' else 'no',
-            'gradient_checkpointing': bool(args.gradient_checkpointing),
+            'gradient_checkpointing': bool(args.gradient_checkpointing and args.frm_checkpointing),
             'optim_g': {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01},
             **loss_options(args.size),
             'frm_update': {'every': 1, 'loss_weight': 0.1, 'reduction': 'sum', 'grad_clip': 1.0},
@@ -211,10 +207,17 @@ def build_refl_model(args: argparse.Namespace, spec: RestorerSpec, workdir: str)
     """ReFLModel around the chosen restorer, built through BasicSR's model registry."""
     import drward  # noqa: F401
     from basicsr.models import build_model
-    sizes = spec.real_sizes() if args.size == 'sd21' else contextlib.nullcontext()
+    sizes = real_sizes() if args.size == 'sd21' else contextlib.nullcontext()
     with sizes, torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        return build_model(refl_options(args, spec, workdir))
+        model = build_model(refl_options(args, spec, workdir))
+    if args.size == 'sd21':
+        check_real_sizes(model.net_g)
+    if args.gradient_checkpointing:
+        model.net_g.set_gradient_checkpointing(True)
+    if args.frm_checkpointing:
+        model.frm.clip.set_grad_checkpointing(True)
+    return model
 
 
 def make_batch(args: argparse.Namespace, device: torch.device) -> Dict:
@@ -543,6 +546,11 @@ def _design_comparison(step: VariantResult, k: int) -> str:
             f'are: {shares}.')
 
 
+def _checkpointing(args: argparse.Namespace) -> str:
+    parts = [name for name, on in (('restorer', args.gradient_checkpointing), ('FRM', args.frm_checkpointing)) if on]
+    return ' + '.join(parts) if parts else 'off'
+
+
 def _setting(args: argparse.Namespace, spec: RestorerSpec, model, k: int) -> str:
     net = model.net_g
     trained = sum(p.numel() for p in net.trainable_parameters())
@@ -554,7 +562,7 @@ def _setting(args: argparse.Namespace, spec: RestorerSpec, model, k: int) -> str
         device = f'CPU ({platform.machine()}, {torch.get_num_threads()} thread(s))'
     size = 'tiny random models' if args.size == 'tiny' else 'SD 2.1 sizes, random weights'
     return (f'## ReFL step: {spec.title} ({size}), {args.resolution}², batch {args.batch}, K = {k}, {args.dtype}, '
-            f'gradient checkpointing {"on" if args.gradient_checkpointing else "off"}\n\n'
+            f'gradient checkpointing: {_checkpointing(args)}\n\n'
             f'Device: {device}; torch {torch.__version__}. Parameters: restorer {restorer / 1e6:,.2f} M '
             f'(trained {trained / 1e6:,.2f} M), FRM {frm / 1e6:,.2f} M.')
 
@@ -638,10 +646,12 @@ def construct_report(args: argparse.Namespace, spec: RestorerSpec) -> str:
 
     from drward.archs.frm_arch import build_frm
     options = refl_options(args, spec, tempfile.gettempdir())
-    sizes = spec.real_sizes() if args.size == 'sd21' else contextlib.nullcontext()
+    sizes = real_sizes() if args.size == 'sd21' else contextlib.nullcontext()
     with init_empty_weights(), sizes:
         net = build_network(options['network_g'])
         frm = build_frm(options['train']['reward_opt']['frm'])
+    if args.size == 'sd21':
+        check_real_sizes(net)
     trained = {id(p) for p in net.trainable_parameters()} | {id(p) for p in frm.trainable_parameters()}
     modules = [(f'restorer.{name}', child) for name, child in net.named_children()] + [('FRM', frm)]
     rows, totals = [], [0, 0]

@@ -79,21 +79,42 @@ def test_one_step_restorer_reports_itself_as_the_full_chain():
 
 
 def test_missing_restorer_is_skipped_with_a_note(monkeypatch):
-    missing = refl_step.RestorerSpec('NoSuchRestorer', 'Nothing', lambda steps: {}, refl_step.contextlib.nullcontext)
+    missing = refl_step.RestorerSpec('NoSuchRestorer', 'Nothing', lambda steps: {})
     monkeypatch.setitem(refl_step.SPECS, 'osediff', missing)
     report = refl_step.main(['--restorer', 'osediff'])
     assert 'NoSuchRestorer' in report and 'skipped' in report
 
 
+def size_table(report: str):
+    """The construct-only table as ``{module: {column: float}}``."""
+    header, rows = table_starting_with(report, 'module')
+    return {row[0]: {col: float(cell.replace(',', '')) for col, cell in zip(header[1:], row[1:])} for row in rows}
+
+
 def test_sd21_sizes_build_on_the_meta_device_without_running():
     report = refl_step.main(['--size', 'sd21', '--construct-only'])
     assert "['meta']" in report and 'K = 50' in report
-    header, rows = table_starting_with(report, 'module')
-    cells = {row[0]: dict(zip(header, row)) for row in rows}
-    millions = lambda row, col: float(cells[row][col].replace(',', ''))  # noqa: E731
-    assert millions('restorer.controlnet', 'trained (M)') == millions('restorer.controlnet', 'parameters (M)') > 300
-    assert millions('restorer.sd', 'trained (M)') == 0
-    assert millions('**total**', 'parameters (M)') > 2500  # SD 2.1 + IRControlNet (+ θ₀ copy) + ViT-H-14 FRM
+    sizes = size_table(report)
+    controlnet = sizes['restorer.controlnet']
+    assert controlnet['trained (M)'] == controlnet['parameters (M)'] > 300
+    assert sizes['restorer.sd']['trained (M)'] == 0
+    assert sizes['**total**']['parameters (M)'] > 2500  # SD 2.1 + IRControlNet (+ θ₀ copy) + ViT-H-14 FRM
+
+
+def test_osediff_sd21_sizes_build_on_the_meta_device():
+    if not refl_step.available(refl_step.SPECS['osediff']):
+        pytest.skip('OSEDiffRestorer is not in this checkout')
+    sizes = size_table(refl_step.main(['--restorer', 'osediff', '--size', 'sd21', '--construct-only']))
+    assert sizes['restorer.sd']['parameters (M)'] > 1200  # SD 2.1-base UNet + VAE + text tower, with LoRA
+    assert 0 < sizes['restorer.sd']['trained (M)'] < 50  # rank-4 LoRA (+ conv_in)
+
+
+def test_tiny_configs_are_restored_after_a_real_size_build():
+    import drward.archs.tiny_configs as tiny_configs
+    before = tiny_configs.TINY_SD
+    with refl_step.real_sizes():
+        assert tiny_configs.TINY_SD is not before
+    assert tiny_configs.TINY_SD is before
 
 
 # ------------------------------------------------------------------------------------------------ what is measured
