@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 
@@ -178,11 +178,14 @@ class PartMeasure:
 class PartClock:
     """Splits one run's wall time into parts (see the module docstring). Use ``start(part)``, ``switch(part)`` any
     number of times, then ``stop()``; :attr:`parts` holds the measures and :attr:`total_seconds` their sum.
-    ``probe``: a memory probe (:func:`memory_probe`); ``meter``: an optional :class:`SavedTensorMeter`."""
+    ``probe``: a memory probe (:func:`memory_probe`); ``meter``: an optional :class:`SavedTensorMeter`; ``timer``:
+    the clock read at every boundary (default ``time.perf_counter``, wall time; ``time.thread_time`` counts only
+    this thread's CPU time, steadier on a shared CPU when torch runs single-threaded)."""
 
-    def __init__(self, probe, meter: Optional[SavedTensorMeter] = None):
+    def __init__(self, probe, meter: Optional[SavedTensorMeter] = None, timer: Optional[Callable[[], float]] = None):
         self.probe = probe
         self.meter = meter
+        self._timer = timer or time.perf_counter
         self.parts: Dict[str, PartMeasure] = {}
         self._current: Optional[str] = None
         self._since = self._run_start = 0.0
@@ -201,7 +204,7 @@ class PartClock:
         self.probe.take_peak()
         if self.meter is not None:
             self.meter.begin()
-        self._current, self._since = part, time.perf_counter()
+        self._current, self._since = part, self._timer()
         self._run_start = self._since
 
     def switch(self, part: str) -> None:
@@ -222,7 +225,7 @@ class PartClock:
 
     def _close(self) -> None:
         self.probe.synchronize()
-        now = time.perf_counter()
+        now = self._timer()
         measure = self.parts.setdefault(self._current, PartMeasure())
         measure.seconds += now - self._since
         measure.peak_bytes = max(measure.peak_bytes, self.probe.take_peak() - self._base)

@@ -22,8 +22,8 @@ measures the full-chain baseline (N = K: the graph over every denoiser call) and
 are interleaved across variants and medians are reported.
 
     python benchmarks/refl_step.py                                  # DiffBIR, tiny, 64², K = 50, CPU, 1 thread
-    python benchmarks/refl_step.py --restorer osediff
-    python benchmarks/refl_step.py --size sd21 --device cuda --dtype bf16 --also-n 2 4 --out sd21.md
+    python benchmarks/refl_step.py --restorer osediff --clock thread # CPU time: steadier on a busy CPU
+    python benchmarks/refl_step.py --size sd21 --device cuda --also-n 2 4 --out sd21.md
     python benchmarks/refl_step.py --size sd21 --construct-only     # build on the meta device, count, don't run
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
@@ -160,6 +161,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="also in the FRM (what ReFLModel's train.gradient_checkpointing turns on with the "
                              "restorer's)")
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    parser.add_argument('--clock', choices=('wall', 'thread'), default='wall',
+                        help="wall time, or this thread's CPU time (CPU, --threads 1: steadier on a busy machine)")
     parser.add_argument('--rss-interval-ms', type=float, default=1.0, help='CPU memory sampling interval')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--construct-only', action='store_true',
@@ -170,6 +173,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.resolution = 512 if args.size == 'sd21' else 64
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device available')
+    if args.clock == 'thread' and (args.device == 'cuda' or args.threads != 1):
+        parser.error('--clock thread measures one CPU thread: use it with --device cpu --threads 1')
     return args
 
 
@@ -574,6 +579,10 @@ def _chain_sentence(k: int) -> str:
             f'calls.')
 
 
+def _clock_name(args: argparse.Namespace) -> str:
+    return 'CPU time of the main thread (`--clock thread`)' if args.clock == 'thread' else 'wall time'
+
+
 def _caption(args: argparse.Namespace, k: int, step: VariantResult, memory: str) -> str:
     parts = step.parts
     total = sum(m.seconds for m in parts.values())
@@ -583,10 +592,10 @@ def _caption(args: argparse.Namespace, k: int, step: VariantResult, memory: str)
             f'0.01, AdamW), median of {args.repeats} measured steps per variant after {args.warmup} warm-up '
             f'step(s), variants interleaved in one process. {_chain_sentence(k)} Parts are separated by hooks on the '
             f'running code (wrapped `restore`, sampler and backward call, loss-module hooks, gradient hooks on Î '
-            f'and ẑ_0, optimiser step hooks; benchmarks/README.md) and sum to the step\'s wall time; CUDA is '
-            f'synchronised at every boundary. Shares are of the step total. Memory: *saved* = what autograd kept for '
-            f'backward, counted by a saved-tensors hook (parameters excluded; "graph saved" = the generator\'s forward '
-            f'parts); *peak* = {memory}. Weights are random '
+            f'and ẑ_0, optimiser step hooks; benchmarks/README.md) and sum to the step\'s {_clock_name(args)}; '
+            f'CUDA is synchronised at every boundary. Shares are of the step total. Memory: *saved* = what autograd '
+            f'kept for backward, counted by a saved-tensors hook (parameters excluded; "graph saved" = the '
+            f'generator\'s forward parts); *peak* = {memory}. Weights are random '
             f'(the cost does not depend on them); LPIPS has a random VGG backbone. The dynamic FRM update runs at '
             f'every measured step here; at the official n = 10 it is {100 * amortised:.1f} % of a step.')
 
@@ -624,7 +633,8 @@ def run_benchmark(args: argparse.Namespace, spec: RestorerSpec) -> BenchmarkRun:
     k = chain_length(model.net_g)
     variants = choose_variants(k, args.also_n, not args.no_full_chain)
     probe = memory_probe(device, args.rss_interval_ms / 1e3)
-    clock = PartClock(probe, SavedTensorMeter(model_tensors(model)))
+    timer = time.thread_time if args.clock == 'thread' else time.perf_counter
+    clock = PartClock(probe, SavedTensorMeter(model_tensors(model)), timer)
     try:
         results = measure(model, make_batch(args, device), clock, variants, args.repeats, args.warmup, args.seed)
     finally:

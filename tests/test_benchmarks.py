@@ -174,6 +174,12 @@ def test_out_of_memory_variant_is_reported_and_the_others_still_run(measured, mo
     assert all(row[-1] == 'n/a' for row in table_starting_with(report, 'part')[1])
 
 
+def test_thread_clock_needs_one_cpu_thread():
+    with pytest.raises(SystemExit):
+        refl_step.parse_args(['--clock', 'thread', '--threads', '2'])
+    assert refl_step.parse_args(['--clock', 'thread']).clock == 'thread'
+
+
 # ------------------------------------------------------------------------------------------------ the tools
 class FakeProbe:
     """Memory levels scripted per call of take_peak."""
