@@ -172,3 +172,13 @@ def test_validation_saves_grids_and_logs_rewards(model, tmp_path):
     results = model.validator.run(Loader([data]), 5, None, save_img=True)
     assert {'psnr', 'reward_restored', 'reward_gt'} <= set(results)
     assert (tmp_path / 'visualization' / 'val' / 'face_0_5.png').exists()
+
+
+def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path):
+    model = build_model(make_opt(tmp_path, mixed_precision='bf16', gradient_checkpointing=True))
+    before = snapshot(model.net_g)
+    for it in (1, 2, 3):  # iteration 3 also runs the FRM update under checkpointing
+        model.feed_data(batch())
+        model.optimize_parameters(it)
+    assert model.skipped_steps == 0 and 'frm_acc' in model.get_current_log()
+    assert changed(before, model.net_g) == {'control.weight', 'control.bias'}

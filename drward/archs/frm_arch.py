@@ -12,7 +12,6 @@ state dict). The tokenizer is open_clip's bundled BPE tokenizer (offline).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
@@ -97,7 +96,7 @@ class FaceRewardModel(nn.Module):
         elif not self.is_tiny:
             get_root_logger().warning(f'FaceRewardModel {self.model_name}: no checkpoint given, weights are RANDOM')
         self.lock(unlocked_image_groups, unlocked_text_layers)
-        self.clip.set_grad_checkpointing(gradient_checkpointing)
+        self.set_gradient_checkpointing(gradient_checkpointing)
         self.eval()
 
     # ----------------------------------------------------------------------------------------------- weights
@@ -124,17 +123,13 @@ class FaceRewardModel(nn.Module):
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
-    @contextlib.contextmanager
-    def frozen(self):
-        """Build graphs that carry no gradient into the FRM (generator steps): ``∂L/∂Î`` only."""
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        for p in trainable:
-            p.requires_grad_(False)
-        try:
-            yield self
-        finally:
-            for p in trainable:
-                p.requires_grad_(True)
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Activation checkpointing in both towers (used by the FRM's own training steps)."""
+        self.gradient_checkpointing = bool(enabled)
+        self.clip.set_grad_checkpointing(self.gradient_checkpointing)
+
+    def _detached_parameters(self) -> Dict[str, torch.Tensor]:
+        return {name: p.detach() for name, p in self.clip.named_parameters()}
 
     # ----------------------------------------------------------------------------------------------- encoders
     def check_images(self, images: torch.Tensor) -> None:
@@ -178,11 +173,25 @@ class FaceRewardModel(nn.Module):
         """``exp(logit_scale) = 1/τ``, the paper's inverse temperature."""
         return self.clip.logit_scale.exp()
 
-    def similarity(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
-        """``r = cos(e_I, e_T)`` per image (B,), HPS v2's score. ``images`` in [0, 1]."""
+    def similarity(self, images: torch.Tensor, captions: Sequence[str], frozen: bool = False) -> torch.Tensor:
+        """``r = cos(e_I, e_T)`` per image (B,), HPS v2's score. ``images`` in [0, 1].
+
+        ``frozen=True`` (generator steps): the CLIP runs on detached copies of its weights, so gradient reaches the
+        images only (``∂r/∂Î``), never the FRM's weights. Activation checkpointing is off for that call (its
+        recomputation would run on the real, trainable weights); the FRM's own updates keep it.
+        """
         if len(captions) != images.shape[0]:
             raise ValueError(f'FaceRewardModel: {images.shape[0]} images but {len(captions)} captions')
-        return (self.encode_images(images) * self.encode_text(captions)).sum(dim=-1)
+        pixels, tokens = self.preprocess(images), self.tokenize(captions)
+        if frozen:
+            self.clip.set_grad_checkpointing(False)
+            try:
+                e_img, e_txt, _ = torch.func.functional_call(self.clip, self._detached_parameters(), (pixels, tokens))
+            finally:
+                self.clip.set_grad_checkpointing(self.gradient_checkpointing)
+        else:
+            e_img, e_txt, _ = self.clip(pixels, tokens)
+        return (e_img * e_txt).sum(dim=-1)
 
     def preference_logits(self, img_a: torch.Tensor, img_b: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """The pair's two scores ``s_k = exp(logit_scale)·cos(e_Ik, e_T)`` as (B, 2) logits, ``[s_a, s_b]``."""

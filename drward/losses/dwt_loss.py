@@ -63,14 +63,17 @@ class DWTLoss(nn.Module):
         return F.l1_loss(a, b, reduction=self.reduction)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:
-        both = self.transform(torch.cat([to_unit(pred, self.input_range), to_unit(target, self.input_range)]))
-        low, highs = both
-        n = pred.shape[0]
+        images = torch.cat([to_unit(pred, self.input_range), to_unit(target, self.input_range)]).float()
+        with torch.autocast(device_type=images.device.type, enabled=False):  # the wavelet filters are float32
+            low, highs = self.transform(images)
+            return self.loss_weight * self._bands_l1(low, highs, pred.shape[0])
+
+    def _bands_l1(self, low: torch.Tensor, highs, n: int) -> torch.Tensor:
         if self.mode == 'dtcwt':
-            return self.loss_weight * self._l1(low[:n], low[n:])
+            return self._l1(low[:n], low[n:])
         loss = self.band_weights['LL'] * self._l1(low[:n], low[n:])
         for high in highs:  # (2B, C, 3, h, w): LH, HL, HH
             for k, band in enumerate(BANDS[1:]):
                 if self.band_weights[band]:
                     loss = loss + self.band_weights[band] * self._l1(high[:n, :, k], high[n:, :, k])
-        return self.loss_weight * loss
+        return loss

@@ -10,7 +10,8 @@ Other score-to-loss mappings (``mapping``):
   * ``'neg_logit'``:    ``−exp(logit_scale)·r``          (the paper's ``s`` with temperature)
 
 The FRM lives here and is shared: ``ReFLModel`` reaches it as ``loss.frm`` for the dynamic FRM update. During the
-generator's step the graph carries no gradient into the FRM's weights (``frm.frozen()``), only into the image.
+generator's step the graph carries no gradient into the FRM's weights (``similarity(..., frozen=True)``), only
+into the image.
 """
 from __future__ import annotations
 
@@ -75,7 +76,6 @@ class RewardLoss(nn.Module):
                 captions: Optional[Sequence[str]] = None, **kwargs) -> torch.Tensor:
         """``pred``: restored images ``Î`` in ``input_range``; ``target`` is unused (no-reference loss)."""
         images = to_unit(pred, self.input_range)
-        with self.frm.frozen():
-            reward = self.frm.similarity(images, self.captions_for(pred.shape[0], captions))
+        reward = self.frm.similarity(images, self.captions_for(pred.shape[0], captions), frozen=True)
         self.last_reward = reward.detach()
         return self.loss_weight * reduce(self.score_to_loss(reward), self.reduction)

@@ -89,7 +89,7 @@ class ReFLModel(BaseModel):
         self._resume_frm()
         if train_opt.get('gradient_checkpointing', False):
             self.net_g.set_gradient_checkpointing(True)
-            self.frm.clip.set_grad_checkpointing(True)
+            self.frm.set_gradient_checkpointing(True)
         optim_g = dict(train_opt.get('optim_g') or {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01})
         self.optimizer_g = self.get_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()),
                                               **optim_g)

@@ -23,7 +23,7 @@ WEIGHT_SOURCES = {
     'HPS_v2.1_compressed.pt': 'https://huggingface.co/xswu/HPSv2',
     'FaceRewardModel.pth': 'https://github.com/01NeuralNinja/DiffusionReward (released FRM)',
     'osediff.pkl': 'https://github.com/cswry/OSEDiff (preset/models)',
-    'osediff_face.pkl': 'https://github.com/01NeuralNinja/DiffusionReward (OSEDiff face weights)',
+    'osediff_face.pkl': 'https://github.com/cswry/OSEDiff (preset/models/osediff_face.pkl)',
     'vgg.pth': 'lpips package (its linear layers) + torchvision vgg16-397923af.pth in the torch hub cache',
     'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth',
 }
