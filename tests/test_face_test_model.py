@@ -182,7 +182,8 @@ def test_tiny_option_file_runs_end_to_end_and_writes_the_table(tmp_path, capsys)
     assert 'IDS (angle), LMD backend: dlib' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize('name', ['test_celeba.yml', 'test_lfw.yml', 'test_webphoto.yml', 'test_celeba_tiny.yml'])
+@pytest.mark.parametrize('name', ['test_celeba.yml', 'test_celeba_osediff.yml', 'test_lfw.yml', 'test_webphoto.yml',
+                                  'test_celeba_tiny.yml'])
 def test_option_files_name_registered_metrics_and_only_restorer_weights_stop_the_run(name):
     import yaml
     from basicsr.utils.registry import METRIC_REGISTRY

@@ -1,7 +1,10 @@
 """OSEDiffRestorer (tiny): what is trained, the one step, the L_reg pairs, prompts, saving, the osediff.pkl layout,
 options, and the tiny ReFL run through its option file."""
+import os
+
 import pytest
 import torch
+from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 
@@ -271,3 +274,16 @@ def test_tiny_refl_option_file_logs_every_loss_term_and_updates_the_frm(tmp_path
     model.save(0, it)
     saved = torch.load(f"{opt['path']['models']}/net_g_{it}.pth", weights_only=True)['params']
     assert set(saved) == set(model.net_g.trained_state_dict())
+
+
+def test_osediff_test_option_file_builds_both_rows_with_tiny_models(tmp_path):
+    """options/test_celeba_osediff.yml: every network key is accepted (tiny models in place of the weight files)."""
+    import yaml
+    from option_files import ROOT
+    with open(os.path.join(ROOT, 'options', 'test_celeba_osediff.yml')) as f:
+        opt = yaml.safe_load(f)
+    net = dict(opt['network_g'], sd_checkpoint=None, osediff_checkpoint=None, tiny=True)
+    restorer = build_network(net)
+    out = restorer(torch.rand(1, 3, 64, 64))
+    assert out.shape == (1, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert opt['compare']['pretrain_network_g'].endswith('refl_osediff/models/net_g_latest.pth')
