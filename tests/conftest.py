@@ -13,6 +13,15 @@ import torch  # noqa: E402
 import drward  # noqa: E402,F401  (registers everything once)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest single-threaded on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

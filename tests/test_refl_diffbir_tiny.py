@@ -15,14 +15,6 @@ from drward.models.reward_report import reward_before_after
 from option_files import ROOT, load_option_file
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(model, loader, iters):
     it = 0
     logs = []

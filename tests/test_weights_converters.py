@@ -19,13 +19,7 @@ from drward.weights.diffbir import load_diffbir_controlnet, load_face_swinir
 from drward.weights.sd import load_sd_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _tiny_parts(seed: int) -> SDParts:
