@@ -23,6 +23,7 @@ optimiser (and scheduler), so BasicSR's ``--auto_resume`` restores both.
 """
 from __future__ import annotations
 
+import os
 import os.path as osp
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -275,4 +276,5 @@ class FRMModel(BaseModel):
     def save(self, epoch: int, current_iter: int) -> None:
         """The FRM in the official ``{'state_dict': ...}`` layout, and (BasicSR) the optimiser's training state."""
         save_frm(self.frm, self.checkpoint_path(current_iter))
+        os.makedirs(self.opt['path']['training_states'], exist_ok=True)  # BasicSR only warns when it is missing
         self.save_training_state(epoch, current_iter)
