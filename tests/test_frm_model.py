@@ -1,9 +1,14 @@
 """FRMModel: what a step trains, the loss and warm-up, learning on held-out pairs, checkpoints, resume, options."""
 import logging
+import os
 import os.path as osp
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+import yaml
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 
@@ -11,7 +16,7 @@ from drward.annotate.demo import make_demo_pairs
 from drward.annotate.pairs import write_pairs
 from drward.losses.reward_loss import RewardLoss
 from drward.utils.options import OptionError, find_missing_weights
-from option_files import load_option_file
+from option_files import ROOT, load_option_file
 
 FACES, VARIANTS, VAL_FACES = 14, 5, 4  # the last VAL_FACES faces of the demo: their pairs are held out
 
@@ -233,18 +238,50 @@ def test_tiny_option_file_builds_and_steps(tmp_path, pairs_dir):
     assert model.get_current_log()['l_frm'] > 0
 
 
-def test_real_option_file_names_the_hps_v2_file_and_is_accepted(tmp_path, pairs_dir):
+def test_real_option_file_names_the_hps_v2_file_and_is_accepted(tmp_path):
     opt = load_option_file('train_frm.yml', tmp_path)
-    assert ('network_frm.checkpoint', 'weights/HPS_v2_compressed.pt') in find_missing_weights(opt) or osp.exists(
-        'weights/HPS_v2_compressed.pt')
+    net = opt['network_frm']
+    assert net['checkpoint'] == 'weights/HPS_v2_compressed.pt'
+    assert osp.exists(osp.join(ROOT, net['checkpoint'])) or dict(find_missing_weights(opt))['network_frm.checkpoint']
+    assert (net['model_name'], net['unlocked_image_groups'], net['unlocked_text_layers']) == ('ViT-H-14', 20, 11)
     assert opt['train']['total_iter'] == 20000 and opt['train']['warmup_iter'] == 500
     assert opt['datasets']['train']['batch_size_per_gpu'] == 16
-    net = opt['network_frm']
-    assert (net['model_name'], net['unlocked_image_groups'], net['unlocked_text_layers']) == ('ViT-H-14', 20, 11)
     opt['network_frm'] = {'type': 'FaceRewardModel', 'model_name': 'tiny'}  # ViT-H-14 is too big for a unit test
-    opt['num_gpu'] = 0
+    opt.update(num_gpu=0)
     opt['train']['mixed_precision'] = 'no'
-    model = build_model(opt)
-    groups = model.optimizer_frm.param_groups
+    groups = build_model(opt).optimizer_frm.param_groups
     assert [g['weight_decay'] for g in groups] == [0.35, 0.0]
     assert groups[0]['initial_lr'] == pytest.approx(3.3e-6) and groups[0]['betas'] == (0.9, 0.98)
+
+
+def run_train(opt, path, *extra):
+    path.write_text(yaml.safe_dump(opt))
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), '-opt', str(path), *extra],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stderr + result.stdout
+
+
+def test_tiny_option_runs_through_tools_train_and_auto_resumes(tmp_path, pairs_dir):
+    with open(osp.join(ROOT, 'options', 'train_frm_tiny.yml')) as f:
+        opt = yaml.safe_load(f)
+    opt['name'] = name = f'pytest_frm_{os.getpid()}'
+    for phase in ('train', 'val'):
+        opt['datasets'][phase].update(pairs_file=str(pairs_dir / f'{phase}.jsonl'), name=f'pairs_{phase}')
+        opt['datasets'][phase].pop('sources')
+    opt['train'].update(total_iter=4)
+    opt['val'].update(val_freq=2)
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=2)
+    exp = osp.join(ROOT, 'experiments', name)
+    try:
+        log = run_train(opt, tmp_path / 'first.yml')
+        assert 'Validation pairs_val @ iter 0: pair_acc' in log and 'Validation pairs_val @ iter 4: pair_acc' in log
+        assert sorted(os.listdir(osp.join(exp, 'models'))) == ['net_frm_2.pth', 'net_frm_4.pth', 'net_frm_latest.pth']
+        opt['train'].update(total_iter=6)
+        log = run_train(opt, tmp_path / 'second.yml', '--auto_resume')
+        assert f'FaceRewardModel: loaded {osp.join(exp, "models", "net_frm_4.pth")}' in log
+        assert f'iter:{5:8,d}' in log and f'iter:{4:8,d}' not in log
+        assert 'Validation pairs_val @ iter 0' not in log
+    finally:
+        shutil.rmtree(exp, ignore_errors=True)

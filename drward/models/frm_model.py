@@ -79,6 +79,9 @@ class FRMModel(BaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
+        if opt.get('dist') and opt.get('is_train'):
+            raise OptionError('FRMModel trains on one device: distributed training (--launcher) is not implemented; '
+                              'on a small card use network_frm.gradient_checkpointing and train.mixed_precision bf16')
         frm_opt = self._frm_options()
         self.frm: FaceRewardModel = build_frm(frm_opt).to(self.device)
         n_all = sum(p.numel() for p in self.frm.parameters())
