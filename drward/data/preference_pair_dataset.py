@@ -45,6 +45,7 @@ class PreferencePairDataset(data.Dataset):
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__()
+        self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt['name']
         check_keys('PreferencePairDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS, required=('pairs_file',))
         backend = (opt.get('io_backend') or {}).get('type', 'disk')
         if backend != 'disk':
