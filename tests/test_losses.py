@@ -166,3 +166,10 @@ def test_composite_loss_equals_weighted_sum_of_parts(tiny_reward):
     expected = 2.0 * sum(p(pred, target) for p in parts)
     torch.testing.assert_close(composite(pred, target), expected)
     assert set(composite.last_terms) == {'L1Loss', 'DWTLoss', 'RewardLoss'}
+
+
+@pytest.mark.parametrize('loss_type', ['RewardLoss', 'DWTLoss', 'LPIPSLoss', 'RegLoss', 'PreferenceLoss',
+                                       'CompositeLoss'])
+def test_unknown_loss_option_key_lists_the_accepted_keys(loss_type):
+    with pytest.raises(Exception, match=r"unknown option key\(s\) \['lossweight'\]; accepted keys: \[.*'loss_weight'"):
+        build_loss({'type': loss_type, 'lossweight': 1.0})

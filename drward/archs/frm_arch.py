@@ -24,7 +24,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from drward.utils.options import check_keys, require_file
+from drward.utils.options import check_keys, checked_options, require_file
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
 TINY_FRM_CONFIG: Dict = {
@@ -64,6 +64,7 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 
 @ARCH_REGISTRY.register()
+@checked_options
 class FaceRewardModel(nn.Module):
     """HPS v2-style reward model for faces (paper: FRM).
 

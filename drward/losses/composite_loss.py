@@ -21,9 +21,11 @@ import torch
 from basicsr.losses import build_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
+from drward.utils.options import checked_options
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class CompositeLoss(nn.Module):
     def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean'):
         super().__init__()

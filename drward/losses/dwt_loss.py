@@ -17,6 +17,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.losses.common import check_range, to_unit
+from drward.utils.options import checked_options
 
 BANDS = ('LL', 'LH', 'HL', 'HH')
 
@@ -27,6 +28,7 @@ def _wavelets():
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class DWTLoss(nn.Module):
     """Args:
         mode: ``'dtcwt'`` (default, low-pass of the dual-tree CWT) or ``'dwt'`` (sub-bands of a plain DWT).

@@ -16,7 +16,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.losses.common import check_range, reduce, to_signed
-from drward.utils.options import MissingWeightsError
+from drward.utils.options import MissingWeightsError, checked_options
 
 BACKBONE_FILES: Dict[str, str] = {
     'vgg': 'vgg16-397923af.pth',
@@ -43,6 +43,7 @@ def load_backbone(lpips_net: nn.Module, path: str) -> None:
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class LPIPSLoss(nn.Module):
     """Args:
         net: ``'vgg'`` (authors' choice) or ``'alex'``.

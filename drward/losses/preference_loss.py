@@ -15,6 +15,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.losses.common import reduce
+from drward.utils.options import checked_options
 
 
 def soft_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
@@ -31,6 +32,7 @@ def soft_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class PreferenceLoss(nn.Module):
     """``loss_weight · reduce_b(−Σ_j y_bj log softmax(s_b)_j)``."""
 

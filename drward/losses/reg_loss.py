@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
+from drward.utils.options import checked_options
 
 Pairs = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -28,6 +29,7 @@ def split_pairs(pred: Union[Pairs, Sequence[torch.Tensor]], target: Optional[Seq
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class RegLoss(nn.Module):
     """Args: ``mode`` ``'output'`` (default) or ``'weight'``; ``reduction`` is fixed by the mode's formula."""
 

@@ -23,12 +23,14 @@ from torch import nn
 
 from drward.archs.frm_arch import build_frm
 from drward.losses.common import check_range, reduce, to_unit
+from drward.utils.options import checked_options
 
 DEFAULT_CAPTION = 'a high-quality photo of a face'
 MAPPINGS = ('one_minus_cos', 'neg_cos', 'hinge', 'neg_logit')
 
 
 @LOSS_REGISTRY.register()
+@checked_options
 class RewardLoss(nn.Module):
     """``loss_weight · reduce(φ(r))`` with ``r = cos(e_I, e_T)`` from the Face Reward Model.
 

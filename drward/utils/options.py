@@ -95,3 +95,22 @@ def check_weights_before_run(argv: list) -> None:
         for key, path in missing:
             print(missing_weight_message(path, key))
         raise SystemExit(1)
+
+
+def checked_options(cls):
+    """Class decorator: keyword options outside ``__init__``'s signature raise :class:`OptionError` listing the
+    accepted ones (BasicSR builds losses and archs as ``cls(**opt)``, where a typo would be a bare TypeError)."""
+    import functools
+    import inspect
+
+    init = cls.__init__
+    params = inspect.signature(init).parameters
+    accepted = [name for name, p in params.items() if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        check_keys(cls.__name__, kwargs, accepted)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
