@@ -156,32 +156,30 @@ def memo_by_content(fn: Callable[[np.ndarray], Any], maxsize: int = 64) -> Calla
     return wrapped
 
 
-def identity_similarity_metric(options: FaceModelOptions) -> QualityMetric:
-    """``cos(e_I, e_ref)`` of the face identity embeddings of image and reference; nan if a face is missing."""
+def _face_fidelity_metric(options: FaceModelOptions, name: str, higher_is_better: bool, extract: str,
+                          measure: str) -> QualityMetric:
+    """``measure(extract(image), extract(reference))`` with the face models' ``extract`` (memoised by content)
+    and :mod:`drward.metrics.face_models`' ``measure``; nan when either face is not found."""
     face_models, models = _face_models(options)
-    embedding = memo_by_content(models.identity_embedding)
+    extract_fn, measure_fn = memo_by_content(getattr(models, extract)), getattr(face_models, measure)
 
     def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-        emb_image, emb_ref = embedding(image), embedding(reference)
-        if emb_image is None or emb_ref is None:
+        found_image, found_ref = extract_fn(image), extract_fn(reference)
+        if found_image is None or found_ref is None:
             return float('nan')
-        return face_models.identity_similarity(emb_image, emb_ref)
+        return measure_fn(found_image, found_ref)
 
-    return QualityMetric('identity_similarity', True, True, compute, version=f'1:{models.backend}')
+    return QualityMetric(name, higher_is_better, True, compute, version=f'1:{models.backend}')
+
+
+def identity_similarity_metric(options: FaceModelOptions) -> QualityMetric:
+    """``cos(e_I, e_ref)`` of the face identity embeddings of image and reference; nan if a face is missing."""
+    return _face_fidelity_metric(options, 'identity_similarity', True, 'identity_embedding', 'identity_similarity')
 
 
 def landmark_distance_metric(options: FaceModelOptions) -> QualityMetric:
     """LMD ``(1/68) Σ_k ‖p_k^I − p_k^ref‖₂`` between the 68 landmarks of image and reference; nan if none found."""
-    face_models, models = _face_models(options)
-    landmarks = memo_by_content(models.landmarks_68)
-
-    def compute(image: np.ndarray, reference: Optional[np.ndarray]) -> float:
-        marks_image, marks_ref = landmarks(image), landmarks(reference)
-        if marks_image is None or marks_ref is None:
-            return float('nan')
-        return face_models.landmark_distance(marks_image, marks_ref)
-
-    return QualityMetric('landmark_distance', False, True, compute, version=f'1:{models.backend}')
+    return _face_fidelity_metric(options, 'landmark_distance', False, 'landmarks_68', 'landmark_distance')
 
 
 FACE_METRIC_BUILDERS = {'identity_similarity': identity_similarity_metric,
