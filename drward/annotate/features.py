@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -84,15 +84,11 @@ class PairStandardiser(BaseEstimator, TransformerMixin):
         return np.nan_to_num((features - mean) / scale, nan=0.0)
 
 
-def _image_jobs(pairs: Sequence[PreferencePair], base_dir: str) -> List[Tuple[str, str]]:
-    """Every distinct ``(image, reference)`` needed: the reference is the pair's, else the other image."""
-    jobs: Dict[Tuple[str, str], None] = {}
-    for pair in pairs:
-        image_a, image_b = resolve_path(pair.image_a, base_dir), resolve_path(pair.image_b, base_dir)
-        reference = resolve_path(pair.reference, base_dir)
-        jobs[(image_a, reference or image_b)] = None
-        jobs[(image_b, reference or image_a)] = None
-    return list(jobs)
+def _pair_jobs(pair: PreferencePair, base_dir: str) -> Tuple[Tuple[str, str], Tuple[str, str]]:
+    """The ``(image, reference)`` jobs of a pair's A and B: the reference is the pair's, else the other image."""
+    image_a, image_b = resolve_path(pair.image_a, base_dir), resolve_path(pair.image_b, base_dir)
+    reference = resolve_path(pair.reference, base_dir)
+    return (image_a, reference or image_b), (image_b, reference or image_a)
 
 
 def _job_values(image: str, reference: str, metrics: Sequence[QualityMetric], cache: MetricCache) -> List[float]:
@@ -109,18 +105,15 @@ def compute_pair_metrics(pairs: Sequence[PreferencePair], metrics: Sequence[Qual
                          base_dir: str | os.PathLike = '.', progress: bool = True) -> PairMetrics:
     """Metric values of both images of every pair, computed once per distinct image (and reference)."""
     base_dir = os.fspath(base_dir)
+    pair_jobs = [_pair_jobs(pair, base_dir) for pair in pairs]
+    distinct = list(dict.fromkeys(job for jobs in pair_jobs for job in jobs))
     values = {}
-    for image, reference in tqdm(_image_jobs(pairs, base_dir), desc='quality metrics', unit='image',
-                                 disable=not progress):
+    for image, reference in tqdm(distinct, desc='quality metrics', unit='image', disable=not progress):
         values[(image, reference)] = _job_values(image, reference, metrics, cache)
     cache.flush()
     load_rgb_uint8.cache_clear()  # a later call must see edited files
-    rows_a, rows_b = [], []
-    for pair in pairs:
-        image_a, image_b = resolve_path(pair.image_a, base_dir), resolve_path(pair.image_b, base_dir)
-        reference = resolve_path(pair.reference, base_dir)
-        rows_a.append(values[(image_a, reference or image_b)])
-        rows_b.append(values[(image_b, reference or image_a)])
+    rows_a = [values[job_a] for job_a, _ in pair_jobs]
+    rows_b = [values[job_b] for _, job_b in pair_jobs]
     shape = (len(pairs), len(metrics))
     return PairMetrics([m.name for m in metrics], np.asarray(rows_a, float).reshape(shape),
                        np.asarray(rows_b, float).reshape(shape))
