@@ -149,7 +149,7 @@ def resolve_path(path: Optional[str], base_dir: str | os.PathLike) -> Optional[s
     return expanded if os.path.isabs(expanded) else os.path.normpath(os.path.join(base_dir, expanded))
 
 
-def pair_caption(pair: PreferencePair, base_dir: str | os.PathLike, fallback: str) -> str:
+def pair_caption(pair: PreferencePair, base_dir: str | os.PathLike, fallback: Optional[str]) -> Optional[str]:
     """The pair's caption: ``caption``, else the text of the ``caption_key`` file, else ``fallback``."""
     if pair.caption is not None:
         return pair.caption

@@ -17,7 +17,7 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -76,16 +76,9 @@ class FaceDegradationDataset(data.Dataset):
     def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
         """One caption per image: ``<stem>.txt`` beside it, else the caption file, else the fallback (counted)."""
         mapping = image_io.read_caption_file(caption_file) if caption_file else {}
-        captions, fallbacks = [], 0
-        for path in self.gt_paths:
-            caption = image_io.caption_beside(path) or image_io.lookup_caption(path, mapping)
-            if caption is None:
-                caption, fallbacks = self.fallback_caption, fallbacks + 1
-            captions.append(caption)
-        self.fallback_count = fallbacks
-        if fallbacks:
-            get_root_logger().info(f'FaceDegradationDataset: {fallbacks} of {len(self.gt_paths)} images have no '
-                                   f'caption; using the fallback caption "{self.fallback_caption}"')
+        found = [image_io.caption_beside(path) or image_io.lookup_caption(path, mapping) for path in self.gt_paths]
+        captions, self.fallback_count = fill_missing_captions('FaceDegradationDataset', found,
+                                                              self.fallback_caption, 'images')
         return captions
 
     def __len__(self) -> int:
@@ -116,3 +109,13 @@ class FaceDegradationDataset(data.Dataset):
 def _bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` BGR float → ``(3, H, W)`` float32 RGB tensor."""
     return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1), dtype=np.float32))
+
+
+def fill_missing_captions(owner: str, captions: Sequence[Optional[str]], fallback: str,
+                          noun: str) -> Tuple[List[str], int]:
+    """``(captions with each missing one (None) replaced by fallback, how many were missing)``; logs that count."""
+    missing = sum(caption is None for caption in captions)
+    if missing:
+        get_root_logger().info(f'{owner}: {missing} of {len(captions)} {noun} have no caption; '
+                               f'using the fallback caption "{fallback}"')
+    return [fallback if caption is None else caption for caption in captions], missing

@@ -21,7 +21,7 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch.utils import data
 
 from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
-from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION
+from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION, fill_missing_captions
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
 from drward.utils.options import OptionError, check_keys
 
@@ -78,21 +78,20 @@ class PreferencePairDataset(data.Dataset):
 
     def _resolve_captions(self, caption_file: Any) -> List[str]:
         mapping = image_io.read_caption_file(caption_file) if caption_file else None
-        captions = []
-        for pair in self.pairs:
-            if pair.caption is None and pair.caption_key is not None and mapping is not None:
-                caption = mapping.get(pair.caption_key) or self.fallback_caption
-            elif pair.caption is None and pair.caption_key is None:
-                beside = image_io.caption_beside(resolve_path(pair.image_a, self.image_root))
-                caption = beside or self.fallback_caption
-            else:
-                caption = pair_caption(pair, self.image_root, self.fallback_caption)
-            captions.append(caption)
-        fallbacks = sum(1 for caption in captions if caption == self.fallback_caption)
-        if fallbacks:
-            get_root_logger().info(f'PreferencePairDataset: {fallbacks} of {len(captions)} pairs have no caption; '
-                                   f'using the fallback caption "{self.fallback_caption}"')
+        found = [self._caption(pair, mapping) for pair in self.pairs]
+        captions, _ = fill_missing_captions('PreferencePairDataset', found, self.fallback_caption, 'pairs')
         return captions
+
+    def _caption(self, pair: PreferencePair, mapping: Optional[Mapping[str, str]]) -> Optional[str]:
+        """``caption``; else ``caption_key`` looked up in the caption file (if given) or read as a text file;
+        else ``<stem of A>.txt`` beside image A; None when none of these gives a caption."""
+        if pair.caption is not None:
+            return pair.caption
+        if pair.caption_key is None:
+            return image_io.caption_beside(resolve_path(pair.image_a, self.image_root))
+        if mapping is not None:
+            return mapping.get(pair.caption_key) or None
+        return pair_caption(pair, self.image_root, None)  # the caption_key file's text
 
     def __len__(self) -> int:
         return len(self.pairs)
