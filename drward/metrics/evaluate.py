@@ -105,8 +105,7 @@ def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]]
             if info.set_level:
                 scores.means[name] = _set_level(name, opts, restored_dir, gt_dir)
                 continue
-            values = _per_image(names, restored, gt if info.needs_gt or gt is not None else None, opts,
-                                f'{label} {info.label}'.strip(), pbar)
+            values = _per_image(names, restored, gt, opts, f'{label} {info.label}'.strip(), pbar)
         except (MissingWeightsError, OSError) as error:
             scores.means[name] = unavailable(error)
             continue
