@@ -44,8 +44,7 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', bac
                   weights_dir: Optional[str] = None, face_box: str = 'aligned', device: str = 'cpu',
                   better: Optional[str] = None, **unknown) -> float:
     """Identity distance/similarity between the restored face and the ground-truth face (see module docstring)."""
-    if unknown:
-        check_keys('calculate_ids', unknown, ('measure',) + _FACE_KEYS)
+    check_keys('calculate_ids', unknown, ('measure',) + _FACE_KEYS)
     check_better('calculate_ids', better)
     if measure not in IDS_MEASURES:
         raise ValueError(f'calculate_ids: measure must be one of {sorted(IDS_MEASURES)}, got {measure!r}')
@@ -60,8 +59,7 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', bac
 def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weights_dir: Optional[str] = None,
                   face_box: str = 'aligned', device: str = 'cpu', better: str = 'lower', **unknown) -> float:
     """LMD: mean distance in pixels between the 68 landmarks of the restored face and of the ground truth."""
-    if unknown:
-        check_keys('calculate_lmd', unknown, _FACE_KEYS)
+    check_keys('calculate_lmd', unknown, _FACE_KEYS)
     check_better('calculate_lmd', better)
     models = _models(backend, weights_dir, face_box, device)
     restored, truth = models.landmarks_68(bgr_to_rgb(img)), models.landmarks_68(bgr_to_rgb(img2))

@@ -19,7 +19,7 @@ Weights come from a local folder (``weights_dir``, see :mod:`drward.metrics.pyiq
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -41,11 +41,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def _reject_unknown(owner: str, unknown: Mapping[str, Any], accepted: tuple) -> None:
-    if unknown:
-        check_keys(owner, unknown, accepted)
-
-
 def _lpips_model(net: str, weights_dir: str, device: str, random_backbone: bool):
     if net not in LPIPS_NETS:
         raise ValueError(f'calculate_lpips: net must be one of {LPIPS_NETS}, got {net!r}')
@@ -59,7 +54,7 @@ def _lpips_model(net: str, weights_dir: str, device: str, random_backbone: bool)
 def calculate_lpips(img: np.ndarray, img2: np.ndarray, net: str = 'alex', weights_dir: Optional[str] = None,
                     device: str = 'auto', random_backbone: bool = False, better: str = 'lower', **unknown) -> float:
     """LPIPS distance between the restored ``img`` and the ground truth ``img2`` (lower is better)."""
-    _reject_unknown('calculate_lpips', unknown, ('net', 'weights_dir', 'device', 'random_backbone', 'better'))
+    check_keys('calculate_lpips', unknown, ('net', 'weights_dir', 'device', 'random_backbone', 'better'))
     check_better('calculate_lpips', better)
     weights_dir, device = weights_dir or default_weights_dir(), resolve_device(device)
     model = built_once('lpips', dict(net=net, weights_dir=weights_dir, device=device, random=random_backbone),
@@ -90,7 +85,7 @@ def calculate_pyiqa(img: np.ndarray, img2: Optional[np.ndarray] = None, metric: 
                     weights_dir: Optional[str] = None, device: str = 'auto', pretrained: bool = True,
                     better: Optional[str] = None, **unknown) -> float:
     """Any pyiqa metric by name (``metric``); full-reference ones compare ``img`` with ``img2``."""
-    _reject_unknown('calculate_pyiqa', unknown, ('metric',) + _PYIQA_KEYS)
+    check_keys('calculate_pyiqa', unknown, ('metric',) + _PYIQA_KEYS)
     check_better('calculate_pyiqa', better)
     return _pyiqa_score(metric, img, img2, weights_dir, device, pretrained)
 
@@ -98,7 +93,7 @@ def calculate_pyiqa(img: np.ndarray, img2: Optional[np.ndarray] = None, metric: 
 def _no_reference(name: str, owner: str):
     def calculate(img: np.ndarray, img2: Optional[np.ndarray] = None, weights_dir: Optional[str] = None,
                   device: str = 'auto', pretrained: bool = True, better: str = 'higher', **unknown) -> float:
-        _reject_unknown(owner, unknown, _PYIQA_KEYS)
+        check_keys(owner, unknown, _PYIQA_KEYS)
         check_better(owner, better)
         return _pyiqa_score(name, img, None, weights_dir, device, pretrained)
 
@@ -125,7 +120,7 @@ def calculate_fid(img_folder: str = None, ref_folder: Optional[str] = None, refe
     if 'img' in unknown or img_folder is None:
         raise TypeError('calculate_fid is a set-level metric: call it with img_folder (FaceTestModel does this), '
                         'not per image')
-    _reject_unknown('calculate_fid', unknown, ('ref_folder', 'reference', 'weights_dir', 'device', 'better'))
+    check_keys('calculate_fid', unknown, ('ref_folder', 'reference', 'weights_dir', 'device', 'better'))
     check_better('calculate_fid', better)
     weights_dir, device = weights_dir or default_weights_dir(), resolve_device(device)
     if ref_folder is None:
