@@ -134,10 +134,3 @@ def load_converted(module: nn.Module, converted: Mapping[str, Optional[torch.Ten
     ignored = sorted(set(ignored) & set(source))
     left = sorted(set(source) - set(used) - set(ignored))
     return ConversionReport(name, used, ignored, left, sorted(set(model_state) - set(converted)))
-
-
-def require_path(path: str, what: str) -> str:
-    """A path that must exist (a file or a folder), with a short error otherwise."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'{what}: {path} does not exist')
-    return path
