@@ -30,14 +30,13 @@ default set). Any list of registered names may be used instead.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
 
+from drward.face.dlib_models import memo_by_content
 from drward.utils.options import OptionError, require_file
 
 MetricFn = Callable[[np.ndarray, Optional[np.ndarray]], float]
@@ -135,25 +134,6 @@ def _face_models(options: FaceModelOptions):
                           f'(pip install dlib-bin face-recognition-models): {err}; '
                           f'or choose the metric set "no_face"') from None
     return face_models, face_models.build_face_models(options.backend, options.weights_dir, options.face_box)
-
-
-def memo_by_content(fn: Callable[[np.ndarray], Any], maxsize: int = 64) -> Callable[[np.ndarray], Any]:
-    """``fn`` remembering its last ``maxsize`` results by the array's shape and a hash of its bytes.
-
-    The reference image of many pairs (e.g. one ground truth per face) is then analysed once, not once per pair.
-    """
-    results: 'OrderedDict[tuple, Any]' = OrderedDict()
-
-    def wrapped(image: np.ndarray) -> Any:
-        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest())
-        if key not in results:
-            results[key] = fn(image)
-            if len(results) > maxsize:
-                results.popitem(last=False)
-        results.move_to_end(key)
-        return results[key]
-
-    return wrapped
 
 
 def _face_fidelity_metric(options: FaceModelOptions, name: str, higher_is_better: bool, extract: str,

@@ -8,9 +8,11 @@ Each model is loaded once per process.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -74,3 +76,24 @@ def best_box(img_rgb: np.ndarray, upsample: int = 1) -> Optional[Box]:
     """The highest-scoring HOG box, or None when no face is found."""
     found = detect_boxes(img_rgb, upsample)
     return found[0][0] if found else None
+
+
+def memo_by_content(fn: Callable[[np.ndarray], Any], maxsize: int = 64) -> Callable[[np.ndarray], Any]:
+    """``fn`` remembering its last ``maxsize`` results by the array's shape and a hash of its bytes.
+
+    The HOG box of an image is then found once for both its identity and its landmarks
+    (:class:`drward.metrics.face_models.DlibFaceModels`), and the reference image of many annotation pairs is
+    analysed once, not once per pair.
+    """
+    results: 'OrderedDict[tuple, Any]' = OrderedDict()
+
+    def wrapped(image: np.ndarray) -> Any:
+        key = (image.shape, hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest())
+        if key not in results:
+            results[key] = fn(image)
+            if len(results) > maxsize:
+                results.popitem(last=False)
+        results.move_to_end(key)
+        return results[key]
+
+    return wrapped

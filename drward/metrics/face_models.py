@@ -86,13 +86,15 @@ class DlibFaceModels(FaceModels):
         self.upsample = upsample
         self.num_jitters = num_jitters
         self.backend = f'dlib (HOG, 68-point shape, ResNet-128 identity; face box: {face_box})'
+        # identity and landmarks of one image (IDS and LMD, the annotation's two fidelity metrics) share its box
+        self._box = dlib_models.memo_by_content(lambda img: locate_face(img, self.face_box, self.upsample), maxsize=8)
 
     def identity_embedding(self, img_rgb: np.ndarray) -> Optional[np.ndarray]:
-        box = locate_face(img_rgb, self.face_box, self.upsample)
+        box = self._box(img_rgb)
         return None if box is None else dlib_models.descriptor_in_box(img_rgb, box, self.num_jitters)
 
     def landmarks_68(self, img_rgb: np.ndarray) -> Optional[np.ndarray]:
-        box = locate_face(img_rgb, self.face_box, self.upsample)
+        box = self._box(img_rgb)
         return None if box is None else dlib_models.landmarks_in_box(img_rgb, box)
 
 
