@@ -24,7 +24,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
-from drward.utils.options import check_keys, checked_options, require_file
+from drward.utils.options import checked_options, require_file
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
 TINY_FRM_CONFIG: Dict = {
@@ -208,12 +208,10 @@ class FaceRewardModel(nn.Module):
 
 
 def build_frm(opt: Optional[Mapping]) -> FaceRewardModel:
-    """Build a FaceRewardModel from an option dict (keys = the constructor's arguments; ``type`` optional)."""
+    """Build a FaceRewardModel from an option dict (keys = the constructor's arguments, checked by
+    :func:`~drward.utils.options.checked_options`; ``type`` optional)."""
     opt = dict(opt or {})
     opt.pop('type', None)
-    accepted = {'model_name', 'model_cfg', 'checkpoint', 'unlocked_image_groups', 'unlocked_text_layers',
-                'gradient_checkpointing', 'checkpoint_key'}
-    check_keys('FaceRewardModel', opt, accepted)
     return FaceRewardModel(**opt)
 
 
