@@ -38,7 +38,7 @@ from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapter
                                discover_layout, is_lora_name, randomize_lora_b_)
 from drward.archs.restorer import Restorer, RestoreOutput
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, pad_to_multiple, seeded_rng
-from drward.diffusion.colorfix import wavelet_color_fix
+from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.options import OptionError, check_keys, require_file
 
@@ -214,15 +214,6 @@ class OSEDiffRestorer(Restorer):
         self.training = mode
         self.sd.eval()
         return self
-
-
-def adain_color_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per image and channel, ``image``'s mean and standard deviation replaced by ``reference``'s:
-    ``(x − μ_x)/σ_x · σ_ref + μ_ref`` (OSEDiff's ``adain_color_fix``)."""
-    mean, std = image.mean(dim=(-2, -1), keepdim=True), (image.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
-    ref_mean = reference.mean(dim=(-2, -1), keepdim=True)
-    ref_std = (reference.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
-    return (image - mean) / std * ref_std + ref_mean
 
 
 def _log_and_check(report) -> None:

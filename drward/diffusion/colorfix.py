@@ -1,4 +1,5 @@
-"""Wavelet colour fix applied after inference (DiffBIR's colour correction against the stage-1 output).
+"""Colour fixes applied after inference: DiffBIR's wavelet correction against the stage-1 output, and OSEDiff's
+AdaIN alternative (:func:`adain_color_fix`).
 
 A Laplacian-pyramid-like split with an "à trous" blur: level i blurs with the 3×3 binomial kernel
 ``[1, 2, 1]ᵀ[1, 2, 1] / 16`` dilated by ``2^i`` (replicate padding). After L levels the low-frequency part is
@@ -53,3 +54,12 @@ def wavelet_color_fix(image: torch.Tensor, reference: torch.Tensor, levels: int 
         reference = F.interpolate(reference, size=image.shape[-2:], mode='bicubic', align_corners=False,
                                   antialias=True)
     return image - wavelet_low_pass(image, levels) + wavelet_low_pass(reference, levels)
+
+
+def adain_color_fix(image: torch.Tensor, reference: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per image and channel, ``image``'s mean and standard deviation replaced by ``reference``'s:
+    ``(x − μ_x)/σ_x · σ_ref + μ_ref`` (OSEDiff's ``adain_color_fix``)."""
+    mean, std = image.mean(dim=(-2, -1), keepdim=True), (image.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
+    ref_mean = reference.mean(dim=(-2, -1), keepdim=True)
+    ref_std = (reference.var(dim=(-2, -1), keepdim=True) + eps).sqrt()
+    return (image - mean) / std * ref_std + ref_mean
