@@ -5,7 +5,6 @@
 Runs from the repo root (relative paths in option files are relative to it); experiments land in
 ``experiments/<name>/`` and ``tb_logger/<name>/``, as in any BasicSR project.
 """
-import os
 import os.path as osp
 import sys
 
