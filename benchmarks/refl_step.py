@@ -77,7 +77,6 @@ GENERATOR_FORWARD_PARTS = ('other', 'conditioning', 'prefix', 'grad_steps', 'dec
                            'loss_lpips', 'losses')
 #: ReFLModel's loss terms → their forward part.
 LOSS_PARTS = {'l_reg': 'loss_reg', 'l_dwt': 'loss_dwt', 'l_reward': 'reward', 'l_lpips': 'loss_lpips'}
-FALLBACK_CAPTION = 'a high-quality photo of a face'
 
 
 # ---------------------------------------------------------------------------------------------------- restorers
@@ -226,12 +225,13 @@ def build_refl_model(args: argparse.Namespace, spec: RestorerSpec, workdir: str)
 
 
 def make_batch(args: argparse.Namespace, device: torch.device) -> Dict:
-    """Random LQ/GT faces in [0, 1] (content does not change the cost) and captions."""
+    """Random LQ/GT faces in [0, 1] (content does not change the cost) and the datasets' fallback caption."""
+    from drward.data.face_degradation_dataset import DEFAULT_FALLBACK_CAPTION
     generator = torch.Generator().manual_seed(args.seed)
     shape = (args.batch, 3, args.resolution, args.resolution)
     gt = torch.rand(shape, generator=generator)
     lq = (gt + 0.1 * torch.randn(shape, generator=generator)).clamp(0, 1)
-    return {'lq': lq.to(device), 'gt': gt.to(device), 'caption': [FALLBACK_CAPTION] * args.batch}
+    return {'lq': lq.to(device), 'gt': gt.to(device), 'caption': [DEFAULT_FALLBACK_CAPTION] * args.batch}
 
 
 # ---------------------------------------------------------------------------------------------------- instrumentation
