@@ -97,12 +97,12 @@ class PreferencePairDataset(data.Dataset):
         return len(self.pairs)
 
     def _image(self, path: str) -> np.ndarray:
-        return image_io.fit_square(image_io.read_image(resolve_path(path, self.image_root)), self.image_size)
+        return image_io.fit_square(image_io.read_image(path), self.image_size)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         pair = self.pairs[index]
-        img_a, img_b, label = self._image(pair.image_a), self._image(pair.image_b), float(pair.label)
         a_path, b_path = resolve_path(pair.image_a, self.image_root), resolve_path(pair.image_b, self.image_root)
+        img_a, img_b, label = self._image(a_path), self._image(b_path), float(pair.label)
         if self.use_swap and np.random.uniform() < 0.5:
             img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
         if self.use_hflip and np.random.uniform() < 0.5:
