@@ -58,7 +58,7 @@ def read_bgr(path: str) -> np.ndarray:
     return img
 
 
-def _set_level(name: str, opts: Mapping[str, Any], restored_dir: str, gt_dir: Optional[str]) -> Cell:
+def _set_level(opts: Mapping[str, Any], restored_dir: str, gt_dir: Optional[str]) -> Cell:
     opts = deepcopy(dict(opts))
     kind = opts.pop('type')
     if opts.get('reference') == 'gt':
@@ -103,7 +103,7 @@ def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]]
             continue
         try:
             if info.set_level:
-                scores.means[name] = _set_level(name, opts, restored_dir, gt_dir)
+                scores.means[name] = _set_level(opts, restored_dir, gt_dir)
                 continue
             values = _per_image(names, restored, gt, opts, f'{label} {info.label}'.strip(), pbar)
         except (MissingWeightsError, OSError) as error:
