@@ -74,3 +74,15 @@ class Restorer(nn.Module):
         with torch.no_grad():
             out = self.restore(lq, captions, grad_steps=0)
         return ((out.image + 1) / 2).clamp(0, 1)
+
+
+def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
+    """Load a checkpoint: ``{param_key: state}`` or a bare state dict; a Restorer gets its trained part only."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    if isinstance(state, dict) and param_key in state:
+        state = state[param_key]
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    if isinstance(net, Restorer):
+        net.load_trained_state_dict(state, strict=strict)
+    else:
+        net.load_state_dict(state, strict=strict)

@@ -38,7 +38,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
-from drward.archs.restorer import Restorer
+from drward.archs.restorer import Restorer, load_restorer_weights
 from drward.face.detect import build_face_detector
 from drward.face.wild import WildFaceRestorer
 from drward.metrics.evaluate import evaluate_folder, metric_columns, read_bgr
@@ -70,18 +70,6 @@ class RestorerSpec:
         stat = os.stat(self.pretrain) if self.pretrain and osp.exists(self.pretrain) else None
         return {'network_g': self.network_opt, 'pretrain': self.pretrain, 'param_key': self.param_key,
                 'pretrain_size_mtime': [stat.st_size, int(stat.st_mtime)] if stat else None, **extra}
-
-
-def load_restorer_weights(net: torch.nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
-    """Load a checkpoint: ``{param_key: state}`` or a bare state dict; a Restorer gets its trained part only."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict) and param_key in state:
-        state = state[param_key]
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
-    if isinstance(net, Restorer):
-        net.load_trained_state_dict(state, strict=strict)
-    else:
-        net.load_state_dict(state, strict=strict)
 
 
 def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:

@@ -33,7 +33,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from drward.archs.frm_arch import frm_state_dict, load_clip_state_dict
-from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
 from drward.utils.options import check_keys
@@ -233,6 +233,5 @@ class ReFLModel(BaseModel):
         self.save_training_state(epoch, current_iter)
 
     def load_trained(self, path: str) -> None:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-        self.net_g.load_trained_state_dict(state.get('params', state))
+        load_restorer_weights(self.net_g, path)
         get_root_logger().info(f'ReFLModel: loaded the trained part of network_g from {path}')

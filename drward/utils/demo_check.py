@@ -10,6 +10,7 @@ from basicsr.archs import build_network
 from basicsr.data import build_dataset
 
 from drward.archs.frm_arch import build_frm, load_clip_state_dict
+from drward.archs.restorer import load_restorer_weights
 from drward.models.reward_report import reward_before_after
 
 
@@ -19,8 +20,7 @@ def score_experiment(opt: Mapping, exp_dir: str, max_faces: int = 8) -> Dict[str
     models = osp.join(exp_dir, 'models')
     restorer = build_network(copy.deepcopy(dict(opt['network_g'])))
     initial = {k: v.clone() for k, v in restorer.trained_state_dict().items()}
-    trained = torch.load(osp.join(models, 'net_g_latest.pth'), map_location='cpu', weights_only=True)['params']
-    restorer.load_trained_state_dict(trained)
+    load_restorer_weights(restorer, osp.join(models, 'net_g_latest.pth'))
     frm = build_frm({k: v for k, v in opt['train']['reward_opt']['frm'].items() if k != 'checkpoint'})
     frm.clip.load_state_dict(load_clip_state_dict(osp.join(models, 'net_frm_latest.pth')))
     val_opt = dict(copy.deepcopy(opt['datasets']['val']), phase='val', scale=1)
