@@ -32,7 +32,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from drward.archs.frm_arch import frm_state_dict, load_clip_state_dict
+from drward.archs.frm_arch import load_clip_state_dict, save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
@@ -229,7 +229,7 @@ class ReFLModel(BaseModel):
         trained = {k: v.detach().cpu() for k, v in self.net_g.trained_state_dict().items()}
         torch.save({'params': trained}, self._model_path('g', current_iter))
         if self.frm is not None:
-            torch.save(frm_state_dict(self.frm), self._model_path('frm', current_iter))
+            save_frm(self.frm, self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)
 
     def load_trained(self, path: str) -> None:
