@@ -30,16 +30,17 @@ from torch import nn
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
-from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import TruncatedDDIMSampler
-from drward.utils.options import OptionError, check_keys, require_file
+from drward.utils.options import check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
                 gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0)
+WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 ResidualPairs = List[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -69,7 +70,8 @@ class DiffBIRRestorer(Restorer):
         self.sampler = TruncatedDDIMSampler(num_steps=int(opt['num_steps']), stop_window=int(opt['stop_window']),
                                             eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']))
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
-        paths = _checked_paths(opt, self.is_tiny)
+        paths = checked_weight_paths('DiffBIRRestorer', opt, WEIGHT_KEYS,
+                                     required=('sd_checkpoint', 'swinir_checkpoint'), tiny=self.is_tiny)
         with seeded_rng(opt['seed']):
             self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.stage1 = FaceSwinIR(**(TINY_FACE_SWINIR if self.is_tiny else FACE_SWINIR))
@@ -106,8 +108,7 @@ class DiffBIRRestorer(Restorer):
             else:
                 logger.warning('DiffBIRRestorer: no diffbir_checkpoint; IRControlNet initialised from the UNet')
         for report in reports:
-            logger.info(f'DiffBIRRestorer: {report.summary()}')
-            report.raise_if_incomplete()
+            log_and_check('DiffBIRRestorer', report)
 
     # -- the Restorer interface --------------------------------------------------------------------------------
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
@@ -175,13 +176,3 @@ class DiffBIRRestorer(Restorer):
         for frozen in (self.sd, self.stage1, self.controlnet_ref):
             frozen.eval()
         return self
-
-
-def _checked_paths(opt: Dict, tiny: bool) -> Dict[str, str]:
-    """The weight paths given; a missing file raises the one-line message naming its key. A real build needs
-    ``sd_checkpoint`` and ``swinir_checkpoint``."""
-    for key in ('sd_checkpoint', 'swinir_checkpoint'):
-        if not tiny and not opt[key]:
-            raise OptionError(f'DiffBIRRestorer: option {key} is required unless tiny: true')
-    return {key: require_file(opt[key], key)
-            for key in ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint') if opt[key]}

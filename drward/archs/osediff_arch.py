@@ -36,11 +36,11 @@ from torch.func import functional_call
 
 from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
                                discover_layout, is_lora_name, randomize_lora_b_)
-from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, pad_to_multiple, seeded_rng
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
-from drward.utils.options import OptionError, check_keys, require_file
+from drward.utils.options import OptionError, check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
                 reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
@@ -81,7 +81,8 @@ class OSEDiffRestorer(Restorer):
         self.use_captions, self.fallback_prompt = bool(opt['use_captions']), str(opt['fallback_prompt'] or '')
         self.alpha_bar = float(sd_alphas_cumprod()[TIMESTEP])
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
-        paths = _checked_paths(opt, self.is_tiny)
+        paths = checked_weight_paths('OSEDiffRestorer', opt, ('sd_checkpoint', 'osediff_checkpoint'),
+                                     required=('sd_checkpoint',), tiny=self.is_tiny)
         with seeded_rng(opt['seed']):
             self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
@@ -103,7 +104,7 @@ class OSEDiffRestorer(Restorer):
             logger.info('OSEDiffRestorer: TINY models (random unless tiny checkpoints are given) - tests and CPU '
                         'demos only')
         if 'sd_checkpoint' in paths:
-            _log_and_check(load_sd_weights(self.sd, paths['sd_checkpoint']))
+            log_and_check('OSEDiffRestorer', load_sd_weights(self.sd, paths['sd_checkpoint']))
         if 'osediff_checkpoint' not in paths:
             layout = discover_layout(self.sd.unet, self.sd.vae, int(rank or DEFAULT_RANK))
             add_lora(self.sd.unet, self.sd.vae, layout)
@@ -120,7 +121,7 @@ class OSEDiffRestorer(Restorer):
             raise OptionError(f'OSEDiffRestorer: lora_rank {rank} differs from the checkpoint\'s ranks (UNet '
                               f'{layout.rank_unet}, VAE {layout.rank_vae}); leave lora_rank null to take them')
         add_lora(self.sd.unet, self.sd.vae, layout)
-        _log_and_check(load_osediff_lora(self.sd.unet, self.sd.vae, unet_state, vae_state))
+        log_and_check('OSEDiffRestorer', load_osediff_lora(self.sd.unet, self.sd.vae, unet_state, vae_state))
         return layout
 
     # -- the Restorer interface --------------------------------------------------------------------------------
@@ -214,16 +215,3 @@ class OSEDiffRestorer(Restorer):
         self.training = mode
         self.sd.eval()
         return self
-
-
-def _log_and_check(report) -> None:
-    get_root_logger().info(f'OSEDiffRestorer: {report.summary()}')
-    report.raise_if_incomplete()
-
-
-def _checked_paths(opt: Dict, tiny: bool) -> Dict[str, str]:
-    """The weight paths given; a missing file raises the one-line message naming its key. A real build needs
-    ``sd_checkpoint``."""
-    if not tiny and not opt['sd_checkpoint']:
-        raise OptionError('OSEDiffRestorer: option sd_checkpoint is required unless tiny: true')
-    return {key: require_file(opt[key], key) for key in ('sd_checkpoint', 'osediff_checkpoint') if opt[key]}

@@ -14,10 +14,13 @@ Adding a restorer is adding one ``*_arch.py`` file that subclasses :class:`Resto
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from basicsr.utils import get_root_logger
 from torch import nn
+
+from drward.utils.options import OptionError, require_file
 
 
 @dataclass
@@ -86,3 +89,19 @@ def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', 
         net.load_trained_state_dict(state, strict=strict)
     else:
         net.load_state_dict(state, strict=strict)
+
+
+def checked_weight_paths(owner: str, opt: Mapping, keys: Sequence[str], required: Sequence[str],
+                         tiny: bool) -> Dict[str, str]:
+    """The weight paths ``opt`` gives among ``keys``; a missing file raises the one-line message naming its key. A
+    real (not tiny) build needs the ``required`` ones."""
+    for key in required:
+        if not tiny and not opt[key]:
+            raise OptionError(f'{owner}: option {key} is required unless tiny: true')
+    return {key: require_file(opt[key], key) for key in keys if opt[key]}
+
+
+def log_and_check(owner: str, report) -> None:
+    """Log a weight :class:`~drward.weights.common.ConversionReport`, then raise if it is incomplete."""
+    get_root_logger().info(f'{owner}: {report.summary()}')
+    report.raise_if_incomplete()
