@@ -30,10 +30,6 @@ IDS_MEASURES = {
 _FACE_KEYS = ('backend', 'weights_dir', 'face_box', 'device', 'better')
 
 
-def _models(backend: str, weights_dir: Optional[str], face_box: str, device: str) -> face_models.FaceModels:
-    return face_models.build_face_models(backend, weights_dir, face_box, device)
-
-
 def ids_direction(measure: str) -> str:
     """``'higher'`` or ``'lower'``: which IDS values are better for this measure."""
     return IDS_MEASURES[measure][1]
@@ -48,7 +44,7 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', bac
     check_better('calculate_ids', better)
     if measure not in IDS_MEASURES:
         raise ValueError(f'calculate_ids: measure must be one of {sorted(IDS_MEASURES)}, got {measure!r}')
-    models = _models(backend, weights_dir, face_box, device)
+    models = face_models.build_face_models(backend, weights_dir, face_box, device)
     restored, truth = models.identity_embedding(bgr_to_rgb(img)), models.identity_embedding(bgr_to_rgb(img2))
     if restored is None or truth is None:
         return math.nan
@@ -61,7 +57,7 @@ def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weig
     """LMD: mean distance in pixels between the 68 landmarks of the restored face and of the ground truth."""
     check_keys('calculate_lmd', unknown, _FACE_KEYS)
     check_better('calculate_lmd', better)
-    models = _models(backend, weights_dir, face_box, device)
+    models = face_models.build_face_models(backend, weights_dir, face_box, device)
     restored, truth = models.landmarks_68(bgr_to_rgb(img)), models.landmarks_68(bgr_to_rgb(img2))
     if restored is None or truth is None:
         return math.nan
@@ -71,4 +67,4 @@ def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weig
 def face_backend_name(backend: str = 'dlib', weights_dir: Optional[str] = None, face_box: str = 'aligned',
                       device: str = 'cpu') -> str:
     """The backend actually used for these options (``auto`` resolved), as written in results tables."""
-    return _models(backend, weights_dir, face_box, device).backend
+    return face_models.build_face_models(backend, weights_dir, face_box, device).backend
