@@ -91,6 +91,15 @@ def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', 
         net.load_state_dict(state, strict=strict)
 
 
+def restore_seeded(restorer: Restorer, lq: torch.Tensor, captions: Optional[Sequence[str]], seed: int,
+                   grad_steps: int = 0) -> torch.Tensor:
+    """``restorer.restore`` without gradient, drawing from a generator seeded with ``seed`` (the noise, and with
+    ``grad_steps`` ≥ 1 the stop step and η too); the image mapped to [0, 1], float32."""
+    with torch.no_grad():
+        out = restorer.restore(lq, captions, grad_steps=grad_steps, generator=torch.Generator().manual_seed(seed))
+    return ((out.image.float() + 1) / 2).clamp(0, 1)
+
+
 def checked_weight_paths(owner: str, opt: Mapping, keys: Sequence[str], required: Sequence[str],
                          tiny: bool) -> Dict[str, str]:
     """The weight paths ``opt`` gives among ``keys``; a missing file raises the one-line message naming its key. A

@@ -12,14 +12,7 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 
 from drward.archs.frm_arch import FaceRewardModel
-from drward.archs.restorer import Restorer
-
-
-def _restored(restorer: Restorer, lq: torch.Tensor, captions: Sequence[str], seed: int, train_path: bool):
-    with torch.no_grad():  # the seeded generator fixes the noise, and in training mode the stop step and η too
-        out = restorer.restore(lq, captions, grad_steps=1 if train_path else 0,
-                               generator=torch.Generator().manual_seed(seed))
-    return ((out.image.float() + 1) / 2).clamp(0, 1)
+from drward.archs.restorer import Restorer, restore_seeded
 
 
 @torch.no_grad()
@@ -33,9 +26,10 @@ def reward_before_after(restorer: Restorer, initial_state: Mapping[str, torch.Te
     """
     trained_state = {k: v.detach().clone() for k, v in restorer.trained_state_dict().items()}
     captions = list(captions)
-    after = _restored(restorer, lq, captions, seed, train_path)
+    grad_steps = 1 if train_path else 0
+    after = restore_seeded(restorer, lq, captions, seed, grad_steps)
     restorer.load_trained_state_dict(initial_state)
-    before = _restored(restorer, lq, captions, seed, train_path)
+    before = restore_seeded(restorer, lq, captions, seed, grad_steps)
     restorer.load_trained_state_dict(trained_state)
     logits = frm.preference_logits(after, gt, captions)
     return {

@@ -16,17 +16,12 @@ import torch
 from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 
+from drward.archs.restorer import restore_seeded
+
 
 class RestorationValidator:
     def __init__(self, model) -> None:
         self.model = model
-
-    def _restore(self, seed: int) -> torch.Tensor:
-        m = self.model
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            out = m.net_g.restore(m.lq, m.captions, grad_steps=0, generator=generator)
-        return ((out.image.float() + 1) / 2).clamp(0, 1)
 
     def _save_grid(self, dataset: str, name: str, current_iter: int, restored: torch.Tensor) -> None:
         m = self.model
@@ -47,7 +42,7 @@ class RestorationValidator:
         m.net_g.eval()
         for idx, data in enumerate(dataloader):
             m.feed_data(data)
-            restored = self._restore(int(val_opt.get('seed', 0)) + idx)
+            restored = restore_seeded(m.net_g, m.lq, m.captions, int(val_opt.get('seed', 0)) + idx)
             stem = osp.splitext(osp.basename(data['lq_path'][0]))[0] if 'lq_path' in data else f'{idx:04d}'
             if save_img:
                 self._save_grid(dataset, stem, current_iter, restored)
