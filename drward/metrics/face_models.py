@@ -114,6 +114,8 @@ class FacexlibFaceModels(FaceModels):
         self.backend = f'facexlib (ArcFace IR-SE50, AWing FAN 98→68; face box: {face_box})'
         self._arcface = None
         self._awing = None
+        # the identity model (unless face_box='aligned') and LMD both need an image's landmarks: fit them once
+        self._landmarks = dlib_models.memo_by_content(self._fan_landmarks_68, maxsize=8)
 
     def _load_arcface(self):
         if self._arcface is None:
@@ -136,6 +138,9 @@ class FacexlibFaceModels(FaceModels):
         return self._awing
 
     def landmarks_68(self, img_rgb: np.ndarray) -> Optional[np.ndarray]:
+        return self._landmarks(img_rgb)
+
+    def _fan_landmarks_68(self, img_rgb: np.ndarray) -> Optional[np.ndarray]:
         import torch
         from facexlib.alignment import landmark_98_to_68
         box = locate_face(img_rgb, self.face_box)
