@@ -10,8 +10,9 @@ from index i (timestep t, ``ᾱ_t``) to the next (``ᾱ_prev``; ``ᾱ_0`` after 
 
 Inference (``grad_steps = 0``) runs all K updates without gradient, η = 1 by default, and returns the final latent.
 Training (``grad_steps = N ≥ 1``) picks a stop index s among the last M indices, runs indices < s − N + 1 under
-``torch.no_grad()`` (no activations kept), calls the denoiser with gradient at indices s − N + 1 … s, and at s
-returns ``ẑ_0`` from that call's ε directly (the paper's N = 1 is one gradient-enabled call). η ~ U(0, 1) is drawn
+``torch.no_grad()`` (no activations kept), calls the denoiser with gradient at indices s − N + 1 … s (in the
+caller's grad mode), and at s returns ``ẑ_0`` from that call's ε directly (the paper's N = 1 is one gradient-enabled
+call). η ~ U(0, 1) is drawn
 once per :meth:`TruncatedDDIMSampler.sample` call unless given (or per update with ``eta_per_update=True``).
 """
 from __future__ import annotations
@@ -173,13 +174,13 @@ class TruncatedDDIMSampler:
                 step_eta = self.draw_eta(generator) if redraw else call_eta
                 used_etas.append(step_eta)
                 z = self._denoise_and_update(denoise, z, index, step_eta, generator, with_grad=False)
-        with torch.enable_grad():
-            for index in range(first_grad, stop):
-                step_eta = self.draw_eta(generator) if redraw else call_eta
-                used_etas.append(step_eta)
-                z = self._denoise_and_update(denoise, z, index, step_eta, generator, with_grad=True)
-            eps = self._denoise(denoise, z, stop, with_grad=True)
-            z0 = predict_x0(z, eps, self.alpha_t[stop])
+        # the gradient window, in the caller's grad mode (a report restoring under no_grad records no graph)
+        for index in range(first_grad, stop):
+            step_eta = self.draw_eta(generator) if redraw else call_eta
+            used_etas.append(step_eta)
+            z = self._denoise_and_update(denoise, z, index, step_eta, generator, with_grad=True)
+        eps = self._denoise(denoise, z, stop, with_grad=True)
+        z0 = predict_x0(z, eps, self.alpha_t[stop])
         reported_eta = call_eta if call_eta is not None else (sum(used_etas) / len(used_etas) if used_etas else 0.0)
         return SampleOutput(z0, stop, int(self.timesteps[stop]), reported_eta, grad_calls=stop - first_grad + 1)
 
