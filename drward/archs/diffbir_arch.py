@@ -125,7 +125,8 @@ class DiffBIRRestorer(Restorer):
             cond = self.sd.encode_latent(stage1 * 2 - 1)
         context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
         pairs: ResidualPairs = []
-        z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond)
+        # z_T stays float32 (the sampler's chain dtype); only the denoiser calls run in the model's dtype
+        z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond.device)
         out = self.sampler.sample(self._denoiser(cond, context, pairs), z_T, grad_steps=grad_steps,
                                   generator=generator, **sampling)
         stage1 = stage1 * 2 - 1
