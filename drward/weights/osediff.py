@@ -106,8 +106,8 @@ def load_osediff_lora(unet: nn.Module, vae: nn.Module, unet_state: Mapping[str, 
     """Fill LoRA'd ``unet`` / ``vae`` (adapters already added with the file's layout). Complete means: every LoRA
     factor of both models filled, ``conv_in`` whole or not at all (an official file always has it; our files when
     ``conv_in`` was trained), and every file key used."""
-    unet_expected = [key for key in unet_checkpoint_names(unet)
-                     if is_lora_name(key) or any(k.startswith('conv_in.') for k in unet_state)]
+    has_conv_in = any(key.startswith('conv_in.') for key in unet_state)
+    unet_expected = [key for key in unet_checkpoint_names(unet) if has_conv_in or is_lora_name(key)]
     report = _load_by_name(unet, unet_state, unet_expected, 'unet')
     return report.merge(_load_by_name(vae, vae_state, vae_checkpoint_names(vae), 'vae'))
 
