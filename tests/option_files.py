@@ -1,6 +1,9 @@
-"""Load a repo option file the way BasicSR's parse_options would, with every output path under a tmp folder."""
+"""Load a repo option file the way BasicSR's parse_options would, with every output path under a tmp folder; run
+tools/train.py on one."""
 import os
 import os.path as osp
+import subprocess
+import sys
 
 import yaml
 
@@ -24,3 +27,10 @@ def load_option_file(name: str, tmp_path, is_train: bool = True) -> dict:
     for key in ('models', 'training_states', 'visualization'):
         os.makedirs(opt['path'][key], exist_ok=True)
     return opt
+
+
+def run_tools_train(opt_path, *extra) -> subprocess.CompletedProcess:
+    """``python tools/train.py -opt <opt_path> [extra...]`` single-threaded, output captured (10 min limit)."""
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    return subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), '-opt', str(opt_path), *extra],
+                          capture_output=True, text=True, env=env, timeout=600)

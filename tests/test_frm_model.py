@@ -3,8 +3,6 @@ import logging
 import os
 import os.path as osp
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ from drward.annotate.demo import make_demo_pairs
 from drward.annotate.pairs import write_pairs
 from drward.losses.reward_loss import RewardLoss
 from drward.utils.options import OptionError, find_missing_weights
-from option_files import ROOT, load_option_file
+from option_files import ROOT, load_option_file, run_tools_train
 
 FACES, VARIANTS, VAL_FACES = 14, 5, 4  # the last VAL_FACES faces of the demo: their pairs are held out
 
@@ -256,9 +254,7 @@ def test_real_option_file_names_the_hps_v2_file_and_is_accepted(tmp_path):
 
 def run_train(opt, path, *extra):
     path.write_text(yaml.safe_dump(opt))
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    result = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), '-opt', str(path), *extra],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = run_tools_train(path, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr + result.stdout
 

@@ -2,8 +2,6 @@
 import copy
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 
 from drward.models.reward_report import reward_before_after
-from option_files import ROOT, load_option_file
+from option_files import ROOT, load_option_file, run_tools_train
 
 
 def train(model, loader, iters):
@@ -50,12 +48,6 @@ def test_tiny_demo_raises_the_reward_while_the_frm_learns_to_prefer_gt(tmp_path,
     assert frm_logs[-1]['frm_acc'] >= frm_logs[0]['frm_acc']
 
 
-def run_train(opt_path, *extra):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'train.py'), '-opt', str(opt_path), *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
-
-
 def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
     with open(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml')) as f:
         opt = yaml.safe_load(f)
@@ -71,14 +63,14 @@ def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
     try:
         first = tmp_path / 'first.yml'
         first.write_text(yaml.safe_dump(opt))
-        result = run_train(first)
+        result = run_tools_train(first)
         assert result.returncode == 0, result.stderr[-3000:]
         assert sorted(os.listdir(os.path.join(exp, 'training_states'))) == ['2.state', '4.state']
         frm_4 = torch.load(os.path.join(exp, 'models', 'net_frm_4.pth'), weights_only=True)['state_dict']
         opt['train'].update(total_iter=6)
         second = tmp_path / 'second.yml'
         second.write_text(yaml.safe_dump(opt))
-        result = run_train(second, '--auto_resume')
+        result = run_tools_train(second, '--auto_resume')
         assert result.returncode == 0, result.stderr[-3000:]
         log = result.stdout + result.stderr
         assert 'Resuming training from epoch' in log and 'iter: 4.' in log
@@ -93,7 +85,7 @@ def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
 
 
 def test_real_option_file_stops_before_training_naming_each_missing_file(tmp_path):
-    result = run_train(os.path.join(ROOT, 'options', 'refl_diffbir.yml'))
+    result = run_tools_train(os.path.join(ROOT, 'options', 'refl_diffbir.yml'))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 5, result.stdout
