@@ -182,3 +182,8 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path):
         model.optimize_parameters(it)
     assert model.skipped_steps == 0 and 'frm_acc' in model.get_current_log()
     assert changed(before, model.net_g) == {'control.weight', 'control.bias'}
+
+
+def test_fp16_without_a_gradient_scaler_is_refused(tmp_path):
+    with pytest.raises(Exception, match=r"mixed_precision must be one of \['bf16', 'no'\]"):
+        build_model(make_opt(tmp_path, mixed_precision='fp16'))

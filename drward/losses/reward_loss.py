@@ -22,10 +22,11 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.archs.frm_arch import build_frm
+from drward.data.face_degradation_dataset import DEFAULT_FALLBACK_CAPTION
 from drward.losses.common import check_range, reduce, to_unit
 from drward.utils.options import checked_options
 
-DEFAULT_CAPTION = 'a high-quality photo of a face'
+DEFAULT_CAPTION = DEFAULT_FALLBACK_CAPTION  # the caption the face datasets fall back to
 MAPPINGS = ('one_minus_cos', 'neg_cos', 'hinge', 'neg_logit')
 
 

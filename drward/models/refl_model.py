@@ -36,10 +36,11 @@ from drward.archs.frm_arch import load_clip_state_dict, save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
-from drward.utils.options import check_keys
+from drward.utils.options import OptionError, check_keys
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_steps', 'grad_clip_g', 'mixed_precision',
               'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt', 'frm_update')
+AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
 TERMS = (('l_reg', 'reg_opt'), ('l_dwt', 'dwt_opt'), ('l_reward', 'reward_opt'), ('l_lpips', 'lpips_opt'))
@@ -79,8 +80,11 @@ class ReFLModel(BaseModel):
         self.grad_accum = int(train_opt.get('grad_accum', 4))
         self.grad_steps = int(train_opt.get('grad_steps', 1))
         self.grad_clip_g = train_opt.get('grad_clip_g')
-        self.autocast_dtype = {'no': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[
-            train_opt.get('mixed_precision', 'no')]
+        precision = train_opt.get('mixed_precision', 'no')
+        if precision not in AUTOCAST_DTYPES:  # fp16 would need a gradient scaler: bf16 is the supported choice
+            raise OptionError(f"ReFLModel: train.mixed_precision must be one of {sorted(AUTOCAST_DTYPES)}, "
+                              f"got {precision!r}")
+        self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
                          for term, key in TERMS}
         self.frm = self.criteria['l_reward'].frm
