@@ -32,7 +32,7 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from drward.archs.frm_arch import load_clip_state_dict, save_frm
+from drward.archs.frm_arch import save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
@@ -125,7 +125,7 @@ class ReFLModel(BaseModel):
         path = osp.join(self.opt['path']['models'], f'net_frm_{it}.pth')
         if not osp.exists(path):
             raise FileNotFoundError(f'ReFLModel: resuming from {state_path} but the FRM checkpoint {path} is missing')
-        self.frm.clip.load_state_dict(load_clip_state_dict(path))
+        self.frm.load_checkpoint(path)
         get_root_logger().info(f'ReFLModel: resumed the FRM from {path}')
 
     # ------------------------------------------------------------------------------------------------ data

@@ -9,7 +9,7 @@ import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
 
-from drward.archs.frm_arch import build_frm, load_clip_state_dict
+from drward.archs.frm_arch import build_frm
 from drward.archs.restorer import load_restorer_weights
 from drward.models.reward_report import reward_before_after
 
@@ -22,7 +22,7 @@ def score_experiment(opt: Mapping, exp_dir: str, max_faces: int = 8) -> Dict[str
     initial = {k: v.clone() for k, v in restorer.trained_state_dict().items()}
     load_restorer_weights(restorer, osp.join(models, 'net_g_latest.pth'))
     frm = build_frm({k: v for k, v in opt['train']['reward_opt']['frm'].items() if k != 'checkpoint'})
-    frm.clip.load_state_dict(load_clip_state_dict(osp.join(models, 'net_frm_latest.pth')))
+    frm.load_checkpoint(osp.join(models, 'net_frm_latest.pth'))
     val_opt = dict(copy.deepcopy(opt['datasets']['val']), phase='val', scale=1)
     dataset = build_dataset(val_opt)
     items = [dataset[i] for i in range(min(max_faces, len(dataset)))]
