@@ -31,6 +31,8 @@ from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
+from drward.archs.materialize import check_materialized, empty_weights
+from drward.archs.precision import ComputeCopy, parse_weight_dtype, runs_in_weight_dtype, store_frozen
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
@@ -39,7 +41,7 @@ from drward.utils.options import check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
-                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0)
+                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32')
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 ResidualPairs = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -55,7 +57,12 @@ class DiffBIRRestorer(Restorer):
     :mod:`drward.archs.tiny_configs`), ``control_scales`` (1 or 13 floats),
     ``num_steps`` (K = 50), ``stop_window`` (M = 2), ``eta_train`` ('uniform' or a float), ``eta_infer`` (1.0),
     ``color_fix`` (wavelet colour fix at inference), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
-    ``seed`` (tiny weights and the default noise generator).
+    ``seed`` (tiny weights and the default noise generator), ``weight_dtype`` (``fp32`` or ``bf16``: the frozen
+    SD parts, SwinIR and θ₀ stored in bf16, the trained IRControlNet kept in fp32 and run through a bf16
+    :class:`~drward.archs.precision.ComputeCopy`; see :mod:`drward.archs.precision`).
+
+    Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
+    :mod:`drward.archs.materialize`).
     """
 
     family = 'diffbir'
@@ -72,15 +79,24 @@ class DiffBIRRestorer(Restorer):
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
         paths = checked_weight_paths('DiffBIRRestorer', opt, WEIGHT_KEYS,
                                      required=('sd_checkpoint', 'swinir_checkpoint'), tiny=self.is_tiny)
+        self.weight_dtype = parse_weight_dtype(opt['weight_dtype'], 'DiffBIRRestorer')
+        dtype = self.weight_dtype
         with seeded_rng(opt['seed']):
-            self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
-            self.stage1 = FaceSwinIR(**(TINY_FACE_SWINIR if self.is_tiny else FACE_SWINIR))
-            self.controlnet = IRControlNet(**ircontrolnet_config(self.sd.unet.config))
+            with empty_weights('sd_checkpoint' in paths, dtype):
+                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
+            with empty_weights('swinir_checkpoint' in paths, dtype):
+                self.stage1 = FaceSwinIR(**(TINY_FACE_SWINIR if self.is_tiny else FACE_SWINIR))
+            with empty_weights('diffbir_checkpoint' in paths):
+                self.controlnet = IRControlNet(**ircontrolnet_config(self.sd.unet.config))
             self._load_weights(paths)
-        self.sd.freeze()
-        self.stage1.requires_grad_(False).eval()
-        self.controlnet_ref = copy_frozen(self.controlnet)
+        for module, owner in ((self.sd, 'sd_checkpoint'), (self.stage1, 'swinir_checkpoint'),
+                              (self.controlnet, 'diffbir_checkpoint')):
+            check_materialized(module, f'DiffBIRRestorer ({owner})')
+        store_frozen(self.sd.freeze(), dtype)
+        store_frozen(self.stage1.requires_grad_(False).eval(), dtype)
+        self.controlnet_ref = copy_frozen(self.controlnet, dtype)
         self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
+        self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 else None
 
     # -- construction ------------------------------------------------------------------------------------------
     def _load_weights(self, paths: Dict[str, str]) -> None:
@@ -111,6 +127,7 @@ class DiffBIRRestorer(Restorer):
             log_and_check('DiffBIRRestorer', report)
 
     # -- the Restorer interface --------------------------------------------------------------------------------
+    @runs_in_weight_dtype
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1]; ``captions`` are accepted and ignored (empty SD prompt).
@@ -144,7 +161,7 @@ class DiffBIRRestorer(Restorer):
         """``denoise(z_t, t, with_grad) -> ε``; at ``with_grad`` calls it appends the 13 ``(c_k^θ, c_k^{θ₀})``."""
         def denoise(z_t: torch.Tensor, t: torch.Tensor, with_grad: bool) -> torch.Tensor:
             z_t = z_t.to(cond.dtype)
-            residuals = self.controlnet(z_t, cond, t, context)
+            residuals = self._trained_branch()(z_t, cond, t, context)
             if with_grad:
                 with torch.no_grad():
                     reference = self.controlnet_ref(z_t, cond, t, context)
@@ -153,6 +170,14 @@ class DiffBIRRestorer(Restorer):
             return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                                 mid_block_additional_residual=mid).sample
         return denoise
+
+    def _trained_branch(self) -> nn.Module:
+        """The IRControlNet as it runs: the fp32 masters, or their bf16 compute copy."""
+        return self.controlnet if self._compute is None else self._compute.module
+
+    def refresh_compute(self, with_grad: bool) -> None:
+        if self._compute is not None:
+            self._compute.refresh(with_grad)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The IRControlNet's parameters, all of them (DiffBIR ReFL trains the whole control branch)."""

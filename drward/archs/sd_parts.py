@@ -195,8 +195,13 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
 
 
-def copy_frozen(module: nn.Module) -> nn.Module:
-    """A deep copy with ``requires_grad=False`` everywhere, in eval mode (a frozen reference θ₀)."""
-    frozen = copy.deepcopy(module)
+def copy_frozen(module: nn.Module, dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """A deep copy with ``requires_grad=False`` everywhere, in eval mode (a frozen reference θ₀), its floating
+    weights stored in ``dtype`` (default: as they are). Each parameter is copied once, straight into ``dtype``."""
+    memo = {id(p): nn.Parameter(p.detach().to(dtype or p.dtype, copy=True), requires_grad=False)
+            for p in module.parameters()}
+    frozen = copy.deepcopy(module, memo)
+    if dtype is not None and dtype != torch.float32:
+        frozen.to(dtype)  # buffers
     frozen.requires_grad_(False)
     return frozen.eval()

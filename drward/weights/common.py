@@ -118,7 +118,8 @@ def load_converted(module: nn.Module, converted: Mapping[str, Optional[torch.Ten
     """Load ``converted`` into ``module`` (shapes must match) and report on the ``source`` keys.
 
     Model keys absent from ``converted`` (or mapped to ``None``) are reported missing and keep their values;
-    converted keys the model lacks are an error (a converter bug). ``consumed`` overrides the storage matching.
+    converted keys the model lacks are an error (a converter bug). ``consumed`` overrides the storage matching. A
+    module built on the meta device (:func:`drward.archs.materialize.empty_weights`) is materialised by assignment.
     """
     converted = {k: v for k, v in converted.items() if v is not None}
     model_state = module.state_dict()
@@ -129,7 +130,13 @@ def load_converted(module: nn.Module, converted: Mapping[str, Optional[torch.Ten
         if tuple(tensor.shape) != tuple(model_state[key].shape):
             raise ConversionError(f'{name}: {key} has shape {tuple(tensor.shape)} in the checkpoint, '
                                   f'{tuple(model_state[key].shape)} in the model')
-    module.load_state_dict(converted, strict=False)
+    if any(p.is_meta for p in module.parameters()):
+        # built empty (drward.archs.materialize): take the checkpoint's tensors, cast to each parameter's declared
+        # dtype, instead of copying them into a second, allocated set of weights
+        module.load_state_dict({k: t.to(model_state[k].dtype) for k, t in converted.items()}, strict=False,
+                               assign=True)
+    else:
+        module.load_state_dict(converted, strict=False)
     used = consumed() if consumed is not None else converted_sources(source, converted)
     ignored = sorted(set(ignored) & set(source))
     left = sorted(set(source) - set(used) - set(ignored))
