@@ -47,9 +47,11 @@ def _encoder_key(parts: list, layers: int) -> Optional[str]:
     return None
 
 
-def diffusers_unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int) -> StateDict:
+def diffusers_unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: int,
+                          clone: bool = True) -> StateDict:
     """diffusers ``UNet2DConditionModel`` state → LDM ``UNetModel`` names (without the ``model.diffusion_model.``
-    prefix). Up block ``b`` has ``layers_per_block + 1`` layers; its upsampler sits in the block's last slot."""
+    prefix). Up block ``b`` has ``layers_per_block + 1`` layers; its upsampler sits in the block's last slot.
+    ``clone=False`` keeps the model's own tensors (no second copy, for real-size writers)."""
     out, up_layers = {}, layers_per_block + 1
     has_attention = {k.split('.')[1] for k in state if k.startswith('up_blocks.') and '.attentions.' in k}
     for key, tensor in state.items():
@@ -70,11 +72,12 @@ def diffusers_unet_to_ldm(state: Mapping[str, torch.Tensor], layers_per_block: i
                 name = f'output_blocks.{first + index}.1.{rest}'
         if name is None:
             raise KeyError(f'no LDM name for UNet key {key}')
-        out[name] = tensor.clone()
+        out[name] = tensor.clone() if clone else tensor
     return out
 
 
-def ircontrolnet_to_diffbir(state: Mapping[str, torch.Tensor], layers_per_block: int) -> StateDict:
+def ircontrolnet_to_diffbir(state: Mapping[str, torch.Tensor], layers_per_block: int,
+                            clone: bool = True) -> StateDict:
     """IRControlNet state → the bare DiffBIR ``ControlNet`` layout of ``v1_face.pth`` / ``v2.pth``."""
     out = {}
     for key, tensor in state.items():
@@ -89,7 +92,7 @@ def ircontrolnet_to_diffbir(state: Mapping[str, torch.Tensor], layers_per_block:
             name = f'middle_block_out.0.{parts[1]}'
         if name is None:
             raise KeyError(f'no DiffBIR name for ControlNet key {key}')
-        out[name] = tensor.clone()
+        out[name] = tensor.clone() if clone else tensor
     return out
 
 
@@ -100,7 +103,7 @@ def _vae_leaf(rest: str) -> str:
     return rest.replace('conv_shortcut', 'nin_shortcut')
 
 
-def diffusers_vae_to_ldm(state: Mapping[str, torch.Tensor]) -> StateDict:
+def diffusers_vae_to_ldm(state: Mapping[str, torch.Tensor], clone: bool = True) -> StateDict:
     """diffusers ``AutoencoderKL`` state → LDM ``AutoencoderKL`` names (decoder levels are numbered bottom-up in
     LDM; attention projections are 1×1 convolutions there)."""
     levels = 1 + max(int(k.split('.')[2]) for k in state if k.startswith('decoder.up_blocks.'))
@@ -109,7 +112,7 @@ def diffusers_vae_to_ldm(state: Mapping[str, torch.Tensor]) -> StateDict:
         parts = key.split('.')
         side, rest = parts[0], '.'.join(parts[1:])
         if side in ('quant_conv', 'post_quant_conv'):
-            out[key] = tensor.clone()
+            out[key] = tensor.clone() if clone else tensor
             continue
         if parts[1] in ('conv_in', 'conv_out'):
             name = key
@@ -136,14 +139,14 @@ def diffusers_vae_to_ldm(state: Mapping[str, torch.Tensor]) -> StateDict:
                 tensor = tensor[:, :, None, None]
         else:
             raise KeyError(f'no LDM name for VAE key {rest}')
-        out[name] = tensor.clone()
+        out[name] = tensor.clone() if clone else tensor
     return out
 
 
-def open_clip_text_to_ldm(encoder: OpenCLIPTextEncoder, seed: int = 0) -> StateDict:
+def open_clip_text_to_ldm(encoder: OpenCLIPTextEncoder, seed: int = 0, clone: bool = True) -> StateDict:
     """The text part of an SD 2.x LDM file: the encoder's weights plus what a full open_clip tower also stores and
     the penultimate-layer encoder does not run (one more block, ``text_projection``, ``logit_scale``) — random."""
-    out = {k: v.clone() for k, v in encoder.state_dict().items()}
+    out = {k: v.clone() if clone else v for k, v in encoder.state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
     last = len(encoder.transformer.resblocks)
     for key, value in encoder.transformer.resblocks[0].state_dict().items():
@@ -272,27 +275,36 @@ def osediff_official_vae_list(vae: torch.nn.Module) -> list:
 
 
 @torch.no_grad()
-def save_tiny_osediff_pkl(parts: SDParts, path: str, rank: int = 4, seed: int = 0, std: float = 0.05) -> str:
-    """Give ``parts`` OSEDiff's adapters in place (peft ``LoraConfig(r=rank, init_lora_weights='gaussian')``, all
-    active), set every LoRA factor and ``conv_in`` to random values, and write an ``osediff.pkl`` in the official
-    layout. Save ``parts``' SD checkpoint *before* calling this (adapters rename the wrapped weights)."""
+def osediff_pkl_dict(unet: torch.nn.Module, vae: torch.nn.Module, rank: int = 4, seed: int = 0,
+                     std: float = 0.05) -> Dict:
+    """Give ``unet`` / ``vae`` OSEDiff's adapters in place (peft ``LoraConfig(r=rank, init_lora_weights='gaussian')``,
+    all active), add N(0, std²) to every LoRA factor and to ``conv_in``, and return the official ``osediff.pkl``
+    dict (its tensors are the models' own, not copies). Meta-device models give the same keys, unfilled."""
     from peft import LoraConfig
-    unet_lists, vae_list = osediff_official_unet_lists(parts.unet), osediff_official_vae_list(parts.vae)
+    unet_lists, vae_list = osediff_official_unet_lists(unet), osediff_official_vae_list(vae)
     for part, modules in unet_lists.items():
-        parts.unet.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=modules),
-                               adapter_name=f'default_{part}')
-    parts.unet.set_adapter(['default_encoder', 'default_decoder', 'default_others'])
-    parts.vae.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=vae_list),
-                          adapter_name='default_encoder')
+        unet.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=modules),
+                         adapter_name=f'default_{part}')
+    unet.set_adapter(['default_encoder', 'default_decoder', 'default_others'])
+    vae.add_adapter(LoraConfig(r=rank, init_lora_weights='gaussian', target_modules=vae_list),
+                    adapter_name='default_encoder')
     generator = torch.Generator().manual_seed(seed)
-    for model in (parts.unet, parts.vae):
+    for model in (unet, vae):
         for name, parameter in model.named_parameters():
-            if 'lora' in name or (model is parts.unet and 'conv_in' in name):
-                parameter.copy_(parameter + torch.randn(parameter.shape, generator=generator) * std)
+            if ('lora' in name or (model is unet and 'conv_in' in name)) and not parameter.is_meta:
+                parameter.add_(torch.randn(parameter.shape, generator=generator).to(parameter) * std)
     checkpoint = {f'unet_lora_{part}_modules': modules for part, modules in unet_lists.items()}
     checkpoint.update(vae_lora_encoder_modules=vae_list, rank_unet=rank, rank_vae=rank)
-    checkpoint['state_dict_unet'] = {k: v.clone() for k, v in parts.unet.state_dict().items()
-                                     if 'lora' in k or 'conv_in' in k}
-    checkpoint['state_dict_vae'] = {k: v.clone() for k, v in parts.vae.state_dict().items() if 'lora' in k}
+    checkpoint['state_dict_unet'] = {k: v for k, v in unet.state_dict().items() if 'lora' in k or 'conv_in' in k}
+    checkpoint['state_dict_vae'] = {k: v for k, v in vae.state_dict().items() if 'lora' in k}
+    return checkpoint
+
+
+def save_tiny_osediff_pkl(parts: SDParts, path: str, rank: int = 4, seed: int = 0, std: float = 0.05) -> str:
+    """:func:`osediff_pkl_dict` on ``parts``' UNet and VAE, written to ``path``. Save ``parts``' SD checkpoint
+    *before* calling this (adapters rename the wrapped weights)."""
+    checkpoint = osediff_pkl_dict(parts.unet, parts.vae, rank, seed, std)
+    for key in ('state_dict_unet', 'state_dict_vae'):
+        checkpoint[key] = {k: v.clone() for k, v in checkpoint[key].items()}
     torch.save(checkpoint, path)
     return path
