@@ -12,6 +12,7 @@ state dict). The tokenizer is open_clip's bundled BPE tokenizer (offline).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
@@ -24,6 +25,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from torch import nn
 
+from drward.archs.materialize import check_materialized, empty_weights, has_meta
+from drward.archs.precision import no_autocast, parse_weight_dtype
 from drward.utils.options import checked_options, require_file
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
@@ -77,26 +80,38 @@ class FaceRewardModel(nn.Module):
         unlocked_text_layers: trainable text transformer blocks from the end (the authors' count; ``ln_final``,
             ``text_projection`` and ``logit_scale`` stay trainable too, as in HPS v2's open_clip).
         gradient_checkpointing: activation checkpointing in both towers.
+        weight_dtype: ``'fp32'`` or ``'bf16'``: the locked layers stored in bf16, the trainable ones kept in fp32
+            (master weights). The reward call (``similarity(..., frozen=True)``) runs wholly in bf16 on cached bf16
+            casts of every weight; the FRM's own training steps run under bf16 autocast over the mixed weights.
+
+    With a ``checkpoint`` the CLIP is built on the meta device and materialised from the file (one copy).
     """
 
     def __init__(self, model_name: str = 'ViT-H-14', model_cfg: Optional[Mapping] = None,
                  checkpoint: Optional[str] = None, unlocked_image_groups: int = DEFAULT_UNLOCKED_IMAGE_GROUPS,
                  unlocked_text_layers: int = DEFAULT_UNLOCKED_TEXT_LAYERS, gradient_checkpointing: bool = False,
-                 checkpoint_key: str = 'frm.checkpoint'):
+                 checkpoint_key: str = 'frm.checkpoint', weight_dtype: str = 'fp32'):
         super().__init__()
         cfg = resolve_clip_config(model_name, model_cfg)
         self.model_name = model_name if model_cfg is None else 'custom'
         self.is_tiny = self.model_name == 'tiny'
-        self.clip = open_clip.CLIP(**cfg)
+        self.weight_dtype = parse_weight_dtype(weight_dtype, 'FaceRewardModel')
+        self._frozen_casts = (None, {})
+        with empty_weights(bool(checkpoint)):
+            self.clip = open_clip.CLIP(**cfg)
         self.tokenizer = open_clip.SimpleTokenizer(context_length=cfg['text_cfg'].get('context_length', 77))
         self.image_size = int(self.clip.visual.image_size[0])
         self.register_buffer('pixel_mean', torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer('pixel_std', torch.tensor(OPENAI_DATASET_STD).view(1, 3, 1, 1), persistent=False)
         if checkpoint:
             self.load_checkpoint(require_file(checkpoint, checkpoint_key))
+            check_materialized(self.clip, f'FaceRewardModel ({checkpoint_key})')
         elif not self.is_tiny:
             get_root_logger().warning(f'FaceRewardModel {self.model_name}: no checkpoint given, weights are RANDOM')
         self.lock(unlocked_image_groups, unlocked_text_layers)
+        for p in self.clip.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(self.weight_dtype)
         self.set_gradient_checkpointing(gradient_checkpointing)
         self.eval()
 
@@ -104,7 +119,10 @@ class FaceRewardModel(nn.Module):
     def load_checkpoint(self, path: str) -> None:
         """Load an HPS v2 / FRM checkpoint (strict: a key mismatch raises, naming the keys)."""
         state = load_clip_state_dict(path)
-        result = self.clip.load_state_dict(state, strict=False)
+        if has_meta(self.clip):  # built empty: take the file's tensors (cast to the declared dtypes)
+            declared = self.clip.state_dict()
+            state = {k: v.to(declared[k].dtype) if k in declared else v for k, v in state.items()}
+        result = self.clip.load_state_dict(state, strict=False, assign=has_meta(self.clip))
         if result.missing_keys or result.unexpected_keys:
             raise RuntimeError(f'{path}: does not match the {self.model_name} CLIP: missing keys '
                                f'{result.missing_keys[:8]}, unexpected keys {result.unexpected_keys[:8]}')
@@ -130,7 +148,21 @@ class FaceRewardModel(nn.Module):
         self.clip.set_grad_checkpointing(self.gradient_checkpointing)
 
     def _detached_parameters(self) -> Dict[str, torch.Tensor]:
-        return {name: p.detach() for name, p in self.clip.named_parameters()}
+        """The CLIP's weights without gradient, in the compute dtype: bf16 casts are cached until a weight changes
+        (version counters: optimiser steps and loads bump them)."""
+        if self.weight_dtype == torch.float32:
+            return {name: p.detach() for name, p in self.clip.named_parameters()}
+        versions = tuple(p._version for p in self.clip.parameters())
+        if versions != self._frozen_casts[0]:
+            casts = {name: p.detach().to(self.weight_dtype) for name, p in self.clip.named_parameters()}
+            self._frozen_casts = (versions, casts)
+        return self._frozen_casts[1]
+
+    def _compute_context(self):
+        """bf16 autocast over the mixed bf16 (locked) / fp32 (trained) weights; nothing with fp32 weights."""
+        if self.weight_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.pixel_mean.device.type, dtype=self.weight_dtype)
 
     # ----------------------------------------------------------------------------------------------- encoders
     def check_images(self, images: torch.Tensor) -> None:
@@ -162,11 +194,13 @@ class FaceRewardModel(nn.Module):
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """``e_I``: normalised image embeddings of images in [0, 1], any size."""
-        return self.clip.encode_image(self.preprocess(images), normalize=True)
+        with self._compute_context():
+            return self.clip.encode_image(self.preprocess(images), normalize=True).float()
 
     def encode_text(self, captions: Sequence[str]) -> torch.Tensor:
         """``e_T``: normalised caption embeddings."""
-        return self.clip.encode_text(self.tokenize(captions), normalize=True)
+        with self._compute_context():
+            return self.clip.encode_text(self.tokenize(captions), normalize=True).float()
 
     # ----------------------------------------------------------------------------------------------- scores
     @property
@@ -184,15 +218,18 @@ class FaceRewardModel(nn.Module):
         if len(captions) != images.shape[0]:
             raise ValueError(f'FaceRewardModel: {images.shape[0]} images but {len(captions)} captions')
         pixels, tokens = self.preprocess(images), self.tokenize(captions)
-        if frozen:
+        if frozen or not torch.is_grad_enabled():  # without gradient both paths agree; this one is the fast one
             self.clip.set_grad_checkpointing(False)
             try:
-                e_img, e_txt, _ = torch.func.functional_call(self.clip, self._detached_parameters(), (pixels, tokens))
+                with no_autocast(pixels.device, self.weight_dtype != torch.float32):
+                    e_img, e_txt, _ = torch.func.functional_call(
+                        self.clip, self._detached_parameters(), (pixels.to(self.weight_dtype), tokens))
             finally:
                 self.clip.set_grad_checkpointing(self.gradient_checkpointing)
         else:
-            e_img, e_txt, _ = self.clip(pixels, tokens)
-        return (e_img * e_txt).sum(dim=-1)
+            with self._compute_context():
+                e_img, e_txt, _ = self.clip(pixels, tokens)
+        return (e_img.float() * e_txt.float()).sum(dim=-1)
 
     def preference_logits(self, img_a: torch.Tensor, img_b: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """The pair's two scores ``s_k = exp(logit_scale)·cos(e_Ik, e_T)`` as (B, 2) logits, ``[s_a, s_b]``."""

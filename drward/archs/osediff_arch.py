@@ -36,6 +36,8 @@ from torch.func import functional_call
 
 from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
                                discover_layout, is_lora_name, randomize_lora_b_)
+from drward.archs.materialize import check_materialized, empty_weights
+from drward.archs.precision import cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, pad_to_multiple, seeded_rng
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
@@ -44,7 +46,7 @@ from drward.utils.options import OptionError, check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
                 reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
-                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0)
+                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32')
 CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
                color_fix=('adain', 'wavelet', 'none'))
 TIMESTEP = 999  # OSEDiff's one step
@@ -63,7 +65,10 @@ class OSEDiffRestorer(Restorer):
     (null: the file's, else 4; a value must match the file's), ``train_conv_in`` (true: OSEDiff trains it),
     ``reg_reference`` ('no_lora' | 'initial'), ``vae_latent`` ('sample' | 'mode'), ``use_captions``,
     ``fallback_prompt`` (''), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
-    ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator).
+    ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator),
+    ``weight_dtype`` (``fp32`` | ``bf16``: SD's base weights stored in bf16; the LoRA factors and ``conv_in`` stay
+    fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast to
+    fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`).
     """
 
     family = 'osediff'
@@ -83,12 +88,16 @@ class OSEDiffRestorer(Restorer):
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
         paths = checked_weight_paths('OSEDiffRestorer', opt, ('sd_checkpoint', 'osediff_checkpoint'),
                                      required=('sd_checkpoint',), tiny=self.is_tiny)
+        self.weight_dtype = parse_weight_dtype(opt['weight_dtype'], 'OSEDiffRestorer')
         with seeded_rng(opt['seed']):
-            self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
+            with empty_weights('sd_checkpoint' in paths):
+                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
+        check_materialized(self.sd, 'OSEDiffRestorer (sd_checkpoint)')
         self.sd.freeze()
         for parameter in self.trainable_parameters():
             parameter.requires_grad_(True)
+        self._store_frozen_weights()
         if self.reg_reference == 'initial':
             self.initial_unet = TensorSnapshot({name: p for name, p in self.sd.unet.named_parameters()
                                                 if p.requires_grad})
@@ -124,7 +133,29 @@ class OSEDiffRestorer(Restorer):
         log_and_check('OSEDiffRestorer', load_osediff_lora(self.sd.unet, self.sd.vae, unet_state, vae_state))
         return layout
 
+    def _store_frozen_weights(self) -> None:
+        """With ``weight_dtype: bf16``: every frozen weight to bf16; full trained layers (``conv_in``) keep fp32
+        and convert their input/output."""
+        if self.weight_dtype == torch.float32:
+            return
+        trained = {id(p) for p in self.trainable_parameters()}
+        for name, module in self.sd.named_modules():
+            own = [p for p in module._parameters.values() if p is not None]
+            for param in own:
+                if id(param) not in trained:
+                    param.data = param.data.to(self.weight_dtype)
+            for name, buf in module._buffers.items():
+                if buf is not None and buf.is_floating_point():
+                    module._buffers[name] = buf.to(self.weight_dtype)
+            if own and all(id(p) in trained for p in own) and not is_lora_name(name + '.'):
+                cast_io_to_weights(module, self.weight_dtype)
+        self.sd.clear_context_cache()
+
+    def refresh_compute(self, with_grad: bool) -> None:
+        """Nothing to refresh: the trained tensors run as they are (LoRA factors, conv_in)."""
+
     # -- the Restorer interface --------------------------------------------------------------------------------
+    @runs_in_weight_dtype
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1] in one step; ``grad_steps`` 1 keeps the graph (training), 0 not.

@@ -127,3 +127,18 @@ def runs_in_weight_dtype(restore):
         out.reg_pairs = [(a.float(), b.float()) for a, b in out.reg_pairs]
         return out
     return wrapper
+
+
+def cast_io_to_weights(module: nn.Module, compute_dtype: torch.dtype) -> None:
+    """A trained full layer (fp32 weights) inside a reduced-precision network: its floating inputs are cast to its
+    weights' dtype and its output back to ``compute_dtype`` (forward hooks; gradients flow through both casts)."""
+    weight_dtype = next(module.parameters()).dtype
+
+    def cast_inputs(_module, args):
+        return tuple(a.to(weight_dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def cast_output(_module, _args, output):
+        return output.to(compute_dtype) if torch.is_tensor(output) else output
+
+    module.register_forward_pre_hook(cast_inputs)
+    module.register_forward_hook(cast_output)

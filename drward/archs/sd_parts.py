@@ -201,7 +201,9 @@ def copy_frozen(module: nn.Module, dtype: Optional[torch.dtype] = None) -> nn.Mo
     memo = {id(p): nn.Parameter(p.detach().to(dtype or p.dtype, copy=True), requires_grad=False)
             for p in module.parameters()}
     frozen = copy.deepcopy(module, memo)
-    if dtype is not None and dtype != torch.float32:
-        frozen.to(dtype)  # buffers
+    for module in frozen.modules() if dtype is not None else ():
+        for name, buf in module._buffers.items():
+            if buf is not None and buf.is_floating_point():
+                module._buffers[name] = buf.to(dtype)
     frozen.requires_grad_(False)
     return frozen.eval()
