@@ -253,8 +253,10 @@ def build_frm(opt: Optional[Mapping]) -> FaceRewardModel:
 
 
 def frm_state_dict(frm: FaceRewardModel) -> Dict[str, torch.Tensor]:
-    """The FRM's CLIP weights under ``state_dict``: the same layout as the official HPS v2 / FRM files."""
-    return {'state_dict': {k: v.detach().cpu() for k, v in frm.clip.state_dict().items()}}
+    """The FRM's CLIP weights under ``state_dict``: the same layout (and float32 dtype) as the official HPS v2 / FRM
+    files, whatever ``weight_dtype`` the FRM runs in."""
+    return {'state_dict': {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                           for k, v in frm.clip.state_dict().items()}}
 
 
 def save_frm(frm: FaceRewardModel, path: str) -> None:
