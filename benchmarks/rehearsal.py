@@ -7,8 +7,8 @@
 2. ``WORKDIR/datasets/``: a handful of 512² faces made from the bundled demo faces (with captions), preference
    pairs for the FRM, and an LQ/GT test set.
 3. Each job runs as a subprocess exactly as a user types it — ``tools/train.py -opt options/refl_diffbir.yml`` — with
-   BasicSR's ``--force_yml`` changing only paths, dataset size and run length (a few iterations, one FRM update, one
-   checkpoint); K = 50, N = 1, the losses, the FRM update and the weight precision stay as in the real files. Runs
+   BasicSR's ``--force_yml`` changing only paths, dataset size and run length (one or two iterations, one FRM update,
+   one checkpoint); K = 50, N = 1, the losses, the FRM update and the weight precision stay as in the real files. Runs
    land in ``experiments/rehearsal_<job>/`` (``results/`` for the test jobs) like any BasicSR run.
 4. A table: job, pass/fail, seconds per iteration (per image for tests), peak RSS of the job's process (its
    ``ru_maxrss``: RAM is the budget here as VRAM is on a GPU), checkpoint sizes. Exit status 1 if a job failed; the
@@ -98,18 +98,19 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str) -> List[Job
              f'train:reward_opt:frm:checkpoint={weights["frm"]}',
              f'datasets:train:dataroot_gt={data["train"]}', f'datasets:val:dataroot_gt={data["val"]}',
              'datasets:train:num_worker_per_gpu=1']
-    # 2 generator steps (batch 4 = 1 x accumulation 4, as the real file), the FRM update at step 2, a checkpoint
-    refl_run = ['train:total_iter=2', 'train:frm_update:every=2', 'logger:save_checkpoint_freq=2']
+    # one generator step (batch 4 = 1 x accumulation 4, as the real file: four K = 50 restorations), the FRM
+    # update and a checkpoint after it: everything a long run allocates is allocated once
+    refl_run = ['train:total_iter=1', 'train:frm_update:every=1', 'logger:save_checkpoint_freq=1']
     test_paths = [f'datasets:test_1:dataroot_lq={data["test_lq"]}', f'datasets:test_1:dataroot_gt={data["test_gt"]}',
                   f'network_g:sd_checkpoint={weights["sd"]}', 'val:pbar=false']
     return [
         Job('refl_diffbir', 'train', 'options/refl_diffbir.yml',
             common + paths + refl_run + ['name=rehearsal_refl_diffbir',
                                          f'network_g:diffbir_checkpoint={weights["diffbir"]}',
-                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 2),
+                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 1),
         Job('refl_osediff', 'train', 'options/refl_osediff.yml',
             common + paths + refl_run + ['name=rehearsal_refl_osediff',
-                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 2),
+                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 1),
         Job('train_frm', 'train', 'options/train_frm.yml',
             common + ['name=rehearsal_train_frm', f'network_frm:checkpoint={weights["frm"]}',
                       f'datasets:train:pairs_file={data["pairs"]}', f'datasets:val:pairs_file={data["pairs"]}',

@@ -91,7 +91,8 @@ class DiffBIRRestorer(Restorer):
             self._load_weights(paths)
         for module, owner in ((self.sd, 'sd_checkpoint'), (self.stage1, 'swinir_checkpoint'),
                               (self.controlnet, 'diffbir_checkpoint')):
-            check_materialized(module, f'DiffBIRRestorer ({owner})')
+            if owner in paths:  # built empty: the file must have filled every weight
+                check_materialized(module, f'DiffBIRRestorer ({owner})')
         store_frozen(self.sd.freeze(), dtype)
         store_frozen(self.stage1.requires_grad_(False).eval(), dtype)
         self.controlnet_ref = copy_frozen(self.controlnet, dtype)

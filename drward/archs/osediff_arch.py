@@ -93,7 +93,8 @@ class OSEDiffRestorer(Restorer):
             with empty_weights('sd_checkpoint' in paths):
                 self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
-        check_materialized(self.sd, 'OSEDiffRestorer (sd_checkpoint)')
+        if 'sd_checkpoint' in paths:  # built empty: the file must have filled every weight
+            check_materialized(self.sd, 'OSEDiffRestorer (sd_checkpoint)')
         self.sd.freeze()
         for parameter in self.trainable_parameters():
             parameter.requires_grad_(True)
