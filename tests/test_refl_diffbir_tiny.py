@@ -93,9 +93,10 @@ def test_real_option_file_stops_before_training_naming_each_missing_file(tmp_pat
     assert any('network_g.diffbir_checkpoint' in line and 'v1_face.pth' in line for line in lines)
 
 
-def test_real_option_file_keys_are_all_accepted(tmp_path):
-    """Every key of refl_diffbir.yml is accepted: build it with tiny models in place of the weight files."""
-    opt = load_option_file('refl_diffbir.yml', tmp_path)
+@pytest.mark.parametrize('name', ['refl_diffbir.yml', 'refl_diffbir_authors.yml'])
+def test_real_option_file_keys_are_all_accepted(tmp_path, name):
+    """Every key of the option file is accepted: build it with tiny models in place of the weight files."""
+    opt = load_option_file(name, tmp_path)
     opt['num_gpu'] = 0
     net = opt['network_g']
     for key in ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint'):
