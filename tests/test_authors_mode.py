@@ -21,7 +21,7 @@ from drward.archs.frm_arch import FaceRewardModel, resize_for_clip
 from drward.archs.osediff_arch import OSEDiffRestorer
 from drward.data.face_degradation_dataset import FaceDegradationDataset, MissingCaptionError
 from drward.utils.options import OptionError
-from option_files import ROOT, run_tools_train
+from option_files import ROOT, run_tools_train, short_training_option
 from test_face_test_model import make_opt as make_test_opt, paired, run as run_test_model, write_pairs
 from test_refl_model import batch, make_opt
 
@@ -180,16 +180,8 @@ def test_authors_option_files_set_the_authors_behaviour():
 
 
 def test_tiny_authors_option_file_runs_through_tools_train(tmp_path):
-    with open(osp.join(ROOT, 'options', 'refl_diffbir_authors_tiny.yml')) as f:
-        opt = yaml.safe_load(f)
     name = f'pytest_authors_tiny_{os.getpid()}'
-    opt['name'] = name
-    opt['train'].update(total_iter=2)
-    opt['train']['frm_update']['every'] = 2
-    opt['logger'].update(save_checkpoint_freq=2, print_freq=1)
-    opt.pop('val')
-    opt['datasets'].pop('val')
-    opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
+    opt = short_training_option('refl_diffbir_authors_tiny.yml', tmp_path, name, total_iter=2, every=2)
     path = tmp_path / 'authors_tiny.yml'
     path.write_text(yaml.safe_dump(opt))
     exp = osp.join(ROOT, 'experiments', name)
