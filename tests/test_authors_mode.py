@@ -176,6 +176,7 @@ def test_authors_option_files_set_the_authors_behaviour():
         assert (train['grad_accum_mode'], train['mixed_precision'], data['use_hflip'], data['caption_policy'],
                 train['reward_opt']['frm']['resize']) == expected
         assert opt['network_g']['eta_per_update'] is True
+    assert real['network_g']['weight_dtype'] == real['train']['reward_opt']['frm']['weight_dtype'] == 'fp32'
     assert real['train']['frm_update']['loss_weight'] == pytest.approx(paper['train']['frm_update']['loss_weight'] / 4)
 
 
