@@ -34,3 +34,19 @@ def run_tools_train(opt_path, *extra) -> subprocess.CompletedProcess:
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     return subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'train.py'), '-opt', str(opt_path), *extra],
                           capture_output=True, text=True, env=env, timeout=600)
+
+
+def short_training_option(name: str, tmp_path, run_name: str, total_iter: int, every: int) -> dict:
+    """Repo option file ``name`` cut to a quick tools/train.py run: ``total_iter`` iterations, the FRM update and
+    checkpoints every ``every``, a log line per iteration, no validation, faces under ``tmp_path/faces``; its
+    experiment folder is ``ROOT/experiments/<run_name>`` (BasicSR's layout)."""
+    with open(osp.join(ROOT, 'options', name)) as f:
+        opt = yaml.safe_load(f)
+    opt['name'] = run_name
+    opt['train'].update(total_iter=total_iter)
+    opt['train']['frm_update']['every'] = every
+    opt['logger'].update(save_checkpoint_freq=every, print_freq=1)
+    opt.pop('val')
+    opt['datasets'].pop('val')
+    opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
+    return opt

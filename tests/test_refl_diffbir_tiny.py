@@ -10,7 +10,7 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
 
 from drward.models.reward_report import reward_before_after
-from option_files import ROOT, load_option_file, run_tools_train
+from option_files import ROOT, load_option_file, run_tools_train, short_training_option
 
 
 def train(model, loader, iters):
@@ -49,16 +49,8 @@ def test_tiny_demo_raises_the_reward_while_the_frm_learns_to_prefer_gt(tmp_path,
 
 
 def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
-    with open(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml')) as f:
-        opt = yaml.safe_load(f)
     name = f'pytest_resume_{os.getpid()}'
-    opt['name'] = name
-    opt['train'].update(total_iter=4)
-    opt['train']['frm_update']['every'] = 2
-    opt['logger'].update(save_checkpoint_freq=2, print_freq=1)
-    opt.pop('val')
-    opt['datasets'].pop('val')
-    opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
+    opt = short_training_option('refl_diffbir_tiny.yml', tmp_path, name, total_iter=4, every=2)
     exp = os.path.join(ROOT, 'experiments', name)
     try:
         first = tmp_path / 'first.yml'
@@ -93,9 +85,10 @@ def test_real_option_file_stops_before_training_naming_each_missing_file(tmp_pat
     assert any('network_g.diffbir_checkpoint' in line and 'v1_face.pth' in line for line in lines)
 
 
-def test_real_option_file_keys_are_all_accepted(tmp_path):
-    """Every key of refl_diffbir.yml is accepted: build it with tiny models in place of the weight files."""
-    opt = load_option_file('refl_diffbir.yml', tmp_path)
+@pytest.mark.parametrize('name', ['refl_diffbir.yml', 'refl_diffbir_authors.yml'])
+def test_real_option_file_keys_are_all_accepted(tmp_path, name):
+    """Every key of the option file is accepted: build it with tiny models in place of the weight files."""
+    opt = load_option_file(name, tmp_path)
     opt['num_gpu'] = 0
     net = opt['network_g']
     for key in ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint'):

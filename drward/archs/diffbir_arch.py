@@ -41,7 +41,8 @@ from drward.utils.options import check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
-                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32')
+                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
+                eta_per_update=True)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 ResidualPairs = List[Tuple[torch.Tensor, torch.Tensor]]
@@ -56,6 +57,8 @@ class DiffBIRRestorer(Restorer):
     (``face_swinir_v1.ckpt``), ``tiny`` (tiny models: random, or from the tiny files given; see
     :mod:`drward.archs.tiny_configs`), ``control_scales`` (1 or 13 floats),
     ``num_steps`` (K = 50), ``stop_window`` (M = 2), ``eta_train`` ('uniform' or a float), ``eta_infer`` (1.0),
+    ``eta_per_update`` (true: with ``eta_train: uniform`` a fresh η ~ U(0, 1) for every DDIM update of a training
+    restoration, as the authors' sampler draws it; false: one η per restoration),
     ``color_fix`` (wavelet colour fix at inference), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
     ``seed`` (tiny weights and the default noise generator), ``weight_dtype`` (``fp32`` or ``bf16``: the frozen
     SD parts, SwinIR and θ₀ stored in bf16, the trained IRControlNet kept in fp32 and run through a bf16
@@ -75,7 +78,8 @@ class DiffBIRRestorer(Restorer):
         self.color_fix = bool(opt['color_fix'])
         self.control_scales = expand_control_scales(opt['control_scales'])
         self.sampler = TruncatedDDIMSampler(num_steps=int(opt['num_steps']), stop_window=int(opt['stop_window']),
-                                            eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']))
+                                            eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']),
+                                            eta_per_update=bool(opt['eta_per_update']))
         self._generator = torch.Generator().manual_seed(int(opt['seed']))
         paths = checked_weight_paths('DiffBIRRestorer', opt, WEIGHT_KEYS,
                                      required=('sd_checkpoint', 'swinir_checkpoint'), tiny=self.is_tiny)

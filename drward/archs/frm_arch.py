@@ -9,6 +9,12 @@ Paper §3 (DESIGN.md §1): with normalised embeddings ``e_I = f_img(I)/‖·‖`
 The model is built from an open_clip config name (``ViT-H-14`` as HPS v2, or ``tiny`` for tests and CPU demos) with
 no hub access, then optionally loaded from a local HPS v2 / FRM checkpoint (weights under ``state_dict`` or a plain
 state dict). The tokenizer is open_clip's bundled BPE tokenizer (offline).
+
+Input resize (``resize``): ``bicubic_antialias`` (default) is HPS v2's own scoring transform (PIL bicubic, which
+low-passes before subsampling), the one the FRM was trained with; ``bilinear`` is what the authors' ReFL code did
+(``torchvision.transforms.Resize(224)`` on a tensor, which in their pinned torchvision 0.15.2 means bilinear without
+antialiasing). At 512 → 224 the latter samples each output pixel from 2×2 input pixels 2.29 apart, so the reward's
+gradient skips whole rows and columns of the restored face (see ``resize_for_clip``).
 """
 from __future__ import annotations
 
@@ -39,6 +45,30 @@ TINY_FRM_CONFIG: Dict = {
 #: Authors' trainable set (HPS v2 recipe): last 20 vision groups, last 11 text blocks (+ ln_final, projection).
 DEFAULT_UNLOCKED_IMAGE_GROUPS = 20
 DEFAULT_UNLOCKED_TEXT_LAYERS = 11
+#: ``resize`` choices: HPS v2's bicubic with antialiasing, or the authors' ReFL code's bilinear without it.
+RESIZE_MODES = ('bicubic_antialias', 'bilinear')
+
+
+def checked_resize_mode(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f'FaceRewardModel: resize must be one of {list(RESIZE_MODES)}, got {mode!r}')
+    return mode
+
+
+def resize_for_clip(images: torch.Tensor, size: int, mode: str = 'bicubic_antialias') -> torch.Tensor:
+    """Resize (B, 3, H, W) images so the short side is ``size`` (aspect kept, no crop), differentiably.
+
+    ``bicubic_antialias``: bicubic with antialiasing, long side ``round(size·long/short)`` (HPS v2's transform on
+    tensors). ``bilinear``: ``torchvision.transforms.Resize(size, antialias=False)`` on a tensor — bilinear, no
+    antialiasing, long side ``int(size·long/short)`` as torchvision computes it.
+    """
+    h, w = images.shape[-2:]
+    if checked_resize_mode(mode) == 'bilinear':
+        new_hw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+        return F.interpolate(images, size=new_hw, mode='bilinear', align_corners=False, antialias=False)
+    scale = size / min(h, w)
+    new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+    return F.interpolate(images, size=new_hw, mode='bicubic', align_corners=False, antialias=True)
 
 
 def resolve_clip_config(model_name: str, model_cfg: Optional[Mapping] = None) -> Dict:
@@ -83,6 +113,7 @@ class FaceRewardModel(nn.Module):
         weight_dtype: ``'fp32'`` or ``'bf16'``: the locked layers stored in bf16, the trainable ones kept in fp32
             (master weights). The reward call (``similarity(..., frozen=True)``) runs wholly in bf16 on cached bf16
             casts of every weight; the FRM's own training steps run under bf16 autocast over the mixed weights.
+        resize: how images reach the CLIP's input size, one of :data:`RESIZE_MODES` (see the module docstring).
 
     With a ``checkpoint`` the CLIP is built on the meta device and materialised from the file (one copy).
     """
@@ -90,8 +121,10 @@ class FaceRewardModel(nn.Module):
     def __init__(self, model_name: str = 'ViT-H-14', model_cfg: Optional[Mapping] = None,
                  checkpoint: Optional[str] = None, unlocked_image_groups: int = DEFAULT_UNLOCKED_IMAGE_GROUPS,
                  unlocked_text_layers: int = DEFAULT_UNLOCKED_TEXT_LAYERS, gradient_checkpointing: bool = False,
-                 checkpoint_key: str = 'frm.checkpoint', weight_dtype: str = 'fp32'):
+                 checkpoint_key: str = 'frm.checkpoint', weight_dtype: str = 'fp32',
+                 resize: str = 'bicubic_antialias'):
         super().__init__()
+        self.resize = checked_resize_mode(resize)
         cfg = resolve_clip_config(model_name, model_cfg)
         self.model_name = model_name if model_cfg is None else 'custom'
         self.is_tiny = self.model_name == 'tiny'
@@ -175,15 +208,12 @@ class FaceRewardModel(nn.Module):
                              ' (map [-1, 1] outputs with (x + 1) / 2 first)')
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """CLIP's eval transform, differentiable: bicubic resize of the short side + centre crop, normalise."""
+        """CLIP's eval transform, differentiable: resize of the short side (``resize``) + centre crop, normalise."""
         self.check_images(images)
-        h, w = images.shape[-2:]
         size = self.image_size
-        if (h, w) != (size, size):
-            scale = size / min(h, w)
-            new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
-            images = F.interpolate(images, size=new_hw, mode='bicubic', align_corners=False, antialias=True)
-            top, left = (new_hw[0] - size) // 2, (new_hw[1] - size) // 2
+        if tuple(images.shape[-2:]) != (size, size):
+            images = resize_for_clip(images, size, self.resize)
+            top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
             images = images[..., top:top + size, left:left + size]
         return (images - self.pixel_mean) / self.pixel_std
 
@@ -264,4 +294,5 @@ def save_frm(frm: FaceRewardModel, path: str) -> None:
     torch.save(frm_state_dict(frm), path)
 
 
-__all__: List[str] = ['FaceRewardModel', 'TINY_FRM_CONFIG', 'build_frm', 'save_frm', 'load_clip_state_dict']
+__all__: List[str] = ['FaceRewardModel', 'TINY_FRM_CONFIG', 'RESIZE_MODES', 'build_frm', 'resize_for_clip', 'save_frm',
+                      'load_clip_state_dict']

@@ -46,7 +46,8 @@ from drward.utils.options import OptionError, check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
                 reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
-                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32')
+                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
+                eta_per_update=True)
 CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
                color_fix=('adain', 'wavelet', 'none'))
 TIMESTEP = 999  # OSEDiff's one step
@@ -68,7 +69,9 @@ class OSEDiffRestorer(Restorer):
     ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator),
     ``weight_dtype`` (``fp32`` | ``bf16``: SD's base weights stored in bf16; the LoRA factors and ``conv_in`` stay
     fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast to
-    fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`).
+    fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`),
+    ``eta_per_update`` (accepted so that option files can switch restorers, and has no effect here: the one step
+    at t = 999 predicts ``ẑ_0`` in closed form with no DDIM update, so there is no η to draw, per update or not).
     """
 
     family = 'osediff'

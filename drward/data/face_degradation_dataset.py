@@ -9,6 +9,9 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
   ``dataroot_gt`` when given, else to the meta file's folder);
 * ``gt_size`` (512): side of the square HQ face (centre-crop, then resize);
 * ``caption_file`` (optional, JSON or TSV) and ``fallback_caption``; per image, ``<stem>.txt`` beside it wins;
+  ``caption_policy``: ``fallback`` (default: an image without a caption gets ``fallback_caption``, counted in the
+  log) or ``strict`` (the authors' code: a missing caption is an error; here raised at construction, naming the
+  first such image, instead of mid-run when the loader reaches it);
 * the degradation ranges of :class:`~drward.data.degrade.DegradationSettings` (paper defaults);
 * ``use_hflip``: random horizontal flip of the HQ face; ``seed``: when set, item ``i`` is the same every time
   (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
@@ -28,14 +31,16 @@ from torch.utils import data
 from drward.data import image_io
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
-from drward.utils.options import check_keys
+from drward.utils.options import OptionError, check_keys
 
 DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
 # Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
 BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_worker_per_gpu', 'batch_size_per_gpu',
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
                         'persistent_workers', 'io_backend')
-OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'seed', 'demo_faces')
+OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'caption_policy', 'seed',
+            'demo_faces')
+CAPTION_POLICIES = ('fallback', 'strict')
 
 
 @DATASET_REGISTRY.register()
@@ -57,6 +62,7 @@ class FaceDegradationDataset(data.Dataset):
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.seed: Optional[int] = opt.get('seed')
         self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
+        self.caption_policy = checked_caption_policy('FaceDegradationDataset', opt)
         self.settings = DegradationSettings.from_options(opt)
         self.gt_paths = self._list_gt_paths(opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
@@ -78,7 +84,8 @@ class FaceDegradationDataset(data.Dataset):
         mapping = image_io.read_caption_file(caption_file) if caption_file else {}
         found = [image_io.caption_beside(path) or image_io.lookup_caption(path, mapping) for path in self.gt_paths]
         captions, self.fallback_count = fill_missing_captions('FaceDegradationDataset', found,
-                                                              self.fallback_caption, 'images')
+                                                              self.fallback_caption, 'images',
+                                                              policy=self.caption_policy, names=self.gt_paths)
         return captions
 
     def __len__(self) -> int:
@@ -111,11 +118,31 @@ def _bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1), dtype=np.float32))
 
 
-def fill_missing_captions(owner: str, captions: Sequence[Optional[str]], fallback: str,
-                          noun: str) -> Tuple[List[str], int]:
-    """``(captions with each missing one (None) replaced by fallback, how many were missing)``; logs that count."""
-    missing = sum(caption is None for caption in captions)
+class MissingCaptionError(ValueError):
+    """``caption_policy: strict`` and an item has no caption; the message names the file."""
+
+
+def checked_caption_policy(owner: str, opt: Mapping[str, Any]) -> str:
+    """The dataset option ``caption_policy`` (default ``fallback``), one of :data:`CAPTION_POLICIES`."""
+    policy = opt.get('caption_policy', 'fallback')
+    if policy not in CAPTION_POLICIES:
+        raise OptionError(f'{owner}: caption_policy must be one of {list(CAPTION_POLICIES)}, got {policy!r}')
+    return policy
+
+
+def fill_missing_captions(owner: str, captions: Sequence[Optional[str]], fallback: str, noun: str,
+                          policy: str = 'fallback', names: Optional[Sequence[str]] = None) -> Tuple[List[str], int]:
+    """``(captions with each missing one (None) replaced by fallback, how many were missing)``; logs that count.
+
+    ``policy='strict'`` raises :class:`MissingCaptionError` instead, naming the first item without a caption
+    (``names[i]``: its image file) and how many lack one.
+    """
+    missing = [i for i, caption in enumerate(captions) if caption is None]
+    if missing and policy == 'strict':
+        first = names[missing[0]] if names is not None else f'item {missing[0]}'
+        raise MissingCaptionError(f'{owner}: no caption for {first}; {len(missing)} of {len(captions)} {noun} lack '
+                                  'one and caption_policy is strict (fallback captions them with fallback_caption)')
     if missing:
-        get_root_logger().info(f'{owner}: {missing} of {len(captions)} {noun} have no caption; '
+        get_root_logger().info(f'{owner}: {len(missing)} of {len(captions)} {noun} have no caption; '
                                f'using the fallback caption "{fallback}"')
-    return [fallback if caption is None else caption for caption in captions], missing
+    return [fallback if caption is None else caption for caption in captions], len(missing)

@@ -14,7 +14,8 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
   ``confidence`` is lower (a row without one counts as 1);
 * captions, per pair: ``caption``; else ``caption_key`` — looked up in ``caption_file`` (JSON or TSV, as in
   FaceDegradationDataset) when one is given, else read as the path of a text file; else ``<stem of A>.txt``
-  beside image A; else ``fallback_caption``;
+  beside image A; else ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an error
+  naming its image A instead);
 * ``use_swap``: exchange A and B at random (label → 1 − label); ``use_hflip``: flip both images together;
 * ``io_backend``: only ``{type: disk}``.
 """
@@ -31,12 +32,13 @@ from torch.utils import data
 
 from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
-from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION, fill_missing_captions
+from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION,
+                                                  checked_caption_policy, fill_missing_captions)
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
 from drward.utils.options import OptionError, check_keys
 
 OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
-            'fallback_caption', 'use_swap')
+            'fallback_caption', 'caption_policy', 'use_swap')
 
 
 @DATASET_REGISTRY.register()
@@ -58,6 +60,7 @@ class PreferencePairDataset(data.Dataset):
         self.use_swap = bool(opt.get('use_swap', False))
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
+        self.caption_policy = checked_caption_policy('PreferencePairDataset', opt)
         self.pairs = self._select(read_pairs(self.pairs_file), opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
 
@@ -79,7 +82,9 @@ class PreferencePairDataset(data.Dataset):
     def _resolve_captions(self, caption_file: Any) -> List[str]:
         mapping = image_io.read_caption_file(caption_file) if caption_file else None
         found = [self._caption(pair, mapping) for pair in self.pairs]
-        captions, _ = fill_missing_captions('PreferencePairDataset', found, self.fallback_caption, 'pairs')
+        names = [resolve_path(pair.image_a, self.image_root) for pair in self.pairs]
+        captions, _ = fill_missing_captions('PreferencePairDataset', found, self.fallback_caption, 'pairs',
+                                            policy=self.caption_policy, names=names)
         return captions
 
     def _caption(self, pair: PreferencePair, mapping: Optional[Mapping[str, str]]) -> Optional[str]:

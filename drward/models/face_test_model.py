@@ -15,6 +15,10 @@ in compare mode a second restorer or checkpoint):
    compare mode), ``<dataset>_per_image.csv``, the table printed, and LQ | restored | (other row) | GT grids under
    ``visualization/<dataset>/`` when ``val.save_img``.
 
+``val.quantize`` sets how the restorer's float output becomes the saved 8-bit image: ``round`` (default, BasicSR's
+``tensor2img``: unbiased) or ``truncate`` (the authors' ``.to(torch.uint8)``, which lowers every pixel by 0.5 DN on
+average), applied wherever the network's output is written (and to the face crops of ``face_align``).
+
 Compare mode: a ``compare`` block naming the second row (``label``, ``pretrain_network_g``, optionally its own
 ``network_g``). Only one network is in memory at a time.
 """
@@ -46,10 +50,17 @@ from drward.metrics.report import ResultsTable, side_by_side
 from drward.utils.options import OptionError, check_keys
 
 VAL_KEYS = ('save_img', 'suffix', 'pbar', 'metrics', 'label', 'skip_existing', 'output_range', 'face_align', 'grids',
-            'seed')
+            'seed', 'quantize')
+QUANTIZE_MODES = ('round', 'truncate')
 COMPARE_KEYS = ('label', 'network_g', 'pretrain_network_g', 'param_key_g', 'strict_load_g')
 FACE_ALIGN_KEYS = ('enabled', 'face_size', 'upscale', 'select', 'detector', 'weights_dir', 'min_face')
 IMAGE_EXT = '.png'
+
+
+def quantize(images: torch.Tensor, mode: str = 'round') -> np.ndarray:
+    """(B, 3, H, W) RGB in [0, 1] → (B, H, W, 3) RGB uint8: ``round(255·x)`` or ``floor(255·x)`` (``truncate``)."""
+    scaled = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0
+    return (scaled.round() if mode == 'round' else scaled).astype(np.uint8)
 
 
 @dataclass
@@ -100,6 +111,10 @@ class FaceTestModel(BaseModel):
         self.output_range = tuple(self.val_opt.get('output_range', (0, 1)))
         if self.output_range not in ((0, 1), (-1, 1)):
             raise OptionError(f'FaceTestModel: val.output_range must be [0, 1] or [-1, 1], got {self.output_range}')
+        self.quantize = self.val_opt.get('quantize', 'round')
+        if self.quantize not in QUANTIZE_MODES:
+            raise OptionError(f'FaceTestModel: val.quantize must be one of {list(QUANTIZE_MODES)}, '
+                              f'got {self.quantize!r}')
         self.rows = _rows(opt)
         self.wild = self._build_wild(self.val_opt.get('face_align') or {})
         self.net_g, self._active_row = self._build(self.rows[0]), 0
@@ -153,13 +168,13 @@ class FaceTestModel(BaseModel):
 
     def _restore_faces(self, faces_rgb: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(faces_rgb.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-        out = (self._network(batch).permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+        out = quantize(self._network(batch), self.quantize)
         size = faces_rgb.shape[1]
         return np.stack([cv2.resize(o, (size, size), interpolation=cv2.INTER_AREA) if o.shape[0] != size else o
                          for o in out])
 
     def test(self) -> None:
-        """Restore ``self.lq`` into ``self.output`` ((B, 3, H, W) in [0, 1])."""
+        """Restore ``self.lq`` into ``self.output`` ((B, 3, H, W) in [0, 1]; with ``face_align``, 8-bit values)."""
         if self.wild is None:
             self.output = self._network(self.lq)
             return
@@ -192,7 +207,7 @@ class FaceTestModel(BaseModel):
     def _fingerprint_ok(self, folder: str, spec: RestorerSpec) -> bool:
         """True if ``folder`` was restored by this same restorer; (re)writes the fingerprint either way."""
         extra = {'output_range': list(self.output_range), 'face_align': self.val_opt.get('face_align'),
-                 'seed': self.val_opt.get('seed', 0)}
+                 'seed': self.val_opt.get('seed', 0), 'quantize': self.quantize}
         wanted = json.loads(json.dumps(spec.fingerprint(extra), sort_keys=True, default=str))
         path = osp.join(folder, 'restorer.json')
         same = osp.exists(path) and json.load(open(path)) == wanted
@@ -233,8 +248,8 @@ class FaceTestModel(BaseModel):
             torch.manual_seed(self.image_seed)
             self.feed_data(data)
             self.test()
-            for tensor, path in zip(self.output, paths):
-                imwrite(tensor2img(tensor), path)
+            for image, path in zip(quantize(self.output, self.quantize), paths):
+                imwrite(np.ascontiguousarray(image[..., ::-1]), path)  # RGB → BGR for cv2
             restored_now += len(paths)
         bar.close()
         get_root_logger().info(f'FaceTestModel: {spec.label} on {dataset}: restored {restored_now}, '

@@ -11,6 +11,14 @@ One iteration (= one generator step, over ``grad_accum`` micro-batches of the lo
    preferred, ``0.1·Σ_b CE`` (PreferenceLoss, sum), its own AdamW (lr 2e-6, decoupled weight decay 0.35 on ≥2-D
    weights), gradient-norm clip 1.0.
 
+``grad_accum_mode`` (train option): ``mean`` (default, the paper's batch 1 × accumulation 4) averages the gradients of
+all micro-batches and the FRM update sees every pair; ``last_microbatch`` reproduces the authors' code, whose
+``zero_grad(); backward(); step()`` inside accelerate's ``accumulate`` wipes the first micro-batches' gradients: the
+step applies the last micro-batch's gradient of ``L / grad_accum`` alone, and the FRM update sees that micro-batch's
+pair only. Since the other micro-batches change nothing, that mode restores only the last one (same update, a
+quarter of the compute). Their FRM loss is divided by ``grad_accum`` too (``0.1·CE/4``): that is the option
+``frm_update.loss_weight: 0.025`` (``options/refl_diffbir_authors.yml``), not something this mode changes.
+
 ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
 Checkpoints hold only the restorer's trained part (``net_g_<iter>.pth``) and the FRM (``net_frm_<iter>.pth``, the
 official ``state_dict`` layout, loadable by ``RewardLoss``); training states hold both optimisers, so BasicSR's
@@ -23,7 +31,7 @@ import os
 import os.path as osp
 from collections import OrderedDict
 from contextlib import nullcontext
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from basicsr.archs import build_network
@@ -38,8 +46,10 @@ from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
 from drward.utils.options import OptionError, check_keys
 
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_steps', 'grad_clip_g', 'mixed_precision',
-              'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt', 'frm_update')
+TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
+              'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
+              'frm_update')
+GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
@@ -78,6 +88,10 @@ class ReFLModel(BaseModel):
         check_keys('ReFLModel train', train_opt, TRAIN_KEYS, required=('reward_opt',))
         self.net_g.train()
         self.grad_accum = int(train_opt.get('grad_accum', 4))
+        self.grad_accum_mode = train_opt.get('grad_accum_mode', 'mean')
+        if self.grad_accum_mode not in GRAD_ACCUM_MODES:
+            raise OptionError(f'ReFLModel: train.grad_accum_mode must be one of {list(GRAD_ACCUM_MODES)}, '
+                              f'got {self.grad_accum_mode!r}')
         self.grad_steps = int(train_opt.get('grad_steps', 1))
         self.grad_clip_g = train_opt.get('grad_clip_g')
         precision = train_opt.get('mixed_precision', 'no')
@@ -155,8 +169,22 @@ class ReFLModel(BaseModel):
         return terms
 
     # ------------------------------------------------------------------------------------------------ one step
-    def optimize_parameters(self, current_iter: int) -> None:
+    def microbatches(self) -> Tuple[List[slice], int]:
+        """The micro-batch slices of the fed batch, and what each one's loss is divided by (``grad_accum_mode``).
+
+        ``last_microbatch`` first narrows the fed batch (LQ, GT, captions) to its last micro-batch, the only one
+        whose gradient and FRM pair the authors' code keeps; its loss is divided by ``grad_accum`` as theirs is.
+        """
         chunks = _split(self.lq.shape[0], self.grad_accum)
+        if self.grad_accum_mode == 'mean':
+            return chunks, len(chunks)
+        last = chunks[-1]
+        self.lq, self.gt = self.lq[last], self.gt[last]
+        self.captions = self.captions[last] if self.captions is not None else None
+        return [slice(0, self.lq.shape[0])], self.grad_accum
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        chunks, divisor = self.microbatches()
         self.optimizer_g.zero_grad(set_to_none=True)
         log: Dict[str, float] = OrderedDict()
         restored = []
@@ -170,7 +198,7 @@ class ReFLModel(BaseModel):
             if not torch.isfinite(total):
                 self._skip_step(current_iter, terms)
                 return
-            (total / len(chunks)).backward()
+            (total / divisor).backward()
             for name, value in list(terms.items()) + [('l_total', total)]:
                 log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
             log['reward_restored'] = log.get('reward_restored', 0.0) + float(
