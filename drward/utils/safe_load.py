@@ -1,0 +1,180 @@
+"""Reading every file drward loads, without running code from it (tensors, plain containers and numbers only).
+
+Every reader in drward goes through this module; none calls ``pickle.load`` or ``torch.load(weights_only=False)``.
+
+* ``.safetensors`` files: read by safetensors (no pickle at all).
+* Weights (official checkpoints, drward's ``net_*`` files, LoRA files, the FRM, face and metric models):
+  :func:`load_weights` — ``torch.load(weights_only=True)``, torch's restricted unpickler, which only builds tensors,
+  containers and numbers. Official files that also pickle training objects (Lightning's callbacks and
+  hyper-parameters in SD's or DiffBIR's ``.ckpt``) are scanned first; every global they name outside torch's
+  allow-list becomes an :class:`InertObject` subclass of that name. The unpickler "calls" the placeholder, which only
+  records its arguments, so the tensors come out and nothing from the file runs. Callers keep only the tensors
+  (:func:`split_tensors` lists what is dropped). The file name plays no part in any of this.
+* BasicSR training states (``*.state``): :func:`load_training_state` — ``weights_only=True`` plus
+  :data:`TRAINING_STATE_GLOBALS`, allow-listed by name; any other global fails, naming it (no placeholders: a resume
+  needs every value of the optimiser and scheduler states).
+* Third-party readers (pyiqa) run inside :func:`forced_weights_only`.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import pickle
+import warnings
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+#: Globals a BasicSR training state may hold beyond torch's own allow-list: ``MultiStepRestartLR`` keeps its
+#: milestones in a ``collections.Counter`` (torch ≥ 2.4 allows it already; named here for older versions).
+TRAINING_STATE_GLOBALS: Dict[str, Any] = {'collections.Counter': collections.Counter}
+
+# torch's weights-only unpickler refuses these modules outright, even for allow-listed names
+_BLOCKED_MODULES = frozenset({'os', 'posix', 'nt', 'sys'}
+                             | set(getattr(torch._weights_only_unpickler, '_blocklisted_modules', ())))
+_BOILERPLATE = ('Weights only load failed', 'Check the documentation', 'Please file an issue', 'WeightsUnpickler')
+
+MapLocation = Union[str, torch.device, None]
+
+
+class UnsafeFileError(RuntimeError):
+    """A file that cannot be read with tensors, containers and numbers only (or not read at all)."""
+
+
+class InertObject:
+    """Stand-in for a global a file names and the loader does not trust (``qualified_name``).
+
+    Built by the unpickler in place of the real class or function: it records the arguments and the state the file
+    gives and never calls, imports or looks up anything.
+    """
+
+    qualified_name = ''
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__['inert_args'] = args
+        obj.__dict__['inert_state'] = None
+        return obj
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.__dict__['inert_state'] = state
+
+    def __repr__(self) -> str:
+        return f'<inert {self.qualified_name}>'
+
+
+def inert_placeholders(names: Sequence[str]) -> List[Tuple[type, str]]:
+    """``(placeholder class, qualified name)`` pairs for ``torch.serialization.safe_globals``."""
+    return [(type(name.rsplit('.', 1)[-1], (InertObject,), {'qualified_name': name, '__module__': __name__}), name)
+            for name in sorted(set(names))]
+
+
+def foreign_globals(path: str) -> Optional[List[str]]:
+    """The globals a ``torch.save`` zip file names outside torch's allow-list, found without unpickling (torch's
+    static scan of ``data.pkl``); ``None`` for files in another format (legacy ``torch.save``, plain pickle)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except (ValueError, RuntimeError):
+        return None
+
+
+def _reason(error: BaseException) -> str:
+    """The informative line of a ``torch.load`` error (torch wraps it in a paragraph about ``weights_only``)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    return (useful or lines or [type(error).__name__])[0]
+
+
+def _refuse_blocked(path: str, names: Sequence[str]) -> None:
+    """Globals from modules no checkpoint needs (``os``, ``sys``: shell commands, interpreter state) — torch refuses
+    them even by name; say so before unpickling anything."""
+    blocked = [name for name in names if name.split('.', 1)[0] in _BLOCKED_MODULES]
+    if blocked:
+        raise UnsafeFileError(f'{path}: names {", ".join(blocked[:4])}, which no weights file needs (a code payload?); '
+                              f'refusing to load it')
+
+
+def _load(path: str, map_location: MapLocation, allowed: Sequence[Tuple[Any, str]]) -> Any:
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError, TypeError) as error:
+        raise UnsafeFileError(f'{path}: cannot be read as tensors, containers and numbers only ({_reason(error)}); '
+                              f'convert it with tools/convert_weights.py or re-save it as .safetensors') from error
+
+
+def load_weights(path: str, map_location: MapLocation = 'cpu') -> Any:
+    """The object a weights file holds (a ``dict`` of tensors for ``.safetensors``), built without running code.
+
+    Globals outside torch's allow-list become :class:`InertObject` instances (named in a warning); use
+    :func:`split_tensors` or a state-dict reader to keep the tensors.
+    """
+    path = str(path)
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+        device = 'cpu' if map_location is None else str(map_location)
+        return dict(load_file(path, device=device))
+    foreign = foreign_globals(path) or []
+    _refuse_blocked(path, foreign)
+    if foreign:
+        warnings.warn(f'{path}: pickles objects of {len(foreign)} type(s) besides tensors '
+                      f'({", ".join(foreign[:4])}{", ..." if len(foreign) > 4 else ""}); they are read as inert '
+                      f'placeholders, only the tensors are used')
+    return _load(path, map_location, inert_placeholders(foreign))
+
+
+def load_training_state(path: str, map_location: MapLocation = 'cpu') -> Dict[str, Any]:
+    """A BasicSR training state (``{'epoch', 'iter', 'optimizers', 'schedulers', ...}``), with ``weights_only=True``
+    plus :data:`TRAINING_STATE_GLOBALS`; a file naming any other global fails before anything is unpickled."""
+    path = str(path)
+    foreign = [name for name in foreign_globals(path) or [] if name not in TRAINING_STATE_GLOBALS]
+    if foreign:
+        raise UnsafeFileError(f'{path}: a training state holds tensors, numbers and containers only, but this file '
+                              f'names {", ".join(foreign[:6])}; refusing to load it')
+    state = _load(path, map_location, [(obj, name) for name, obj in TRAINING_STATE_GLOBALS.items()])
+    if not isinstance(state, Mapping) or 'iter' not in state:
+        raise UnsafeFileError(f'{path}: not a BasicSR training state (no "iter" entry)')
+    return state
+
+
+def split_tensors(obj: Any, prefix: str = '') -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Walk nested dicts / lists / tuples: ``(tensors by dotted key, dotted keys of the non-tensor leaves)``."""
+    tensors: Dict[str, torch.Tensor] = {}
+    dropped: List[str] = []
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            sub_t, sub_d = split_tensors(value, f'{prefix}.{key}' if prefix else str(key))
+            tensors.update(sub_t)
+            dropped.extend(sub_d)
+    elif isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, Mapping, list, tuple)) for v in obj):
+        for index, value in enumerate(obj):
+            sub_t, sub_d = split_tensors(value, f'{prefix}.{index}' if prefix else str(index))
+            tensors.update(sub_t)
+            dropped.extend(sub_d)
+    else:
+        dropped.append(f'{prefix or "<root>"} ({type(obj).__name__ if not isinstance(obj, InertObject) else obj!r})')
+    return tensors, dropped
+
+
+@contextlib.contextmanager
+def forced_weights_only() -> Iterator[None]:
+    """Within the block every ``torch.load`` runs with ``weights_only=True``, whatever its caller passes: for
+    third-party code that reads a user's file with ``weights_only=False`` (pyiqa's CLIP-IQA+ prompts, BRISQUE)."""
+    original = torch.load
+
+    def load(*args, **kwargs):
+        kwargs['weights_only'] = True
+        return original(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = original
