@@ -116,9 +116,12 @@ def load_weights(path: str, map_location: MapLocation = 'cpu') -> Any:
     """
     path = str(path)
     if path.endswith('.safetensors'):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        device = 'cpu' if map_location is None else str(map_location)
-        return dict(load_file(path, device=device))
+        try:
+            return dict(load_file(path, device='cpu' if map_location is None else str(map_location)))
+        except SafetensorError as error:
+            raise UnsafeFileError(f'{path}: not a readable .safetensors file ({error})') from error
     foreign = foreign_globals(path) or []
     _refuse_blocked(path, foreign)
     if foreign:

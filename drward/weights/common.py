@@ -63,7 +63,11 @@ def load_state_dict_file(path: str) -> StateDict:
     """Tensors of a ``.ckpt``/``.pth``/``.pt``/``.bin`` (unwrapping ``state_dict`` / ``params_ema`` / ``params`` and
     a ``module.`` prefix, as DiffBIR's and BasicSR's loaders do) or a ``.safetensors`` file, on the CPU, read by
     :func:`~drward.utils.safe_load.load_weights` (nothing from the file runs; pickled non-tensor objects are dropped)."""
-    state = load_weights(path)
+    return state_dict_of(load_weights(path), path)
+
+
+def state_dict_of(state: object, path: str) -> StateDict:
+    """The tensors :func:`load_state_dict_file` takes from the object a file holds (``path`` names it in errors)."""
     for wrapper in ('state_dict', 'params_ema', 'params'):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]
