@@ -145,24 +145,31 @@ def load_training_state(path: str, map_location: MapLocation = 'cpu') -> Dict[st
     return state
 
 
+def _key_text(key: Any) -> str:
+    """A dict key as text; a placeholder class by the name the file gave."""
+    return key.qualified_name if isinstance(key, type) and issubclass(key, InertObject) else str(key)
+
+
+def _describe(leaf: Any) -> str:
+    return repr(leaf) if isinstance(leaf, (InertObject, type)) else type(leaf).__name__
+
+
 def split_tensors(obj: Any, prefix: str = '') -> Tuple[Dict[str, torch.Tensor], List[str]]:
-    """Walk nested dicts / lists / tuples: ``(tensors by dotted key, dotted keys of the non-tensor leaves)``."""
+    """Walk nested dicts / lists / tuples: ``(tensors by dotted key, "key (type)" of every non-tensor leaf)``."""
     tensors: Dict[str, torch.Tensor] = {}
     dropped: List[str] = []
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj
-    elif isinstance(obj, Mapping):
-        for key, value in obj.items():
-            sub_t, sub_d = split_tensors(value, f'{prefix}.{key}' if prefix else str(key))
-            tensors.update(sub_t)
-            dropped.extend(sub_d)
+        return {prefix: obj}, []
+    if isinstance(obj, Mapping):
+        items = [(_key_text(key), value) for key, value in obj.items()]
     elif isinstance(obj, (list, tuple)) and any(isinstance(v, (torch.Tensor, Mapping, list, tuple)) for v in obj):
-        for index, value in enumerate(obj):
-            sub_t, sub_d = split_tensors(value, f'{prefix}.{index}' if prefix else str(index))
-            tensors.update(sub_t)
-            dropped.extend(sub_d)
+        items = [(str(index), value) for index, value in enumerate(obj)]
     else:
-        dropped.append(f'{prefix or "<root>"} ({type(obj).__name__ if not isinstance(obj, InertObject) else obj!r})')
+        return {}, [f'{prefix or "<root>"} ({_describe(obj)})']
+    for key, value in items:
+        sub_tensors, sub_dropped = split_tensors(value, f'{prefix}.{key}' if prefix else key)
+        tensors.update(sub_tensors)
+        dropped.extend(sub_dropped)
     return tensors, dropped
 
 
