@@ -150,3 +150,29 @@ def test_forced_weights_only_overrides_third_party_weights_only_false(tmp_path):
     torch.save(torch.ones(2), tmp_path / 'plain.pth')
     with forced_weights_only():
         assert torch.equal(torch.load(tmp_path / 'plain.pth', weights_only=False), torch.ones(2))
+
+
+def test_refl_state_with_a_scheduler_resumes_through_basicsr_resume_lookup(tmp_path):
+    """A real ReFLModel training state (MultiStepRestartLR) names only allow-listed globals; BasicSR's resume lookup
+    points at ``net_g_<iter>.pth``, and the ``.safetensors`` drward wrote there is what loads."""
+    from basicsr.models import build_model
+
+    from test_refl_model import batch, make_opt
+    scheduler = {'type': 'MultiStepRestartLR', 'milestones': [2, 4], 'gamma': 0.5}
+    model = build_model(make_opt(tmp_path, scheduler=scheduler))
+    for it in (1, 2, 3):
+        model.update_learning_rate(it, warmup_iter=-1)
+        model.feed_data(batch())
+        model.optimize_parameters(it)
+    model.save(0, 3)
+    path = str(tmp_path / 'training_states' / '3.state')
+    assert set(foreign_globals(path)) <= set(TRAINING_STATE_GLOBALS)
+    opt = dict(make_opt(tmp_path, scheduler=scheduler), auto_resume=False)
+    opt['path']['resume_state'] = path
+    state = load_resume_state(opt)
+    assert opt['path']['pretrain_network_g'].endswith('net_g_3.pth')  # BasicSR's name; drward wrote .safetensors
+    resumed = build_model(opt)
+    resumed.resume_training(state)
+    assert resumed.schedulers[0].state_dict() == model.schedulers[0].state_dict()
+    for key, value in model.net_g.trained_state_dict().items():
+        assert torch.equal(resumed.net_g.trained_state_dict()[key], value), key
