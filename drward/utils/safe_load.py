@@ -97,10 +97,10 @@ def _refuse_blocked(path: str, names: Sequence[str]) -> None:
                               f'refusing to load it')
 
 
-def _load(path: str, map_location: MapLocation, allowed: Sequence[Tuple[Any, str]]) -> Any:
+def _load(path: str, map_location: MapLocation, allowed: Sequence[Tuple[Any, str]], mmap: bool = False) -> Any:
     try:
         with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError, TypeError) as error:
@@ -108,11 +108,12 @@ def _load(path: str, map_location: MapLocation, allowed: Sequence[Tuple[Any, str
                               f'convert it with tools/convert_weights.py or re-save it as .safetensors') from error
 
 
-def load_weights(path: str, map_location: MapLocation = 'cpu') -> Any:
+def load_weights(path: str, map_location: MapLocation = 'cpu', mmap: bool = False) -> Any:
     """The object a weights file holds (a ``dict`` of tensors for ``.safetensors``), built without running code.
 
     Globals outside torch's allow-list become :class:`InertObject` instances (named in a warning); use
-    :func:`split_tensors` or a state-dict reader to keep the tensors.
+    :func:`split_tensors` or a state-dict reader to keep the tensors. ``mmap``: map a ``torch.save`` zip file's
+    storages instead of reading them (``.safetensors`` files are always mapped).
     """
     path = str(path)
     if path.endswith('.safetensors'):
@@ -128,7 +129,7 @@ def load_weights(path: str, map_location: MapLocation = 'cpu') -> Any:
         warnings.warn(f'{path}: pickles objects of {len(foreign)} type(s) besides tensors '
                       f'({", ".join(foreign[:4])}{", ..." if len(foreign) > 4 else ""}); they are read as inert '
                       f'placeholders, only the tensors are used')
-    return _load(path, map_location, inert_placeholders(foreign))
+    return _load(path, map_location, inert_placeholders(foreign), mmap)
 
 
 def load_training_state(path: str, map_location: MapLocation = 'cpu') -> Dict[str, Any]:
