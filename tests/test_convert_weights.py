@@ -70,7 +70,8 @@ def test_osediff_pkl_converts_to_a_lora_file_with_its_layout(tmp_path, capsys):
     assert '0 entries dropped' in capsys.readouterr().out
     (layout_a, unet_a, vae_a), (layout_b, unet_b, vae_b) = read_lora_file(pkl), read_lora_file(out)
     assert layout_a == layout_b and unet_a.keys() == unet_b.keys() and vae_a.keys() == vae_b.keys()
-    assert all(torch.equal(unet_a[k], unet_b[k]) for k in unet_a) and all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
+    assert all(torch.equal(unet_a[k], unet_b[k]) for k in unet_a)
+    assert all(torch.equal(vae_a[k], vae_b[k]) for k in vae_a)
 
 
 def test_hps_layout_converts_and_the_frm_reads_it(tmp_path):

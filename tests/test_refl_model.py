@@ -147,6 +147,7 @@ def test_resume_restores_restorer_frm_and_optimizers(model, tmp_path):
     model.save(0, 3)
     opt = make_opt(tmp_path)
     opt['path']['resume_state'] = str(tmp_path / 'training_states' / '3.state')
+    # BasicSR's resume name: the net_g_3.safetensors that drward wrote beside it is what loads
     opt['path']['pretrain_network_g'] = str(tmp_path / 'models' / 'net_g_3.pth')
     resumed = build_model(opt)
     resumed.resume_training(load_training_state(opt['path']['resume_state']))

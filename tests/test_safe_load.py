@@ -10,8 +10,8 @@ from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepResta
 
 from drward.utils.basicsr_compat import load_resume_state
 from drward.utils.options import WEIGHT_SOURCES
-from drward.utils.safe_load import (TRAINING_STATE_GLOBALS, InertObject, UnsafeFileError, forced_weights_only, foreign_globals,
-                                    load_training_state, load_weights)
+from drward.utils.safe_load import (TRAINING_STATE_GLOBALS, InertObject, UnsafeFileError, forced_weights_only,
+                                    foreign_globals, load_training_state, load_weights)
 
 
 class SystemPayload:  # os.system: torch refuses the module outright
