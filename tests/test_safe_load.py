@@ -107,6 +107,26 @@ def test_a_payload_named_like_a_training_state_is_refused_before_unpickling(tmp_
     assert not _marker_appears(marker, wait=0.5 if payload is PopenPayload else 0.0)
 
 
+class AttributeDict(dict):  # Lightning keeps hyper-parameters in a dict subclass like this one
+    def __setstate__(self, state):
+        open(state['marker'], 'w').close()
+
+
+class History(list):
+    pass
+
+
+def test_dict_and_list_subclasses_of_a_checkpoint_come_out_as_plain_containers(tmp_path):
+    hparams = AttributeDict(lr=1e-4, size=[1, 2])
+    hparams.marker = str(tmp_path / 'marker')
+    torch.save({'state_dict': {'a': torch.ones(2)}, 'hyper_parameters': hparams,
+                'history': History([1, torch.zeros(2)])}, tmp_path / 'v2-1_512-ema-pruned.ckpt')
+    loaded = load_weights(str(tmp_path / 'v2-1_512-ema-pruned.ckpt'))
+    assert dict(loaded['hyper_parameters']) == {'lr': 1e-4, 'size': [1, 2]}
+    assert loaded['history'][0] == 1 and torch.equal(loaded['history'][1], torch.zeros(2))
+    assert torch.equal(loaded['state_dict']['a'], torch.ones(2)) and not (tmp_path / 'marker').exists()
+
+
 def _basicsr_state(scheduler_cls, **kwargs):
     """A training state as BasicSR 1.4.2 writes it (BaseModel.save_training_state: torch.save of this dict)."""
     param = torch.nn.Parameter(torch.ones(3))

@@ -8,8 +8,9 @@ Every reader in drward goes through this module; none calls ``pickle.load`` or `
   containers and numbers. Official files that also pickle training objects (Lightning's callbacks and
   hyper-parameters in SD's or DiffBIR's ``.ckpt``) are scanned first; every global they name outside torch's
   allow-list becomes an :class:`InertObject` subclass of that name. The unpickler "calls" the placeholder, which only
-  records its arguments, so the tensors come out and nothing from the file runs. Callers keep only the tensors
-  (:func:`split_tensors` lists what is dropped). The file name plays no part in any of this.
+  records its arguments, so the tensors come out and nothing from the file runs (a placeholder the file fills like a
+  dict or a list, e.g. Lightning's ``AttributeDict``, becomes a plain ``OrderedDict`` / list). Callers keep only the
+  tensors (:func:`split_tensors` lists what is dropped). The file name plays no part in any of this.
 * BasicSR training states (``*.state``): :func:`load_training_state` — ``weights_only=True`` plus
   :data:`TRAINING_STATE_GLOBALS`, allow-listed by name; any other global fails, naming it (no placeholders: a resume
   needs every value of the optimiser and scheduler states).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import pickle
+import re
 import warnings
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -66,10 +68,34 @@ class InertObject:
         return f'<inert {self.qualified_name}>'
 
 
-def inert_placeholders(names: Sequence[str]) -> List[Tuple[type, str]]:
-    """``(placeholder class, qualified name)`` pairs for ``torch.serialization.safe_globals``."""
-    return [(type(name.rsplit('.', 1)[-1], (InertObject,), {'qualified_name': name, '__module__': __name__}), name)
-            for name in sorted(set(names))]
+class InertList(list):
+    """Stand-in for a list subclass a file names (the unpickler appends its items; nothing else runs)."""
+
+    qualified_name = ''
+
+    def __setstate__(self, state: Any) -> None:
+        self.inert_state = state
+
+
+def _inert_dict(qualified_name: str) -> type:
+    """Stand-in for a dict subclass (Lightning's ``AttributeDict``): builds a plain ``OrderedDict``, the one dict
+    type torch's unpickler both fills and gives attribute state."""
+    def build(*args, **kwargs):
+        return collections.OrderedDict()
+    return type(qualified_name, (InertObject,), {'qualified_name': qualified_name, '__module__': __name__,
+                                                 '__new__': staticmethod(lambda cls, *a, **k: build())})
+
+
+def inert_placeholders(names: Sequence[str], lists: Sequence[str] = (), dicts: Sequence[str] = ()
+                       ) -> List[Tuple[type, str]]:
+    """``(placeholder class, qualified name)`` pairs for ``torch.serialization.safe_globals``; ``lists`` / ``dicts``:
+    names the file fills like a list / a dict. Each class is named after the global, so errors name it."""
+    def placeholder(name: str) -> type:
+        if name in dicts:
+            return _inert_dict(name)
+        base = InertList if name in lists else InertObject
+        return type(name, (base,), {'qualified_name': name, '__module__': __name__})
+    return [(placeholder(name), name) for name in sorted(set(names))]
 
 
 def foreign_globals(path: str) -> Optional[List[str]]:
@@ -108,6 +134,26 @@ def _load(path: str, map_location: MapLocation, allowed: Sequence[Tuple[Any, str
                               f'convert it with tools/convert_weights.py or re-save it as .safetensors') from error
 
 
+# torch's message when the file fills a placeholder like a container: "Can only SETITEMS for dict, ... but got
+# <class 'drward.utils.safe_load.<qualified name>'>" / "Can only append to lists, but got <class ...>"
+_FILLED = re.compile(r"Can only (SETITEMS?|append)\b.*got <class '" + re.escape(__name__) + r"\.([^']+)'>")
+
+
+def _load_with_placeholders(path: str, map_location: MapLocation, foreign: Sequence[str], mmap: bool) -> Any:
+    """Load with inert placeholders; a placeholder the file fills like a list or a dict is made one, then retried
+    (each retry turns one more name; the file is read again)."""
+    lists, dicts = set(), set()
+    for _ in range(len(foreign) + 1):
+        try:
+            return _load(path, map_location, inert_placeholders(foreign, lists, dicts), mmap)
+        except UnsafeFileError as error:
+            match = _FILLED.search(str(error.__cause__))
+            if not match or match.group(2) in lists | dicts or match.group(2) not in foreign:
+                raise
+            (dicts if match.group(1).startswith('SETITEM') else lists).add(match.group(2))
+    raise AssertionError('unreachable: every foreign name was turned')
+
+
 def load_weights(path: str, map_location: MapLocation = 'cpu', mmap: bool = False) -> Any:
     """The object a weights file holds (a ``dict`` of tensors for ``.safetensors``), built without running code.
 
@@ -129,7 +175,7 @@ def load_weights(path: str, map_location: MapLocation = 'cpu', mmap: bool = Fals
         warnings.warn(f'{path}: pickles objects of {len(foreign)} type(s) besides tensors '
                       f'({", ".join(foreign[:4])}{", ..." if len(foreign) > 4 else ""}); they are read as inert '
                       f'placeholders, only the tensors are used')
-    return _load(path, map_location, inert_placeholders(foreign), mmap)
+    return _load_with_placeholders(path, map_location, foreign, mmap)
 
 
 def load_training_state(path: str, map_location: MapLocation = 'cpu') -> Dict[str, Any]:
