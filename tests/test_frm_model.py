@@ -14,6 +14,7 @@ from drward.annotate.demo import make_demo_pairs
 from drward.annotate.pairs import write_pairs
 from drward.losses.reward_loss import RewardLoss
 from drward.utils.options import OptionError, find_missing_weights
+from drward.utils.safe_load import load_training_state
 from option_files import ROOT, load_option_file, run_tools_train
 
 FACES, VARIANTS, VAL_FACES = 14, 5, 4  # the last VAL_FACES faces of the demo: their pairs are held out
@@ -184,7 +185,7 @@ def test_resume_restores_frm_and_optimizer_state(model, tmp_path, pairs_dir):
     opt = make_opt(tmp_path, pairs_dir)
     opt['path']['resume_state'] = str(tmp_path / 'training_states' / '2.state')
     resumed = build_model(opt)
-    resumed.resume_training(torch.load(opt['path']['resume_state'], weights_only=False))
+    resumed.resume_training(load_training_state(opt['path']['resume_state']))
     state_old = model.optimizer_frm.state_dict()['state']
     state_new = resumed.optimizer_frm.state_dict()['state']
     assert state_old.keys() == state_new.keys() and state_old

@@ -266,8 +266,9 @@ def test_tiny_refl_option_file_logs_every_loss_term_and_updates_the_frm(tmp_path
     assert all(not torch.equal(v, lora_before[k]) for k, v in model.net_g.trained_state_dict().items()
                if '.lora_B.' in k)
     model.save(0, it)
-    saved = torch.load(f"{opt['path']['models']}/net_g_{it}.pth", weights_only=True)['params']
-    assert set(saved) == set(model.net_g.trained_state_dict())
+    layout, unet, vae = read_lora_file(f"{opt['path']['models']}/net_g_{it}.safetensors")  # a LoRA file itself
+    assert layout == model.net_g.layout
+    assert {f'unet.{k}' for k in unet} | {f'vae.{k}' for k in vae} == set(model.net_g.trained_state_dict())
 
 
 def test_osediff_test_option_file_builds_both_rows_with_tiny_models(tmp_path):
@@ -280,4 +281,4 @@ def test_osediff_test_option_file_builds_both_rows_with_tiny_models(tmp_path):
     restorer = build_network(net)
     out = restorer(torch.rand(1, 3, 64, 64))
     assert out.shape == (1, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
-    assert opt['compare']['pretrain_network_g'].endswith('refl_osediff/models/net_g_latest.pth')
+    assert opt['compare']['pretrain_network_g'].endswith('refl_osediff/models/net_g_latest.safetensors')

@@ -5,6 +5,9 @@ import os
 import pytest
 import torch
 from basicsr.models import build_model
+from safetensors.torch import load_file
+
+from drward.utils.safe_load import load_training_state
 
 import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
@@ -129,11 +132,11 @@ def test_save_writes_trained_part_frm_and_both_optimizers(model, tmp_path):
     model.feed_data(batch())
     model.optimize_parameters(3)
     model.save(0, 3)
-    g = torch.load(tmp_path / 'models' / 'net_g_3.pth', weights_only=True)
-    assert set(g['params']) == {'weight', 'bias'}  # the trained part only
+    g = load_file(tmp_path / 'models' / 'net_g_3.safetensors')
+    assert set(g) == {'weight', 'bias'}  # the trained part only, as .safetensors
     frm = torch.load(tmp_path / 'models' / 'net_frm_3.pth', weights_only=True)
     assert 'state_dict' in frm and 'logit_scale' in frm['state_dict']
-    state = torch.load(tmp_path / 'training_states' / '3.state', weights_only=False)
+    state = load_training_state(tmp_path / 'training_states' / '3.state')
     assert len(state['optimizers']) == 2
 
 
@@ -144,9 +147,10 @@ def test_resume_restores_restorer_frm_and_optimizers(model, tmp_path):
     model.save(0, 3)
     opt = make_opt(tmp_path)
     opt['path']['resume_state'] = str(tmp_path / 'training_states' / '3.state')
+    # BasicSR's resume name: the net_g_3.safetensors that drward wrote beside it is what loads
     opt['path']['pretrain_network_g'] = str(tmp_path / 'models' / 'net_g_3.pth')
     resumed = build_model(opt)
-    resumed.resume_training(torch.load(opt['path']['resume_state'], weights_only=False))
+    resumed.resume_training(load_training_state(opt['path']['resume_state']))
     for key, value in model.frm.state_dict().items():
         assert torch.equal(resumed.frm.state_dict()[key], value), key
     for key, value in model.net_g.trained_state_dict().items():

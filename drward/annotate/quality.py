@@ -196,7 +196,9 @@ def _pyiqa_metric(name: str, weight_path: Optional[str]) -> QualityMetric:
         import torch
     except ImportError:
         raise ImportError(f'metric {name} needs the pyiqa package (pip install pyiqa==0.1.16)') from None
-    model = pyiqa.create_metric(pyiqa_name, as_loss=False, device='cpu', pretrained_model_path=weight_path)
+    from drward.utils.safe_load import forced_weights_only
+    with forced_weights_only():  # some pyiqa archs read their file with weights_only=False
+        model = pyiqa.create_metric(pyiqa_name, as_loss=False, device='cpu', pretrained_model_path=weight_path)
 
     def compute(image: np.ndarray, reference: Optional[np.ndarray] = None) -> float:
         tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0

@@ -34,6 +34,7 @@ from torch import nn
 from drward.archs.materialize import check_materialized, empty_weights, has_meta
 from drward.archs.precision import no_autocast, parse_weight_dtype
 from drward.utils.options import checked_options, require_file
+from drward.utils.safe_load import load_weights
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
 TINY_FRM_CONFIG: Dict = {
@@ -87,9 +88,10 @@ def resolve_clip_config(model_name: str, model_cfg: Optional[Mapping] = None) ->
 def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """Read an HPS v2 / FRM checkpoint: weights under ``state_dict`` (official files) or a plain state dict.
 
-    A ``module.`` prefix left by DistributedDataParallel is stripped.
+    A ``module.`` prefix left by DistributedDataParallel is stripped. Read by
+    :func:`~drward.utils.safe_load.load_weights` (a ``.safetensors`` file holds the plain state dict).
     """
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = load_weights(path)
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, Mapping) else None
     if not isinstance(state, Mapping):
         raise ValueError(f'{path}: expected a state dict (optionally under "state_dict"), got {type(ckpt).__name__}')

@@ -241,6 +241,11 @@ class OSEDiffRestorer(Restorer):
         for side, model in self._sides():
             model.load_state_dict(by_side[side], strict=False)
 
+    def trained_file_metadata(self) -> Dict[str, str]:
+        """The adapter layout, so a saved ``net_g_<iter>.safetensors`` is itself an ``osediff_checkpoint`` file."""
+        from drward.weights.osediff import layout_metadata
+        return layout_metadata(self.layout)
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing in the UNet and the VAE (encoder, with its LoRA, and decoder)."""
         self.sd.set_gradient_checkpointing(enabled)

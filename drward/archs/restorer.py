@@ -13,6 +13,7 @@ Adding a restorer is adding one ``*_arch.py`` file that subclasses :class:`Resto
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -21,6 +22,7 @@ from basicsr.utils import get_root_logger
 from torch import nn
 
 from drward.utils.options import OptionError, require_file
+from drward.utils.safe_load import load_weights
 
 
 @dataclass
@@ -69,6 +71,10 @@ class Restorer(nn.Module):
         """Load what :meth:`trained_state_dict` wrote."""
         raise NotImplementedError
 
+    def trained_file_metadata(self) -> Dict[str, str]:
+        """Strings stored beside the trained part in its ``.safetensors`` file (e.g. an adapter layout)."""
+        return {}
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing on/off in the big modules (UNet, control branch, VAE decoder)."""
 
@@ -79,12 +85,33 @@ class Restorer(nn.Module):
         return ((out.image + 1) / 2).clamp(0, 1)
 
 
+def trained_part_file(path: str) -> str:
+    """``path``, or its ``.safetensors`` sibling when only that exists (BasicSR's resume names ``net_g_<iter>.pth``;
+    drward writes ``net_g_<iter>.safetensors``)."""
+    sibling = os.path.splitext(str(path))[0] + '.safetensors'
+    return sibling if not os.path.exists(path) and os.path.exists(sibling) else str(path)
+
+
+def save_trained_part(net: Restorer, path: str) -> None:
+    """Write the restorer's trained part as ``.safetensors``: tensors only, no pickle, memory-mapped on load, the
+    format diffusers and peft read; the metadata names the family and adds :meth:`Restorer.trained_file_metadata`."""
+    from safetensors.torch import save_file
+
+    from drward.weights.convert import unshared
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tensors = unshared({k: v.detach().cpu() for k, v in net.trained_state_dict().items()})
+    save_file(tensors, path, metadata={'drward_restorer': net.family, **net.trained_file_metadata()})
+
+
 def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
-    """Load a checkpoint: ``{param_key: state}`` or a bare state dict; a Restorer gets its trained part only."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict) and param_key in state:
+    """Load a checkpoint: a ``.safetensors`` file, ``{param_key: state}`` or a bare state dict (old ``.pth`` files),
+    read by :func:`~drward.utils.safe_load.load_weights`; a Restorer gets its trained part only."""
+    state = load_weights(trained_part_file(path))
+    if isinstance(state, Mapping) and isinstance(state.get(param_key), Mapping):
         state = state[param_key]
-    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    if not isinstance(state, Mapping):
+        raise ValueError(f'{path}: expected a state dict (optionally under {param_key!r}), got {type(state).__name__}')
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if isinstance(net, Restorer):
         net.load_trained_state_dict(state, strict=strict)
     else:

@@ -58,10 +58,11 @@ class FacexlibFaceDetector:
     name = 'facexlib (RetinaFace-ResNet50)'
 
     def __init__(self, weights_path: str, device: str = 'cpu', conf_threshold: float = 0.8):
-        import torch
         from facexlib.detection.retinaface import RetinaFace
+
+        from drward.utils.safe_load import load_weights
         self.net = RetinaFace(network_name='resnet50', half=False, device=device)
-        state = torch.load(require_file(weights_path, 'face_align.weights_dir'), map_location='cpu')
+        state = load_weights(require_file(weights_path, 'face_align.weights_dir'))
         self.net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)
         self.net.eval()
         self.conf_threshold = conf_threshold

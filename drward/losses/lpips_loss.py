@@ -17,6 +17,7 @@ from torch import nn
 
 from drward.losses.common import check_range, reduce, to_signed
 from drward.utils.options import MissingWeightsError, checked_options
+from drward.utils.safe_load import load_weights
 
 BACKBONE_FILES: Dict[str, str] = {
     'vgg': 'vgg16-397923af.pth',
@@ -34,7 +35,7 @@ def default_backbone_path(net: str) -> str:
 
 def load_backbone(lpips_net: nn.Module, path: str) -> None:
     """Copy torchvision's ``features.<i>.*`` weights into lpips' ``slice<k>.<i>.*`` modules (same indices)."""
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    state = load_weights(path)
     mapped = {}
     for name, _ in lpips_net.named_parameters():
         index_and_param = name.split('.', 1)[1]  # 'slice2.5.weight' -> '5.weight'

@@ -119,20 +119,22 @@ class FacexlibFaceModels(FaceModels):
 
     def _load_arcface(self):
         if self._arcface is None:
-            import torch
             from facexlib.recognition.arcface_arch import Backbone
+
+            from drward.utils.safe_load import load_weights
             net = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se')
-            state = torch.load(require_file(self.arcface_path, 'face_models.weights_dir'), map_location='cpu')
+            state = load_weights(require_file(self.arcface_path, 'face_models.weights_dir'))
             net.load_state_dict(state, strict=True)
             self._arcface = net.eval().to(self.device)
         return self._arcface
 
     def _load_awing(self):
         if self._awing is None:
-            import torch
             from facexlib.alignment import FAN
+
+            from drward.utils.safe_load import load_weights
             net = FAN(num_modules=4, num_landmarks=98, device=self.device)
-            state = torch.load(require_file(self.awing_path, 'face_models.weights_dir'), map_location='cpu')
+            state = load_weights(require_file(self.awing_path, 'face_models.weights_dir'))
             net.load_state_dict(state['state_dict'], strict=True)
             self._awing = net.eval().to(self.device)
         return self._awing

@@ -21,6 +21,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 
 from drward.utils.options import MissingWeightsError
+from drward.utils.safe_load import forced_weights_only
 
 _PYIQA_URL = 'https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/'
 _CLIP_URL = 'https://openaipublic.azureedge.net/clip/models/ (see pyiqa/archs/clip_model.py)'
@@ -75,7 +76,8 @@ def require_metric_files(name: str, weights_dir: str, option_key: str) -> None:
 
 @contextlib.contextmanager
 def local_weights(weights_dir: str) -> Iterator[None]:
-    """Point pyiqa's cache, the torch hub dir (CLIP, torchvision) at ``weights_dir``; build timm models untrained."""
+    """Point pyiqa's cache, the torch hub dir (CLIP, torchvision) at ``weights_dir``; build timm models untrained;
+    every ``torch.load`` inside is ``weights_only=True``."""
     import timm
     from pyiqa.utils import download_util
     saved_hub, saved_cache, saved_timm = torch.hub.get_dir(), download_util.DEFAULT_CACHE_DIR, timm.create_model
@@ -88,7 +90,8 @@ def local_weights(weights_dir: str) -> Iterator[None]:
     download_util.DEFAULT_CACHE_DIR = os.path.join(weights_dir, 'pyiqa')
     timm.create_model = create_untrained
     try:
-        yield
+        with forced_weights_only():  # pyiqa reads some of its files with weights_only=False
+            yield
     finally:
         torch.hub.set_dir(saved_hub)
         download_util.DEFAULT_CACHE_DIR = saved_cache

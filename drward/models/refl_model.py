@@ -20,9 +20,9 @@ quarter of the compute). Their FRM loss is divided by ``grad_accum`` too (``0.1Â
 ``frm_update.loss_weight: 0.025`` (``options/refl_diffbir_authors.yml``), not something this mode changes.
 
 ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
-Checkpoints hold only the restorer's trained part (``net_g_<iter>.pth``) and the FRM (``net_frm_<iter>.pth``, the
-official ``state_dict`` layout, loadable by ``RewardLoss``); training states hold both optimisers, so BasicSR's
-``--auto_resume`` resumes both.
+Checkpoints hold only the restorer's trained part (``net_g_<iter>.safetensors``; older runs' ``.pth`` files still
+load) and the FRM (``net_frm_<iter>.pth``, the official ``state_dict`` layout, loadable by ``RewardLoss`` and HPS v2's
+code); training states hold both optimisers, so BasicSR's ``--auto_resume`` resumes both.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from drward.archs.frm_arch import save_frm
-from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
+from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
 from drward.utils.options import OptionError, check_keys
@@ -131,7 +131,7 @@ class ReFLModel(BaseModel):
         self.frm_updates = 0
 
     def _resume_frm(self) -> None:
-        """On resume, the FRM saved beside ``net_g_<iter>.pth`` replaces the one built from the options."""
+        """On resume, the FRM saved beside ``net_g_<iter>.safetensors`` replaces the one built from the options."""
         state_path = self.opt['path'].get('resume_state')
         if not state_path:
             return
@@ -251,15 +251,14 @@ class ReFLModel(BaseModel):
             self.validator.run(dataloader, current_iter, tb_logger, save_img)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
-    def _model_path(self, label: str, current_iter: int) -> str:
+    def _model_path(self, label: str, current_iter: int, ext: str = '.pth') -> str:
         it = 'latest' if current_iter == -1 else current_iter
-        return osp.join(self.opt['path']['models'], f'net_{label}_{it}.pth')
+        return osp.join(self.opt['path']['models'], f'net_{label}_{it}{ext}')
 
     def save(self, epoch: int, current_iter: int) -> None:
         """Write the restorer's trained part, the FRM, and (BasicSR) both optimisers' training state."""
         os.makedirs(self.opt['path']['models'], exist_ok=True)
-        trained = {k: v.detach().cpu() for k, v in self.net_g.trained_state_dict().items()}
-        torch.save({'params': trained}, self._model_path('g', current_iter))
+        save_trained_part(self.net_g, self._model_path('g', current_iter, '.safetensors'))
         if self.frm is not None:
             save_frm(self.frm, self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)

@@ -2,7 +2,9 @@
 
 ``basicsr.train.load_resume_state`` maps resume states onto ``torch.cuda.current_device()``, which raises without a
 GPU, so ``--auto_resume`` fails on the CPU. :func:`load_resume_state` does the same search (the newest
-``experiments/<name>/training_states/<iter>.state``) and maps onto the GPU when there is one, else the CPU.
+``experiments/<name>/training_states/<iter>.state``) and maps onto the GPU when there is one, else the CPU. It reads
+the state with :func:`~drward.utils.safe_load.load_training_state` (no code from the file runs; BasicSR unpickles
+it whole).
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import os.path as osp
 
 import torch
 from basicsr.utils import check_resume, scandir
+
+from drward.utils.safe_load import load_training_state
 
 
 def load_resume_state(opt: dict):
@@ -27,7 +31,7 @@ def load_resume_state(opt: dict):
     if path is None:
         return None
     location = f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available() else 'cpu'
-    state = torch.load(path, map_location=location, weights_only=False)
+    state = load_training_state(path, map_location=location)
     check_resume(opt, state['iter'])
     return state
 

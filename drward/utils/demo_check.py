@@ -20,7 +20,7 @@ def score_experiment(opt: Mapping, exp_dir: str, max_faces: int = 8) -> Dict[str
     models = osp.join(exp_dir, 'models')
     restorer = build_network(copy.deepcopy(dict(opt['network_g'])))
     initial = {k: v.clone() for k, v in restorer.trained_state_dict().items()}
-    load_restorer_weights(restorer, osp.join(models, 'net_g_latest.pth'))
+    load_restorer_weights(restorer, osp.join(models, 'net_g_latest.safetensors'))
     frm = build_frm({k: v for k, v in opt['train']['reward_opt']['frm'].items() if k != 'checkpoint'})
     frm.load_checkpoint(osp.join(models, 'net_frm_latest.pth'))
     val_opt = dict(copy.deepcopy(opt['datasets']['val']), phase='val', scale=1)

@@ -1,16 +1,13 @@
 """Reading checkpoint files and accounting for every key a converter consumes, ignores or misses."""
 from __future__ import annotations
 
-import os
-import pickle
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from drward.utils.options import WEIGHT_SOURCES
+from drward.utils.safe_load import load_weights
 
 StateDict = Dict[str, torch.Tensor]
 
@@ -62,27 +59,15 @@ class ConversionReport:
         return self
 
 
-def _torch_load(path: str) -> object:
-    """``torch.load`` with ``weights_only=True``; official files with extra pickled training objects (Lightning
-    ``.ckpt``) fall back to a full load, named in a warning. Other files must hold plain tensors."""
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        if os.path.basename(str(path)) not in WEIGHT_SOURCES:
-            raise ConversionError(f'{path} holds pickled objects besides tensors; re-save it as a plain state dict '
-                                  f'(torch.save(state_dict)) or as .safetensors ({error})') from error
-        warnings.warn(f'{path}: official checkpoint with pickled training objects; loading it with '
-                      f'weights_only=False')
-        return torch.load(path, map_location='cpu', weights_only=False)
-
-
 def load_state_dict_file(path: str) -> StateDict:
     """Tensors of a ``.ckpt``/``.pth``/``.pt``/``.bin`` (unwrapping ``state_dict`` / ``params_ema`` / ``params`` and
-    a ``module.`` prefix, as DiffBIR's and BasicSR's loaders do) or a ``.safetensors`` file, on the CPU."""
-    if str(path).endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return dict(load_file(path, device='cpu'))
-    state = _torch_load(path)
+    a ``module.`` prefix, as DiffBIR's and BasicSR's loaders do) or a ``.safetensors`` file, on the CPU, read by
+    :func:`~drward.utils.safe_load.load_weights` (nothing from the file runs; pickled non-tensor objects are dropped)."""
+    return state_dict_of(load_weights(path), path)
+
+
+def state_dict_of(state: object, path: str) -> StateDict:
+    """The tensors :func:`load_state_dict_file` takes from the object a file holds (``path`` names it in errors)."""
     for wrapper in ('state_dict', 'params_ema', 'params'):
         if isinstance(state, Mapping) and wrapper in state and isinstance(state[wrapper], Mapping):
             state = state[wrapper]

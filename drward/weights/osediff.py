@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from drward.archs.lora import LoraLayout, is_lora_name
-from drward.weights.common import ConversionError, ConversionReport, StateDict, _torch_load
+from drward.utils.safe_load import load_weights
+from drward.weights.common import ConversionError, ConversionReport, StateDict
 
 UNET_MODULE_KEYS = {'default_encoder': 'unet_lora_encoder_modules', 'default_decoder': 'unet_lora_decoder_modules',
                     'default_others': 'unet_lora_others_modules'}
@@ -50,6 +51,11 @@ def _layout_to_json(layout: LoraLayout) -> str:
                        'rank_unet': layout.rank_unet, 'rank_vae': layout.rank_vae, 'alpha': layout.alpha})
 
 
+def layout_metadata(layout: LoraLayout) -> Dict[str, str]:
+    """The ``.safetensors`` metadata entry that lets :func:`read_lora_file` rebuild the adapters."""
+    return {LAYOUT_METADATA_KEY: _layout_to_json(layout)}
+
+
 def _layout_from_json(text: str) -> LoraLayout:
     return LoraLayout(**json.loads(text))
 
@@ -69,14 +75,13 @@ def read_lora_file(path: str) -> Tuple[LoraLayout, StateDict, StateDict]:
     """``(layout, unet_state, vae_state)`` from an ``osediff.pkl`` or from one of our ``.safetensors`` files."""
     if str(path).endswith('.safetensors'):
         from safetensors import safe_open
-        from safetensors.torch import load_file
         with safe_open(path, framework='pt') as handle:
             metadata = handle.metadata() or {}
         if LAYOUT_METADATA_KEY not in metadata:
             raise ConversionError(f'{path}: no {LAYOUT_METADATA_KEY} metadata; not a drward OSEDiff LoRA file')
-        unet, vae = split_prefixed(load_file(path, device='cpu'))
+        unet, vae = split_prefixed(load_weights(path))
         return _layout_from_json(metadata[LAYOUT_METADATA_KEY]), unet, vae
-    checkpoint = _torch_load(path)
+    checkpoint = load_weights(path)
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f'{path} does not hold a dict')
     layout = layout_from_checkpoint(checkpoint)
@@ -141,6 +146,6 @@ def save_lora_safetensors(path: str, layout: LoraLayout, state: Mapping[str, tor
     split_prefixed(state)  # validates the names
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
-    save_file(tensors, path, metadata={LAYOUT_METADATA_KEY: _layout_to_json(layout)})
+    save_file(tensors, path, metadata=layout_metadata(layout))
     return path
 

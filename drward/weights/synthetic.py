@@ -39,6 +39,7 @@ from torch import nn
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import IRControlNet, ircontrolnet_config, zero_conv_modules
 from drward.archs.sd_parts import SD21_BASE, OpenCLIPTextEncoder, SDConfig, seeded_rng
+from drward.utils.safe_load import load_weights
 from drward.weights.sd import SCHEDULE_KEYS, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
 from drward.weights.testing import (diffusers_unet_to_ldm, diffusers_vae_to_ldm, ircontrolnet_to_diffbir,
                                     open_clip_text_to_ldm, osediff_pkl_dict)
@@ -164,7 +165,7 @@ class Expected:
         if not os.path.isfile(path) or os.path.getsize(path) < self.data_bytes:
             return False
         try:
-            payload = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            payload = load_weights(path, mmap=True)
         except Exception:  # a truncated or foreign file: rewrite it
             return False
         return sum(1 for _ in _tensors(payload)) == self.tensors
