@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from drward.archs.diffbir_arch import DiffBIRRestorer, _min_short_side
-from drward.archs.image_sizes import round_down_to_multiple, short_side_size
+from drward.archs.image_sizes import resize_to, round_down_to_multiple, short_side_size
 from drward.archs.osediff_arch import OSEDiffRestorer
 from drward.archs.sd_parts import pad_to_multiple
 from drward.utils.options import OptionError
@@ -48,6 +48,7 @@ def test_size_rules_are_the_references():
     assert short_side_size(600, 512, 512) == (600, 512)     # short side already there: unchanged
     assert short_side_size(64, 96, 0) == (64, 96)           # 0: off
     assert round_down_to_multiple(torch.zeros(1, 3, 70, 90), 8).shape[-2:] == (64, 88)
+    assert resize_to(torch.rand(1, 3, 8, 8, dtype=torch.bfloat16), (16, 12)).dtype == torch.bfloat16
     assert _min_short_side(None, tiny=False) == 512 and _min_short_side(None, tiny=True) == 0
     with pytest.raises(OptionError, match='min_short_side'):
         DiffBIRRestorer(tiny=True, min_short_side=-1)
@@ -96,6 +97,13 @@ def test_diffbir_upscales_a_short_side_before_stage1_and_resizes_back():
     restorer.restore(_rand(1, 3, 64, 96), generator=_gen())
     hook.remove()
     assert seen[0].shape[-2:] == (64, 128)                  # off: only the zero padding to 64
+
+
+def test_diffbir_short_side_upscaling_runs_with_bf16_weights():
+    restorer = DiffBIRRestorer(tiny=True, num_steps=2, min_short_side=128, weight_dtype='bf16')
+    out = restorer.restore(_rand(1, 3, 64, 96), generator=_gen())
+    assert out.image.shape[-2:] == (64, 96) and out.image.dtype == torch.float32
+    assert torch.isfinite(out.image).all()
 
 
 # -- OSEDiff -----------------------------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ import torch.nn.functional as F
 
 
 def resize_to(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """``image`` (B, C, H, W) resized to ``size`` = (H', W') (bicubic, antialiased); itself when already that size."""
+    """``image`` (B, C, H, W) resized to ``size`` = (H', W') (bicubic, antialiased); itself when already that size.
+    Reduced-precision images are resized in float32 (antialiased bicubic has no bf16 CPU kernel) and cast back."""
     size = (int(size[0]), int(size[1]))
     if tuple(image.shape[-2:]) == size:
         return image
-    return F.interpolate(image, size=size, mode='bicubic', align_corners=False, antialias=True)
+    work = image if image.dtype in (torch.float32, torch.float64) else image.float()
+    return F.interpolate(work, size=size, mode='bicubic', align_corners=False, antialias=True).to(image.dtype)
 
 
 def short_side_size(height: int, width: int, size: Optional[int]) -> Tuple[int, int]:
