@@ -1,18 +1,23 @@
 """DiffBIR (face) as a :class:`~drward.archs.restorer.Restorer`: frozen SwinIR stage 1, frozen SD 2.1 UNet/VAE/text
 tower, trained IRControlNet (DESIGN.md §1, §4).
 
-One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1]:
+One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], in the order of DiffBIR's own pipeline
+(``diffbir/pipeline.py``, ``SwinIRPipeline``; each step's line is in :meth:`DiffBIRRestorer._stage1_and_condition`
+and :meth:`DiffBIRRestorer._decode_and_finish`):
 
-1. stage 1 (no gradient): ``I_s1 = SwinIR(I_LQ)``; condition ``c = E(2·I_s1 − 1).mode() · 0.18215``;
+1. stage 1 (no gradient): a short side under ``min_short_side`` (512) upscaled to it; zero-padded to multiples
+   of 64; ``I_s1 = SwinIR(·)`` cropped back; padded to multiples of 64 again and encoded,
+   ``c = E(2·I_s1 − 1).mode() · 0.18215``;
 2. ``z_T ~ N(0, I)``; DDIM (:class:`~drward.diffusion.ddim.TruncatedDDIMSampler`) with the denoiser
    ``ε = UNet(z_t, t, ctx; + s_k·c_k^θ)``, ``[c_1^θ … c_13^θ] = IRControlNet_θ(cat(z_t, c), t, ctx)``, ``ctx`` the
    cached empty-prompt context (captions never enter SD);
 3. at the gradient-enabled calls the frozen copy θ₀ of the initial ControlNet runs on the same inputs (no
    gradient) and the pairs ``(c_k^θ, c_k^{θ₀})`` are returned for the output-space ``L_reg``;
-4. ``Î = D(ẑ_0 / 0.18215)`` with gradient (training), or at inference the final latent decoded and colour-fixed
-   against stage 1 (DiffBIR's wavelet reconstruction), clamped to [−1, 1].
+4. ``Î = D(ẑ_0 / 0.18215)`` cropped to stage 1's size, with gradient (training); at inference the final latent
+   decoded, cropped, colour-fixed against stage 1 (DiffBIR's wavelet reconstruction), resized back to the input
+   size and clamped.
 
-Sides are zero-padded to multiples of 64 (as DiffBIR's pipeline does) and the outputs cropped back.
+Aligned 512² faces (training, the test sets) need none of the size steps: they are the identity there.
 
 Weights: which IRControlNet the paper fine-tunes is not stated; the issue names DiffBIR v1 face (``v1_face.pth``),
 the default here; ``v2.pth`` has the same layout and loads the same way (both on ``v2-1_512-ema-pruned.ckpt``).
@@ -28,6 +33,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
+from drward.archs.image_sizes import resize_short_side, resize_to
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
@@ -37,15 +43,25 @@ from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import TruncatedDDIMSampler
-from drward.utils.options import check_keys
+from drward.utils.options import OptionError, check_keys
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
-                gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
-                eta_per_update=True)
+                min_short_side=None, gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0,
+                weight_dtype='fp32', eta_per_update=True)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
+MIN_SHORT_SIDE = 512  # DiffBIR's SwinIRPipeline: stage 1 runs on inputs whose short side is at least this
 ResidualPairs = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+def _min_short_side(value: Optional[int], tiny: bool) -> int:
+    """``min_short_side``: null = DiffBIR's 512 for the real models, 0 (off) for tiny ones (their inputs are 64²)."""
+    if value is None:
+        return 0 if tiny else MIN_SHORT_SIDE
+    if int(value) < 0:
+        raise OptionError(f'DiffBIRRestorer: min_short_side must be >= 0 (0 = off), got {value!r}')
+    return int(value)
 
 
 @ARCH_REGISTRY.register()
@@ -59,7 +75,9 @@ class DiffBIRRestorer(Restorer):
     ``num_steps`` (K = 50), ``stop_window`` (M = 2), ``eta_train`` ('uniform' or a float), ``eta_infer`` (1.0),
     ``eta_per_update`` (true: with ``eta_train: uniform`` a fresh η ~ U(0, 1) for every DDIM update of a training
     restoration, as the authors' sampler draws it; false: one η per restoration),
-    ``color_fix`` (wavelet colour fix at inference), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
+    ``color_fix`` (wavelet colour fix at inference), ``min_short_side`` (inputs with a shorter side are upscaled
+    to it before stage 1 and the result resized back, as DiffBIR's pipeline does with 512; null: 512, or 0 for
+    tiny models; 0: off), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
     ``seed`` (tiny weights and the default noise generator), ``weight_dtype`` (``fp32`` or ``bf16``: the frozen
     SD parts, SwinIR and θ₀ stored in bf16, the trained IRControlNet kept in fp32 and run through a bf16
     :class:`~drward.archs.precision.ComputeCopy`; see :mod:`drward.archs.precision`).
@@ -76,6 +94,7 @@ class DiffBIRRestorer(Restorer):
         opt = {**DEFAULTS, **opts}
         self.is_tiny = bool(opt['tiny'])
         self.color_fix = bool(opt['color_fix'])
+        self.min_short_side = _min_short_side(opt['min_short_side'], self.is_tiny)
         self.control_scales = expand_control_scales(opt['control_scales'])
         self.sampler = TruncatedDDIMSampler(num_steps=int(opt['num_steps']), stop_window=int(opt['stop_window']),
                                             eta_train=opt['eta_train'], eta_infer=float(opt['eta_infer']),
@@ -141,26 +160,50 @@ class DiffBIRRestorer(Restorer):
         if unknown:
             raise TypeError(f'DiffBIRRestorer.restore: unknown sampling arguments {sorted(unknown)}')
         generator = self._generator if generator is None else generator
-        height, width = lq.shape[-2:]
         with torch.no_grad():
-            stage1 = self.stage1(pad_to_multiple(lq, SIZE_MULTIPLE))
-            cond = self.sd.encode_latent(stage1 * 2 - 1)
+            stage1, cond = self._stage1_and_condition(lq)
         context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
         pairs: ResidualPairs = []
         # z_T stays float32 (the sampler's chain dtype); only the denoiser calls run in the model's dtype
         z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond.device)
         out = self.sampler.sample(self._denoiser(cond, context, pairs), z_T, grad_steps=grad_steps,
                                   generator=generator, **sampling)
-        stage1 = stage1 * 2 - 1
-        if grad_steps == 0:
-            with torch.no_grad():
-                image = self.sd.decode_latent(out.latent.to(cond.dtype))
-                image = wavelet_color_fix(image, stage1) if self.color_fix else image
-                image = image.clamp(-1, 1)
-        else:
-            image = self.sd.decode_latent(out.latent.to(cond.dtype))
-        return RestoreOutput(image=image[..., :height, :width], reg_pairs=pairs, latent=out.latent,
-                             stage1=stage1[..., :height, :width].clamp(-1, 1), info=out.log_info())
+        with torch.set_grad_enabled(bool(grad_steps) and torch.is_grad_enabled()):
+            image = self._decode_and_finish(out.latent.to(cond.dtype), stage1, lq.shape[-2:], bool(grad_steps))
+        stage1 = (resize_to(stage1, lq.shape[-2:]) * 2 - 1).clamp(-1, 1)
+        return RestoreOutput(image=image, reg_pairs=pairs, latent=out.latent, stage1=stage1, info=out.log_info())
+
+    # -- DiffBIR's order of operations around the networks (diffbir/pipeline.py at XPixelGroup/DiffBIR 3f8b530) --
+    def _stage1_and_condition(self, lq: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1 ``I_s1`` (B, 3, h0, w0) in [0, 1] and the condition latent ``c``, as ``SwinIRPipeline`` and
+        ``Pipeline.apply_cldm`` make them:
+
+        1. a short side under ``min_short_side`` is upscaled to it (bicubic, antialiased): pipeline.py:383-384
+           (``resize_short_edge_to``, pipeline.py:25-34); (h0, w0) is the size after that;
+        2. zero-padded to multiples of 64, SwinIR, its output cropped back to (h0, w0): pipeline.py:385-387;
+        3. zero-padded again to multiples of 64 for the VAE (pipeline.py:102) and encoded,
+           ``c = E(2·I_s1 − 1).mode() · 0.18215`` (model/cldm.py:152-154, ``vae_encode(sample=False)``).
+        """
+        lq = resize_short_side(lq, self.min_short_side)
+        height, width = lq.shape[-2:]
+        stage1 = self.stage1(pad_to_multiple(lq, SIZE_MULTIPLE))[..., :height, :width]
+        return stage1, self.sd.encode_latent(pad_to_multiple(stage1, SIZE_MULTIPLE) * 2 - 1)
+
+    def _decode_and_finish(self, latent: torch.Tensor, stage1: torch.Tensor, size: Sequence[int],
+                           training: bool) -> torch.Tensor:
+        """``Î`` in [−1, 1] at the input ``size`` from the sampled latent of the padded image:
+
+        4. ``D(z / 0.18215)`` cropped to stage 1's (h0, w0): pipeline.py:225-231;
+        5. inference: the wavelet colour fix against stage 1, in [0, 1] (pipeline.py:306-307), resized to the input
+           size (bicubic, antialiased: pipeline.py:306-311), clamped (the uint8 conversion, pipeline.py:312-315).
+        Training keeps the decoded image as it is (cropped, resized back only if stage 1 was upscaled).
+        """
+        image = self.sd.decode_latent(latent)[..., :stage1.shape[-2], :stage1.shape[-1]]
+        if training:
+            return resize_to(image, size)
+        image = (image + 1) / 2
+        image = wavelet_color_fix(image, stage1) if self.color_fix else image
+        return resize_to(image, size).clamp(0, 1) * 2 - 1
 
     def _denoiser(self, cond: torch.Tensor, context: torch.Tensor, pairs: ResidualPairs):
         """``denoise(z_t, t, with_grad) -> ε``; at ``with_grad`` calls it appends the 13 ``(c_k^θ, c_k^{θ₀})``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from basicsr.archs.swinir_arch import SwinIR
+from basicsr.archs.swinir_arch import SwinIR, WindowAttention
 from torch import nn
 
 # configs/inference/swinir.yaml of DiffBIR.
@@ -22,6 +22,15 @@ FACE_SWINIR = dict(img_size=64, patch_size=1, in_chans=3, embed_dim=180, depths=
                    resi_connection='1conv', unshuffle=True, unshuffle_scale=8)
 
 _NUM_FEAT = 64  # SwinIR's reconstruction width
+
+
+def _mask_in_input_dtype(_module: nn.Module, args: tuple, kwargs: dict):
+    """BasicSR builds the shifted-window mask of an input size other than ``img_size`` in float32 at each call; with
+    bf16 weights that mask would promote the attention to float32. Cast it to the input's dtype."""
+    mask = kwargs.get('mask')
+    if mask is not None and mask.dtype != args[0].dtype:
+        kwargs['mask'] = mask.to(args[0].dtype)
+    return args, kwargs
 
 
 class FaceSwinIR(SwinIR):
@@ -43,6 +52,9 @@ class FaceSwinIR(SwinIR):
         self.conv_first = nn.Sequential(nn.PixelUnshuffle(unshuffle_scale),
                                         nn.Conv2d(in_chans * unshuffle_scale ** 2, embed_dim, 3, 1, 1))
         self.conv_up3 = nn.Conv2d(_NUM_FEAT, _NUM_FEAT, 3, 1, 1)
+        for module in self.modules():
+            if isinstance(module, WindowAttention):
+                module.register_forward_pre_hook(_mask_in_input_dtype, with_kwargs=True)
 
     @property
     def size_multiple(self) -> int:

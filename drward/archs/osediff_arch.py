@@ -1,15 +1,20 @@
 """OSEDiff as a :class:`~drward.archs.restorer.Restorer`: SD 2.1-base UNet and VAE with LoRA adapters (peft), one
 denoising step (DESIGN.md §1, §4, §6).
 
-One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], sides zero-padded to multiples of 64 and cropped back:
+One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], in the order of OSEDiff's own test (``test_osediff.py``,
+``osediff.py``'s ``OSEDiff_test.forward``):
 
+0. sides rounded down to multiples of 8 (test_osediff.py:107-109; bicubic here, Lanczos there): the latent is
+   H/8 × W/8 however odd, no padding to 64 (diffusers' UNet up-samples to its skips' sizes);
 1. ``z_LQ = E_φ(2·I_LQ − 1).sample() · 0.18215`` — the VAE encoder with its LoRA adapter (trained); OSEDiff draws
    from the posterior in training and test alike (``vae_latent: mode`` takes its mean instead);
 2. ``ε = UNet_θ(z_LQ, t = 999, ctx)``, ``ctx`` the SD text context of the image's caption (or the fallback prompt);
 3. ``ẑ_0 = (z_LQ − sqrt(1 − ᾱ_999)·ε) / sqrt(ᾱ_999)`` — the closed form that OSEDiff's one-step
    ``DDPMScheduler.step`` reduces to (that call raises on current diffusers, OSEDiff issue #60);
-4. ``Î = D(ẑ_0 / 0.18215)`` with the frozen decoder; at inference clamped to [−1, 1] after OSEDiff's colour fix
-   against the input (AdaIN by default, as its test script; or wavelet, or none).
+4. ``Î = D(ẑ_0 / 0.18215)`` with the frozen decoder (training: as it is); at inference clamped to [−1, 1], mapped to
+   [0, 1], colour-aligned to the input there (AdaIN by default, as its test script; or wavelet, or none) and
+   clamped to [0, 1] (lines in :meth:`OSEDiffRestorer._finish`). Outputs have the input's size (resized back when
+   step 0 changed it).
 
 So the one UNet call is the stop step: ``grad_steps`` is 1 (train) or 0 (inference) by construction.
 
@@ -39,7 +44,8 @@ from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapter
 from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
-from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, pad_to_multiple, seeded_rng
+from drward.archs.image_sizes import resize_to, round_down_to_multiple
+from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, seeded_rng
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.options import OptionError, check_keys
@@ -51,7 +57,7 @@ DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_ra
 CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
                color_fix=('adain', 'wavelet', 'none'))
 TIMESTEP = 999  # OSEDiff's one step
-SIZE_MULTIPLE = 64  # the VAE's 8x and the UNet's three 2x down-samplings
+LATENT_FACTOR = 8  # the VAE's down-sampling: OSEDiff rounds sides to multiples of it (no padding to 64)
 TINY_LORA_B_STD = 0.02  # tiny builds: non-zero B factors, so the adapters change the output (as trained ones do)
 Sides = Tuple[Tuple[str, nn.Module], ...]
 
@@ -169,21 +175,36 @@ class OSEDiffRestorer(Restorer):
         if grad_steps not in (0, 1):
             raise ValueError(f'OSEDiffRestorer: one denoising step, so grad_steps is 0 or 1, got {grad_steps}')
         generator = self._generator if generator is None else generator
-        height, width = lq.shape[-2:]
-        signed = pad_to_multiple(lq, SIZE_MULTIPLE) * 2 - 1
+        lq_8 = round_down_to_multiple(lq, LATENT_FACTOR)
         with torch.set_grad_enabled(bool(grad_steps) and torch.is_grad_enabled()):
-            z_lq = self.sd.encode_latent(signed, sample=self.vae_latent == 'sample', generator=generator)
+            z_lq = self.sd.encode_latent(lq_8 * 2 - 1, sample=self.vae_latent == 'sample', generator=generator)
             timestep = torch.full((z_lq.shape[0],), TIMESTEP, dtype=torch.long, device=z_lq.device)
             context = self.sd.prompts_context(self._prompts(captions, z_lq.shape[0]), z_lq.device, z_lq.dtype)
             eps = self.sd.unet(z_lq, timestep, encoder_hidden_states=context).sample
             pairs = [(eps, self._reference_eps(z_lq, timestep, context))] if grad_steps else []
             latent = predict_x0(z_lq, eps, self.alpha_bar)
             image = self.sd.decode_latent(latent.to(z_lq.dtype))
-        image = image[..., :height, :width]
-        if not grad_steps:
-            image = self._color_fixed(image, signed[..., :height, :width]).clamp(-1, 1)
+            image = resize_to(image, lq.shape[-2:]) if grad_steps else self._finish(image, lq_8, lq.shape[-2:])
         return RestoreOutput(image=image, reg_pairs=pairs, latent=latent,
                              info={'stop_timestep': float(TIMESTEP), 'grad_calls': float(grad_steps)})
+
+    # -- OSEDiff's order of operations around the networks (cswry/OSEDiff at fcc4f09) ---------------------------
+    def _finish(self, decoded: torch.Tensor, source: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """The inference output in [−1, 1] from the decoder's, as OSEDiff's test does it:
+
+        1. clamped to [−1, 1] (osediff.py:407, ``OSEDiff_test.forward``);
+        2. mapped to [0, 1] (test_osediff.py:125) and colour-aligned there to the input ``source`` (in [0, 1], at the
+           same multiple-of-8 size): AdaIN or wavelet (test_osediff.py:126-129), each clamped to [0, 1]
+           (my_utils/wavelet_color_fix.py:25 and :40); OSEDiff's uint8 round trips between these steps are
+           left out;
+        3. resized back to the input ``size`` when rounding changed it (OSEDiff returns the rounded size) and
+           clamped again.
+        """
+        image = (decoded.clamp(-1, 1) + 1) / 2
+        if self.color_fix != 'none':
+            fix = adain_color_fix if self.color_fix == 'adain' else wavelet_color_fix
+            image = fix(image, source).clamp(0, 1)
+        return resize_to(image, size).clamp(0, 1) * 2 - 1
 
     def _prompts(self, captions: Optional[Sequence[str]], batch: int) -> List[str]:
         """One SD prompt per image: its caption, or the fallback prompt where captions are off, absent or empty."""
@@ -201,14 +222,6 @@ class OSEDiffRestorer(Restorer):
                                        {'encoder_hidden_states': context}).sample
             with adapters_disabled(self.sd.unet):
                 return self.sd.unet(z_lq, timestep, encoder_hidden_states=context).sample
-
-    def _color_fixed(self, image: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-        """OSEDiff's colour alignment of the output to its input (``--align_method``)."""
-        if self.color_fix == 'adain':
-            return adain_color_fix(image, source)
-        if self.color_fix == 'wavelet':
-            return wavelet_color_fix(image, source)
-        return image
 
     def _sides(self) -> Sides:
         return (('unet', self.sd.unet), ('vae', self.sd.vae))

@@ -6,8 +6,8 @@ Architectures are written in the LDM terms of the public releases (DiffBIR's ``c
 touches a model hub; weights come from :mod:`drward.weights`.
 
 * latent encode ``c = E(x).mode() · s`` (DiffBIR) or a draw ``E(x).sample() · s`` (OSEDiff), and decode ``D(z / s)``,
-  with the latent scale ``s = 0.18215``; inputs padded to multiples of 64 (:func:`pad_to_multiple`: the VAE's 8× and
-  the UNet's three 2× down-samplings);
+  with the latent scale ``s = 0.18215``; DiffBIR pads inputs to multiples of 64 (:func:`pad_to_multiple`: the VAE's
+  8× and the UNet's three 2× down-samplings), OSEDiff only rounds them to multiples of 8;
 * the text context: open_clip's ViT-H-14 text tower read at the **penultimate** layer (SD 2.x, DiffBIR's
   ``FrozenOpenCLIPEmbedder(layer='penultimate')``): ``context = ln_final(h_{L−1})``, where ``h_l`` is the residual
   stream after block ``l`` of ``L``; the tower holds only the ``L − 1`` blocks it runs;
