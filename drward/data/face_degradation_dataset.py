@@ -29,6 +29,7 @@ from drward.data import image_io
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.options import check_keys
+from drward.utils.registry import register
 
 DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
 # Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
@@ -38,7 +39,7 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_work
 OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'seed', 'demo_faces')
 
 
-@DATASET_REGISTRY.register()
+@register(DATASET_REGISTRY)
 class FaceDegradationDataset(data.Dataset):
     """HQ face folder → ``{'lq', 'gt', 'caption', 'lq_path', 'gt_path'}`` with LQ made on the fly.
 

@@ -22,9 +22,10 @@ from basicsr.losses import build_loss
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class CompositeLoss(nn.Module):
     def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean'):
