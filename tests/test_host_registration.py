@@ -14,9 +14,9 @@ from torch import nn
 from drward.utils.registry import HOST_NAMES, base_name, drward_name, register_object
 from option_files import ROOT
 
-# Runs in a fresh interpreter: register every host name (a dummy class each, as the host's import would; names our
-# BasicSR already holds keep BasicSR's class), then import drward, then build every drward loss/arch/model named in
-# the tiny option files from its option name. Prints one JSON line.
+# Runs in a fresh interpreter: import GFPGAN if installed, register every other host name (a dummy class each, as the
+# host's import would; names our BasicSR already holds keep BasicSR's class), then import drward, then build every
+# drward loss/arch/model named in the tiny option files from its option name. Prints one JSON line.
 HOST_FIRST_SCRIPT = r'''
 import copy, glob, importlib.util, json, os, pathlib, sys, warnings
 root, tmp = sys.argv[1], sys.argv[2]
@@ -25,6 +25,10 @@ spec = importlib.util.spec_from_file_location('host_names', os.path.join(root, '
 hosts = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(hosts)  # the host-name table only: the drward package is not imported yet
 from basicsr.utils import registry as bsr
+try:
+    import gfpgan  # the real host where it is installed (its names then need no dummies)
+except ImportError:
+    pass
 registries = {'arch': bsr.ARCH_REGISTRY, 'dataset': bsr.DATASET_REGISTRY, 'loss': bsr.LOSS_REGISTRY,
               'metric': bsr.METRIC_REGISTRY, 'model': bsr.MODEL_REGISTRY}
 for kind, names in hosts.HOST_NAMES.items():
