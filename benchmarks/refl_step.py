@@ -185,7 +185,7 @@ def loss_options(size: str) -> Dict:
         'reg_opt': {'type': 'RegLoss', 'mode': 'output', 'loss_weight': 1e-4},
         'dwt_opt': {'type': 'DWTLoss', 'mode': 'dtcwt', 'loss_weight': 0.01},
         'reward_opt': {'type': 'RewardLoss', 'loss_weight': 0.005, 'frm': frm},
-        'lpips_opt': {'type': 'LPIPSLoss', 'loss_weight': 0.01, 'net': 'vgg', 'random_backbone': True},
+        'lpips_opt': {'type': 'LPIPSLoss_drward', 'loss_weight': 0.01, 'net': 'vgg', 'random_backbone': True},
     }
 
 

@@ -217,3 +217,14 @@ def test_invalid_degradation_settings_are_rejected():
 def test_read_image_names_a_missing_file(tmp_path):
     with pytest.raises(ImageReadError, match='missing.png'):
         read_image(str(tmp_path / 'missing.png'))
+
+
+def test_mean_and_std_normalise_both_images_like_basicsr(face_folder):
+    plain = FaceDegradationDataset(_opt(face_folder, seed=3))[1]
+    mean, std = [0.5, 0.4, 0.3], [0.5, 0.25, 0.2]
+    normalised = FaceDegradationDataset(_opt(face_folder, seed=3, mean=mean, std=std))[1]
+    for key in ('lq', 'gt'):  # the same seeded item: the same pixels, then (x - mean) / std per RGB channel
+        expected = (plain[key] - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+        torch.testing.assert_close(normalised[key], expected)
+    with pytest.raises(ValueError, match='mean and std go together'):
+        FaceDegradationDataset(_opt(face_folder, mean=mean))

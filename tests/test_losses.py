@@ -140,14 +140,14 @@ def test_preference_loss_rejects_bad_labels():
 # ------------------------------------------------------------------------------------------------ LPIPSLoss
 def test_lpips_loss_missing_backbone_says_which_file(tmp_path):
     with pytest.raises(MissingWeightsError, match=r'vgg16-397923af.pth.*backbone_path'):
-        build_loss({'type': 'LPIPSLoss', 'backbone_path': str(tmp_path / 'vgg16-397923af.pth')})
+        build_loss({'type': 'LPIPSLoss_drward', 'backbone_path': str(tmp_path / 'vgg16-397923af.pth')})
 
 
 def test_lpips_loss_loads_a_local_backbone_file(tmp_path):
     import torchvision
     vgg = torchvision.models.vgg16()
     torch.save(vgg.state_dict(), tmp_path / 'vgg16-397923af.pth')
-    loss = build_loss({'type': 'LPIPSLoss', 'backbone_path': str(tmp_path / 'vgg16-397923af.pth')})
+    loss = build_loss({'type': 'LPIPSLoss_drward', 'backbone_path': str(tmp_path / 'vgg16-397923af.pth')})
     torch.testing.assert_close(getattr(loss.model.net.slice3, '10').weight, vgg.features[10].weight)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
@@ -168,7 +168,7 @@ def test_composite_loss_equals_weighted_sum_of_parts(tiny_reward):
     assert set(composite.last_terms) == {'L1Loss', 'DWTLoss', 'RewardLoss'}
 
 
-@pytest.mark.parametrize('loss_type', ['RewardLoss', 'DWTLoss', 'LPIPSLoss', 'RegLoss', 'PreferenceLoss',
+@pytest.mark.parametrize('loss_type', ['RewardLoss', 'DWTLoss', 'LPIPSLoss_drward', 'RegLoss', 'PreferenceLoss',
                                        'CompositeLoss'])
 def test_unknown_loss_option_key_lists_the_accepted_keys(loss_type):
     with pytest.raises(Exception, match=r"unknown option key\(s\) \['lossweight'\]; accepted keys: \[.*'loss_weight'"):

@@ -44,6 +44,7 @@ from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import TruncatedDDIMSampler
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
@@ -64,7 +65,7 @@ def _min_short_side(value: Optional[int], tiny: bool) -> int:
     return int(value)
 
 
-@ARCH_REGISTRY.register()
+@register(ARCH_REGISTRY)
 class DiffBIRRestorer(Restorer):
     """DiffBIR face restorer; options (all validated here):
 

@@ -35,6 +35,7 @@ from drward.archs.materialize import check_materialized, empty_weights, has_meta
 from drward.archs.precision import no_autocast, parse_weight_dtype
 from drward.utils.options import checked_options, require_file
 from drward.utils.safe_load import load_weights
+from drward.utils.registry import register
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
 TINY_FRM_CONFIG: Dict = {
@@ -98,7 +99,7 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-@ARCH_REGISTRY.register()
+@register(ARCH_REGISTRY)
 @checked_options
 class FaceRewardModel(nn.Module):
     """HPS v2-style reward model for faces (paper: FRM).

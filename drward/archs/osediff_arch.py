@@ -49,6 +49,7 @@ from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, seeded_rng
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
                 reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
@@ -62,7 +63,7 @@ TINY_LORA_B_STD = 0.02  # tiny builds: non-zero B factors, so the adapters chang
 Sides = Tuple[Tuple[str, nn.Module], ...]
 
 
-@ARCH_REGISTRY.register()
+@register(ARCH_REGISTRY)
 class OSEDiffRestorer(Restorer):
     """OSEDiff restorer; options (all validated here):
 

@@ -15,7 +15,9 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 * the degradation ranges of :class:`~drward.data.degrade.DegradationSettings` (paper defaults);
 * ``use_hflip``: random horizontal flip of the HQ face; ``seed``: when set, item ``i`` is the same every time
   (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
-* ``io_backend``: only ``{type: disk}``.
+* ``io_backend``: only ``{type: disk}``;
+* ``mean`` / ``std`` (BasicSR's keys, per RGB channel): ``lq`` and ``gt`` become ``(x − mean) / std``; GFPGAN's and
+  CodeFormer's ``[0.5, 0.5, 0.5]`` for both give [-1, 1].
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from drward.data import image_io
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
 # Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
@@ -39,16 +42,17 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_work
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
                         'persistent_workers', 'io_backend')
 OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'caption_policy', 'seed',
-            'demo_faces')
+            'demo_faces', 'mean', 'std')
 CAPTION_POLICIES = ('fallback', 'strict')
 
 
-@DATASET_REGISTRY.register()
+@register(DATASET_REGISTRY)
 class FaceDegradationDataset(data.Dataset):
     """HQ face folder → ``{'lq', 'gt', 'caption', 'lq_path', 'gt_path'}`` with LQ made on the fly.
 
-    ``lq`` and ``gt`` are ``(3, gt_size, gt_size)`` float32 RGB in [0, 1]. ``lq_path`` equals ``gt_path`` (the LQ
-    is synthetic; BasicSR's validation names its outputs after ``lq_path``).
+    ``lq`` and ``gt`` are ``(3, gt_size, gt_size)`` float32 RGB in [0, 1] (``(x − mean) / std`` when ``mean`` and
+    ``std`` are set). ``lq_path`` equals ``gt_path`` (the LQ is synthetic; BasicSR's validation names its outputs
+    after ``lq_path``).
     """
 
     def __init__(self, opt: Mapping[str, Any]) -> None:
@@ -64,6 +68,7 @@ class FaceDegradationDataset(data.Dataset):
         self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
         self.caption_policy = checked_caption_policy('FaceDegradationDataset', opt)
         self.settings = DegradationSettings.from_options(opt)
+        self.stats = channel_stats(opt.get('mean'), opt.get('std'))
         self.gt_paths = self._list_gt_paths(opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
 
@@ -97,6 +102,9 @@ class FaceDegradationDataset(data.Dataset):
             return None
         return int(np.random.SeedSequence([int(self.seed), index]).generate_state(1)[0])
 
+    def normalised(self, img: torch.Tensor) -> torch.Tensor:
+        return img if self.stats is None else (img - self.stats[0]) / self.stats[1]
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
         gt_path = self.gt_paths[index]
         img_gt = image_io.fit_square(image_io.read_image(gt_path), self.gt_size)
@@ -105,12 +113,24 @@ class FaceDegradationDataset(data.Dataset):
                 img_gt = np.ascontiguousarray(img_gt[:, ::-1])
             img_lq, _ = degrade(img_gt, self.settings)
         return {
-            'lq': _bgr_to_tensor(img_lq),
-            'gt': _bgr_to_tensor(img_gt),
+            'lq': self.normalised(_bgr_to_tensor(img_lq)),
+            'gt': self.normalised(_bgr_to_tensor(img_gt)),
             'caption': self.captions[index],
             'lq_path': gt_path,
             'gt_path': gt_path,
         }
+
+
+def channel_stats(mean: Optional[Sequence[float]],
+                  std: Optional[Sequence[float]]) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(mean, std)`` as ``(3, 1, 1)`` tensors for ``x ↦ (x − mean) / std`` (BasicSR's ``normalize``); None when
+    both are None."""
+    if mean is None and std is None:
+        return None
+    if mean is None or std is None or len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f'FaceDegradationDataset: mean and std go together, 3 values each (std > 0); '
+                         f'got mean={mean!r}, std={std!r}')
+    return tuple(torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (mean, std))
 
 
 def _bgr_to_tensor(img: np.ndarray) -> torch.Tensor:

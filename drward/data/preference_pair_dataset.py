@@ -36,12 +36,13 @@ from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_
                                                   checked_caption_policy, fill_missing_captions)
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
             'fallback_caption', 'caption_policy', 'use_swap')
 
 
-@DATASET_REGISTRY.register()
+@register(DATASET_REGISTRY)
 class PreferencePairDataset(data.Dataset):
     """Labelled preference pairs for FRM training; see the module docstring for items and options."""
 

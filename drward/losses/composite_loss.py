@@ -10,7 +10,9 @@ options, its ``loss_weight`` included). Example (BasicSR ``SRModel``)::
         - {type: DWTLoss, loss_weight: 0.01, input_range: '[0,1]'}
         - {type: RewardLoss, loss_weight: 0.005, input_range: '[0,1]', frm: {model_name: tiny}}
 
-The last call's terms (each weighted) are kept in ``last_terms`` for logging.
+The last call's terms (each weighted) are kept in ``last_terms``. A host model logs only the slot's total (e.g.
+GFPGAN's ``l_g_pix``); ``log_every: N`` writes the terms to BasicSR's log every N-th call
+(``CompositeLoss terms (call N): L1Loss 1.2e-01, DWTLoss 3.4e-03, RewardLoss 4.9e-03``).
 """
 from __future__ import annotations
 
@@ -19,19 +21,25 @@ from typing import Dict, Mapping, Sequence
 
 import torch
 from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class CompositeLoss(nn.Module):
-    def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean'):
+    def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean',
+                 log_every: int = 0):
         super().__init__()
         if not losses:
             raise ValueError('CompositeLoss: `losses` must list at least one loss option dict')
+        if int(log_every) < 0:
+            raise ValueError(f'CompositeLoss: log_every must be >= 0 (0: never), got {log_every!r}')
         self.loss_weight = loss_weight
+        self.log_every, self.calls = int(log_every), 0
         self.names, parts = [], []
         for i, opt in enumerate(losses):
             if 'type' not in opt:
@@ -45,4 +53,8 @@ class CompositeLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor = None, **kwargs) -> torch.Tensor:
         terms = {name: part(pred, target, **kwargs) for name, part in zip(self.names, self.parts)}
         self.last_terms = {name: value.detach() for name, value in terms.items()}
+        self.calls += 1
+        if self.log_every and self.calls % self.log_every == 0:
+            values = ', '.join(f'{name} {float(value):.4e}' for name, value in self.last_terms.items())
+            get_root_logger().info(f'CompositeLoss terms (call {self.calls}): {values}')
         return self.loss_weight * sum(terms.values())

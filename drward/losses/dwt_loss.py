@@ -18,6 +18,7 @@ from torch import nn
 
 from drward.losses.common import check_range, to_unit
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 BANDS = ('LL', 'LH', 'HL', 'HH')
 
@@ -27,7 +28,7 @@ def _wavelets():
     return pytorch_wavelets
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class DWTLoss(nn.Module):
     """Args:

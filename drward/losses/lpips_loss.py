@@ -18,6 +18,7 @@ from torch import nn
 from drward.losses.common import check_range, reduce, to_signed
 from drward.utils.options import MissingWeightsError, checked_options
 from drward.utils.safe_load import load_weights
+from drward.utils.registry import register
 
 BACKBONE_FILES: Dict[str, str] = {
     'vgg': 'vgg16-397923af.pth',
@@ -43,7 +44,7 @@ def load_backbone(lpips_net: nn.Module, path: str) -> None:
     lpips_net.load_state_dict(mapped, strict=True)
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class LPIPSLoss(nn.Module):
     """Args:

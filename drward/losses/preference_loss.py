@@ -16,6 +16,7 @@ from torch import nn
 
 from drward.losses.common import reduce
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 
 def soft_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
@@ -31,7 +32,7 @@ def soft_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
                      f'got shape {tuple(labels.shape)}')
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class PreferenceLoss(nn.Module):
     """``loss_weight · reduce_b(−Σ_j y_bj log softmax(s_b)_j)``."""

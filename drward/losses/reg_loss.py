@@ -13,6 +13,7 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 Pairs = Sequence[Tuple[torch.Tensor, torch.Tensor]]
 
@@ -28,7 +29,7 @@ def split_pairs(pred: Union[Pairs, Sequence[torch.Tensor]], target: Optional[Seq
     return pred, target
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class RegLoss(nn.Module):
     """Args: ``mode`` ``'output'`` (default) or ``'weight'``; ``reduction`` is fixed by the mode's formula."""

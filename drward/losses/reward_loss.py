@@ -25,12 +25,13 @@ from drward.archs.frm_arch import build_frm
 from drward.data.face_degradation_dataset import DEFAULT_FALLBACK_CAPTION
 from drward.losses.common import check_range, reduce, to_unit
 from drward.utils.options import checked_options
+from drward.utils.registry import register
 
 DEFAULT_CAPTION = DEFAULT_FALLBACK_CAPTION  # the caption the face datasets fall back to
 MAPPINGS = ('one_minus_cos', 'neg_cos', 'hinge', 'neg_logit')
 
 
-@LOSS_REGISTRY.register()
+@register(LOSS_REGISTRY)
 @checked_options
 class RewardLoss(nn.Module):
     """``loss_weight · reduce(φ(r))`` with ``r = cos(e_I, e_T)`` from the Face Reward Model.

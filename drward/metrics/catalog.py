@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from drward.metrics.face_metric import ids_direction
+from drward.utils.registry import base_name
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ _PYIQA_FULL_REFERENCE = ('psnr', 'psnry', 'ssim', 'ssimc', 'ms_ssim', 'lpips', '
 
 def metric_info(name: str, opts: Mapping[str, Any]) -> MetricInfo:
     """The table facts of the metric called ``name`` in ``val.metrics`` with options ``opts`` (``type`` included)."""
-    kind = opts.get('type', '')
+    kind = base_name(opts.get('type', ''))  # calculate_x_drward (a host owns calculate_x) is calculate_x
     base = CATALOG.get(kind, MetricInfo(name))
     label, needs_gt = base.label, base.needs_gt
     better = base.better

@@ -24,6 +24,7 @@ from drward.metrics.catalog import MetricInfo, metric_info
 from drward.metrics.face_metric import face_backend_name
 from drward.metrics.report import NA, Cell
 from drward.utils.options import MissingWeightsError
+from drward.utils.registry import base_name
 
 FACE_METRICS = ('calculate_ids', 'calculate_lmd')
 _FACE_OPTION_KEYS = ('backend', 'weights_dir', 'face_box', 'device')
@@ -82,7 +83,7 @@ def _face_note(columns: Dict[str, MetricInfo], metric_opts: Mapping[str, Mapping
     """One line per identity/landmark backend in use, naming the columns it serves."""
     by_backend: Dict[str, List[str]] = {}
     for name, opts in metric_opts.items():
-        if opts.get('type') in FACE_METRICS:
+        if base_name(opts.get('type', '')) in FACE_METRICS:
             chosen = {k: opts[k] for k in _FACE_OPTION_KEYS if k in opts}
             chosen.setdefault('face_box', 'aligned')
             by_backend.setdefault(face_backend_name(**chosen), []).append(columns[name].label)

@@ -21,6 +21,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from drward.metrics import face_models
 from drward.metrics.metric_utils import bgr_to_rgb, check_better
 from drward.utils.options import check_keys
+from drward.utils.registry import register
 
 IDS_MEASURES = {
     'angle': (face_models.identity_angle, 'lower'),
@@ -35,7 +36,7 @@ def ids_direction(measure: str) -> str:
     return IDS_MEASURES[measure][1]
 
 
-@METRIC_REGISTRY.register()
+@register(METRIC_REGISTRY)
 def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', backend: str = 'dlib',
                   weights_dir: Optional[str] = None, face_box: str = 'aligned', device: str = 'cpu',
                   better: Optional[str] = None, **unknown) -> float:
@@ -51,7 +52,7 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', bac
     return IDS_MEASURES[measure][0](restored, truth)
 
 
-@METRIC_REGISTRY.register()
+@register(METRIC_REGISTRY)
 def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weights_dir: Optional[str] = None,
                   face_box: str = 'aligned', device: str = 'cpu', better: str = 'lower', **unknown) -> float:
     """LMD: mean distance in pixels between the 68 landmarks of the restored face and of the ground truth."""

@@ -29,6 +29,7 @@ from drward.losses.lpips_loss import BACKBONE_FILES, LPIPSLoss
 from drward.metrics.metric_utils import bgr_to_tensor, built_once, check_better
 from drward.metrics.pyiqa_weights import create_pyiqa_metric, default_weights_dir, local_weights, require_metric_files
 from drward.utils.options import check_keys
+from drward.utils.registry import register, register_object
 
 LPIPS_NETS = ('alex', 'vgg')
 FID_FFHQ = 'ffhq'
@@ -50,7 +51,7 @@ def _lpips_model(net: str, weights_dir: str, device: str, random_backbone: bool)
     return LPIPSLoss(net=net, backbone_path=path, random_backbone=random_backbone, input_range='[0,1]').to(device)
 
 
-@METRIC_REGISTRY.register()
+@register(METRIC_REGISTRY)
 def calculate_lpips(img: np.ndarray, img2: np.ndarray, net: str = 'alex', weights_dir: Optional[str] = None,
                     device: str = 'auto', random_backbone: bool = False, better: str = 'lower', **unknown) -> float:
     """LPIPS distance between the restored ``img`` and the ground truth ``img2`` (lower is better)."""
@@ -80,7 +81,7 @@ def _pyiqa_score(name: str, img: np.ndarray, img2: Optional[np.ndarray], weights
 _PYIQA_KEYS = ('weights_dir', 'device', 'pretrained', 'better')
 
 
-@METRIC_REGISTRY.register()
+@register(METRIC_REGISTRY)
 def calculate_pyiqa(img: np.ndarray, img2: Optional[np.ndarray] = None, metric: str = 'musiq',
                     weights_dir: Optional[str] = None, device: str = 'auto', pretrained: bool = True,
                     better: Optional[str] = None, **unknown) -> float:
@@ -100,7 +101,7 @@ def _no_reference(name: str, owner: str):
     calculate.__name__ = calculate.__qualname__ = owner
     calculate.__doc__ = (f"pyiqa's ``{name}`` score of the restored ``img`` (no reference; higher is better). "
                          '``pretrained: false`` builds random weights (tests only).')
-    METRIC_REGISTRY.register(calculate)
+    register_object(METRIC_REGISTRY, calculate)
     return calculate
 
 
@@ -110,7 +111,7 @@ calculate_clipiqa = _no_reference('clipiqa', 'calculate_clipiqa')
 calculate_aesthetic = _no_reference('laion_aes', 'calculate_aesthetic')
 
 
-@METRIC_REGISTRY.register()
+@register(METRIC_REGISTRY)
 def calculate_fid(img_folder: str = None, ref_folder: Optional[str] = None, reference: str = FID_FFHQ,
                   weights_dir: Optional[str] = None, device: str = 'auto', better: str = 'lower', **unknown) -> float:
     """FID of the images in ``img_folder`` against ``ref_folder`` (or ``reference: ffhq`` → FFHQ 512 clean stats).

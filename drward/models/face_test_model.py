@@ -48,6 +48,7 @@ from drward.face.wild import WildFaceRestorer
 from drward.metrics.evaluate import evaluate_folder, metric_columns, read_bgr
 from drward.metrics.report import ResultsTable, side_by_side
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 VAL_KEYS = ('save_img', 'suffix', 'pbar', 'metrics', 'label', 'skip_existing', 'output_range', 'face_align', 'grids',
             'seed', 'quantize')
@@ -100,7 +101,7 @@ def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:
     return rows
 
 
-@MODEL_REGISTRY.register()
+@register(MODEL_REGISTRY)
 class FaceTestModel(BaseModel):
     """Test-only model: restore (with skip on rerun), score, tabulate; compare mode over two restorers."""
 

@@ -40,6 +40,7 @@ from drward.archs.frm_arch import FaceRewardModel, build_frm, save_frm
 from drward.losses.preference_loss import PreferenceLoss
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import base_name, register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'optim_frm', 'pref_opt', 'grad_clip', 'mixed_precision')
 VAL_KEYS = ('val_freq', 'save_img', 'val_at_start', 'batch_size', 'pbar')
@@ -68,7 +69,7 @@ def rebatch(dataloader, size: int) -> Iterator[Dict]:
         yield _concat_batches(buffer)
 
 
-@MODEL_REGISTRY.register()
+@register(MODEL_REGISTRY)
 class FRMModel(BaseModel):
     """BasicSR model fine-tuning a :class:`FaceRewardModel` (option ``network_frm``) on preference pairs.
 
@@ -106,7 +107,7 @@ class FRMModel(BaseModel):
         if 'network_frm' not in self.opt:
             raise OptionError('FRMModel: the option file needs a network_frm section (FaceRewardModel options)')
         frm_opt = dict(self.opt['network_frm'])
-        if frm_opt.get('type', 'FaceRewardModel') != 'FaceRewardModel':
+        if base_name(frm_opt.get('type', 'FaceRewardModel')) != 'FaceRewardModel':
             raise OptionError(f"FRMModel: network_frm type must be FaceRewardModel, got {frm_opt['type']!r}")
         path_opt = self.opt['path']
         resume = path_opt.get('resume_state')

@@ -45,6 +45,7 @@ from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
 from drward.utils.options import OptionError, check_keys
+from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
@@ -62,7 +63,7 @@ def _split(batch_size: int, accum: int) -> List[slice]:
     return [slice(i, min(i + size, batch_size)) for i in range(0, batch_size, size)]
 
 
-@MODEL_REGISTRY.register()
+@register(MODEL_REGISTRY)
 class ReFLModel(BaseModel):
     """BasicSR model for DiffusionReward ReFL. See the module docstring for one iteration."""
 

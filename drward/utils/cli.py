@@ -1,22 +1,43 @@
 """What ``tools/train.py`` and ``tools/test.py`` do before handing over to BasicSR's pipelines."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from typing import List
+from typing import List, Optional
+
+HOST_PACKAGES_KEY = 'host_packages'
+
+
+def import_host_packages(opt: Optional[dict]) -> List[str]:
+    """Import the packages listed under the option file's top-level ``host_packages`` (e.g. ``[gfpgan]``), so their
+    archs, datasets and models are registered, as the host's own ``train.py`` does by importing them; returns them.
+    A package that is not installed stops the run with one line naming it."""
+    names = (opt or {}).get(HOST_PACKAGES_KEY) or []
+    if isinstance(names, str) or not all(isinstance(name, str) for name in names):
+        raise SystemExit(f'option {HOST_PACKAGES_KEY}: a list of package names, got {names!r}')
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise SystemExit(f'option {HOST_PACKAGES_KEY}: cannot import {name!r} ({error}); install it first '
+                             '(README.md, "Using drward inside GFPGAN or CodeFormer")') from error
+    return list(names)
 
 
 def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     """Resolve ``-opt`` against the caller's folder, move to the repo root, stop early on missing weight files,
-    register drward's components and make BasicSR's resume work on the CPU."""
+    import the option file's host packages, register drward's components and make BasicSR's resume work on the
+    CPU."""
     if '-opt' in argv:
         i = argv.index('-opt') + 1
         if i < len(argv):
             argv[i] = os.path.abspath(argv[i])
     os.chdir(root)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    from drward.utils.options import check_weights_before_run
+    from drward.utils.options import check_weights_before_run, option_file_from_argv
     check_weights_before_run(argv)
+    import_host_packages(option_file_from_argv(argv))  # drward is already imported: its names never clash
     import drward  # noqa: F401  (registers archs, losses, datasets, metrics, models)
     from drward.utils import basicsr_compat
     basicsr_compat.install()

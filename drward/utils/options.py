@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
@@ -81,15 +81,22 @@ def find_missing_weights(opt: Mapping[str, Any]) -> list:
     return [(key, path) for key, path in _weight_entries(opt) if path and not os.path.exists(path)]
 
 
-def check_weights_before_run(argv: list) -> None:
-    """Parse ``-opt`` from the command line; print one line per missing weight file and exit(1) if any."""
+def option_file_from_argv(argv: list) -> Optional[dict]:
+    """The option file named by ``-opt`` on the command line, parsed; None when absent (BasicSR reports that)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt', type=str)
     args, _ = parser.parse_known_args(argv[1:])
     if not args.opt or not os.path.exists(args.opt):
-        return  # BasicSR reports a missing option file itself
+        return None
     with open(args.opt) as f:
-        opt = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def check_weights_before_run(argv: list) -> None:
+    """Parse ``-opt`` from the command line; print one line per missing weight file and exit(1) if any."""
+    opt = option_file_from_argv(argv)
+    if opt is None:
+        return
     missing = find_missing_weights(opt)
     if missing:
         for key, path in missing:
