@@ -3,7 +3,8 @@
 Architectures are written in the LDM terms of the public releases (DiffBIR's ``configs/inference/cldm.yaml``:
 ``unet_cfg``, ``vae_cfg.ddconfig``, ``clip_cfg.text_cfg``) and turned into diffusers configs by diffusers' own
 ``create_*_diffusers_config_from_ldm``, so a tiny test model and the real one go through the same code. Nothing here
-touches a model hub; weights come from :mod:`drward.weights`.
+touches a model hub; weights come from :mod:`drward.weights`. The configurations themselves (:class:`SDConfig`,
+:data:`SD21_BASE`) live in :mod:`drward.archs.sd_config`, the tiny one in :mod:`drward.archs.tiny_configs`.
 
 * latent encode ``c = E(x).mode() · s`` (DiffBIR) or a draw ``E(x).sample() · s`` (OSEDiff), and decode ``D(z / s)``,
   with the latent scale ``s = 0.18215``; DiffBIR pads inputs to multiples of 64 (:func:`pad_to_multiple`: the VAE's
@@ -19,58 +20,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
-                                                 create_vae_diffusers_config_from_ldm)
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import LayerNorm, Transformer
 from torch import nn
 
-LATENT_SCALE = 0.18215
+from drward.archs.sd_config import LATENT_SCALE, SD21_BASE, SDConfig
+from drward.archs.tiny_configs import TINY_SD
 
-# SD 2.1-base as DiffBIR builds it (configs/inference/cldm.yaml: unet_cfg, vae_cfg.ddconfig, clip_cfg.text_cfg).
-SD21_LDM_UNET = dict(in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-                     num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_head_channels=64, use_spatial_transformer=True,
-                     use_linear_in_transformer=True, transformer_depth=1, context_dim=1024, legacy=False)
-SD21_LDM_VAE = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4, 4],
-                    num_res_blocks=2, attn_resolutions=[], dropout=0.0)
-VIT_H_14_TEXT = dict(context_length=77, vocab_size=49408, width=1024, heads=16, layers=24)
-
-
-@dataclass(frozen=True)
-class SDConfig:
-    """One Stable Diffusion architecture, in LDM terms. ``unet``: LDM ``unet_config.params``; ``vae``: LDM
-    ``ddconfig``; ``text``: open_clip ``text_cfg`` (``context_length, vocab_size, width, heads, layers``);
-    ``unet_overrides``: diffusers UNet kwargs set on top of the derived config (tiny models only)."""
-
-    unet: Mapping = field(default_factory=lambda: dict(SD21_LDM_UNET))
-    vae: Mapping = field(default_factory=lambda: dict(SD21_LDM_VAE))
-    text: Mapping = field(default_factory=lambda: dict(VIT_H_14_TEXT))
-    latent_scale: float = LATENT_SCALE
-    name: str = 'sd2.1-base'
-    unet_overrides: Mapping = field(default_factory=dict)
-
-    def _ldm_config(self) -> dict:
-        return {'model': {'params': {'unet_config': {'params': dict(self.unet)},
-                                     'first_stage_config': {'params': {'embed_dim': self.vae['z_channels'],
-                                                                       'ddconfig': dict(self.vae)}},
-                                     'scale_factor': self.latent_scale}}}
-
-    def unet_diffusers_config(self) -> dict:
-        """``UNet2DConditionModel`` kwargs (diffusers' own LDM → diffusers config mapping)."""
-        return {**create_unet_diffusers_config_from_ldm(self._ldm_config(), {}), **self.unet_overrides}
-
-    def vae_diffusers_config(self) -> dict:
-        """``AutoencoderKL`` kwargs (diffusers' own LDM → diffusers config mapping)."""
-        return create_vae_diffusers_config_from_ldm(self._ldm_config(), {})
-
-
-SD21_BASE = SDConfig()
+__all__ = ['LATENT_SCALE', 'SD21_BASE', 'SDConfig', 'OpenCLIPTextEncoder', 'SDParts', 'build_sd_parts', 'seeded_rng',
+           'pad_to_multiple', 'copy_frozen']
 
 
 class OpenCLIPTextEncoder(nn.Module):
@@ -177,7 +140,6 @@ class SDParts(nn.Module):
 
 def build_sd_parts(tiny: bool, latent_scale: float = LATENT_SCALE) -> SDParts:
     """Randomly initialised SD 2.1-base parts, or the tiny test configuration, with ``latent_scale``."""
-    from drward.archs.tiny_configs import TINY_SD  # tiny_configs imports this module
     return SDParts(dataclasses.replace(TINY_SD if tiny else SD21_BASE, latent_scale=latent_scale))
 
 

@@ -10,7 +10,7 @@ GroupNorm has 32 groups); the tiny UNet/ControlNet use 16 groups in diffusers so
 """
 from __future__ import annotations
 
-from drward.archs.sd_parts import SDConfig
+from drward.archs.sd_config import SDConfig
 
 TINY_LDM_UNET = dict(in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[4, 2, 1],
                      num_res_blocks=2, channel_mult=[1, 1, 1, 2], num_head_channels=16, use_spatial_transformer=True,
