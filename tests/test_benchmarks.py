@@ -12,7 +12,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import common, refl_step  # noqa: E402
+from benchmarks import bench_models, common, refl_step, step_parts  # noqa: E402
 
 ORIGINAL_BACKWARD = torch.autograd.backward
 K = 3
@@ -109,12 +109,17 @@ def test_osediff_sd21_sizes_build_on_the_meta_device():
     assert 0 < sizes['restorer.sd']['trained (M)'] < 50  # rank-4 LoRA (+ conv_in)
 
 
-def test_tiny_configs_are_restored_after_a_real_size_build():
-    import drward.archs.tiny_configs as tiny_configs
-    before = tiny_configs.TINY_SD
-    with refl_step.real_sizes():
-        assert tiny_configs.TINY_SD is not before
-    assert tiny_configs.TINY_SD is before
+def test_sd21_size_is_the_restorers_random_weights_option_logged_as_random(caplog):
+    """No patching: --size sd21 asks the restorer for real sizes without files, and the restorer says RANDOM."""
+    args = refl_step.parse_args(['--size', 'sd21', '--steps', '50'])
+    options = bench_models.restorer_options(refl_step.SPECS['diffbir'], args)
+    assert options['random_weights'] is True and 'tiny' not in options
+    from accelerate import init_empty_weights
+    from basicsr.archs import build_network
+    with init_empty_weights(), caplog.at_level('WARNING'):
+        net = build_network(options)
+    assert net.sd.config.name == 'sd2.1-base' and not net.is_tiny
+    assert 'RANDOM weights at real size' in caplog.text
 
 
 # ------------------------------------------------------------------------------------------------ what is measured
@@ -151,13 +156,13 @@ def test_instrumentation_leaves_no_trace(measured):
 
 
 def test_out_of_memory_variant_is_reported_and_the_others_still_run(measured, monkeypatch):
-    real_run_step = refl_step.run_step
+    real_run_step = step_parts.run_step
 
     def run_step(model, batch, clock, grad_steps, seed):
         if grad_steps == K:
             raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
         return real_run_step(model, batch, clock, grad_steps, seed)
-    monkeypatch.setattr(refl_step, 'run_step', run_step)
+    monkeypatch.setattr(step_parts, 'run_step', run_step)
     args = refl_step.parse_args(SMALLEST)
     clock = common.PartClock(common.RssMemoryProbe())
     try:

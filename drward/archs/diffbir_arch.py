@@ -49,7 +49,7 @@ from drward.utils.registry import register
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
                 min_short_side=None, gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0,
-                weight_dtype='fp32', eta_per_update=True)
+                weight_dtype='fp32', eta_per_update=True, random_weights=False)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 MIN_SHORT_SIDE = 512  # DiffBIR's SwinIRPipeline: stage 1 runs on inputs whose short side is at least this
@@ -84,7 +84,8 @@ class DiffBIRRestorer(Restorer):
     :class:`~drward.archs.precision.ComputeCopy`; see :mod:`drward.archs.precision`).
 
     Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
-    :mod:`drward.archs.materialize`).
+    :mod:`drward.archs.materialize`). ``random_weights``: real sizes without the required weight files, RANDOM
+    weights (benchmarks only).
     """
 
     family = 'diffbir'

@@ -54,7 +54,7 @@ from drward.utils.registry import register
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
                 reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
                 color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
-                eta_per_update=True)
+                eta_per_update=True, random_weights=False)
 CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
                color_fix=('adain', 'wavelet', 'none'))
 TIMESTEP = 999  # OSEDiff's one step
@@ -79,6 +79,7 @@ class OSEDiffRestorer(Restorer):
     fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`),
     ``eta_per_update`` (accepted so that option files can switch restorers, and has no effect here: the one step
     at t = 999 predicts ``ẑ_0`` in closed form with no DDIM update, so there is no η to draw, per update or not).
+    ``random_weights`` (real sizes without ``sd_checkpoint``: RANDOM weights, benchmarks only).
     """
 
     family = 'osediff'

@@ -130,10 +130,15 @@ def restore_seeded(restorer: Restorer, lq: torch.Tensor, captions: Optional[Sequ
 def checked_weight_paths(owner: str, opt: Mapping, keys: Sequence[str], required: Sequence[str],
                          tiny: bool) -> Dict[str, str]:
     """The weight paths ``opt`` gives among ``keys``; a missing file raises the one-line message naming its key. A
-    real (not tiny) build needs the ``required`` ones."""
-    for key in required:
-        if not tiny and not opt[key]:
-            raise OptionError(f'{owner}: option {key} is required unless tiny: true')
+    real (not tiny) build needs the ``required`` ones, unless ``opt['random_weights']``: then the parts without a
+    file keep their RANDOM initialisation at real size (benchmarks only), logged as a warning."""
+    missing = [key for key in required if not tiny and not opt[key]]
+    if missing and not opt.get('random_weights'):
+        raise OptionError(f'{owner}: option {missing[0]} is required unless tiny: true (or random_weights: true, '
+                          f'for benchmarks)')
+    if missing:
+        get_root_logger().warning(f'{owner}: RANDOM weights at real size (random_weights: true) for '
+                                  f'{", ".join(missing)}: for benchmarks only, the outputs are noise')
     return {key: require_file(opt[key], key) for key in keys if opt[key]}
 
 
