@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os.path as osp
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
@@ -116,7 +117,8 @@ def build_on_meta(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[torch.n
 
     from drward.archs.frm_arch import build_frm
     losses = loss_options(args)
-    with init_empty_weights():
+    with init_empty_weights(), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*copying from a non-meta parameter')  # LPIPS's lin layers
         net = build_network(restorer_options(spec, args))
         frm = build_frm(losses['reward_opt']['frm'])
         others = [build_loss(dict(opt)) for key, opt in losses.items() if key != 'reward_opt']

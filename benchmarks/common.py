@@ -12,8 +12,9 @@ Two memory measures per part:
 * **saved for backward** (:class:`SavedTensorMeter`): the bytes of the tensors autograd keeps for the backward pass,
   counted exactly by a ``torch.autograd.graph.saved_tensors_hooks`` pack hook while the part runs (each storage
   once; parameters and buffers excluded: they exist anyway). The same on every device; this is the memory that
-  truncating the chain saves. Inside gradient-checkpointed regions checkpointing's own hooks take over, so those
-  regions count as nothing here (their recomputation shows in the backward time instead).
+  truncating the chain saves. Inside gradient-checkpointed regions checkpointing's own hooks take over: what such a
+  region keeps is its inputs, which the instrumentation counts at the checkpoint call (its recomputation in the
+  backward, one region at a time, is transient and shows in the backward time).
 * **peak**: the peak *above the level at the start of the run* (weights and optimiser states excluded):
 
   - CUDA: ``torch.cuda.max_memory_allocated`` (tensors held by PyTorch's caching allocator), reset at every switch;
@@ -135,17 +136,23 @@ class SavedTensorMeter:
         self._hooks = None
 
     def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.count(tensor)
+        return tensor
+
+    def count(self, tensor: torch.Tensor) -> None:
+        """Count ``tensor``'s storage as kept for backward (once; parameters and buffers never). The pack hook calls
+        it; :func:`benchmarks.step_parts.instrument` also calls it for the inputs a non-reentrant activation
+        checkpoint keeps alive itself (its own hooks replace this meter's inside the checkpointed region)."""
         try:
             storage = tensor.untyped_storage()
         except (RuntimeError, NotImplementedError):  # tensors without a storage (subclasses, nested, ...)
-            return tensor
+            return
         ptr = storage.data_ptr()
         if ptr and ptr not in self._exclude:
             first = self._seen.get(ptr)
             if first is None or first() is None:
                 self._seen[ptr] = weakref.ref(tensor)
                 self._bytes += storage.nbytes()
-        return tensor
 
     def begin(self) -> None:
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)

@@ -176,6 +176,27 @@ def _instrument_optimisers(model, clock: PartClock, patches: _Patches) -> None:
     patches.wrap(model, 'update_frm', wrap_update)
 
 
+def _instrument_checkpoints(clock: PartClock, patches: _Patches) -> None:
+    """Non-reentrant activation checkpoints (diffusers' and open_clip's) keep their inputs for the recomputation,
+    outside autograd's saved tensors: count those inputs when the region's output joins the graph."""
+    import open_clip.transformer
+    import torch.utils.checkpoint
+
+    def wrap_checkpoint(checkpoint):
+        def counted_checkpoint(function, *args, **kwargs):
+            out = checkpoint(function, *args, **kwargs)
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            if clock.meter is not None and torch.is_tensor(first) and first.requires_grad:
+                for tensor in (*args, *kwargs.values()):
+                    if torch.is_tensor(tensor):
+                        clock.meter.count(tensor)
+            return out
+        return counted_checkpoint
+    for owner in (torch.utils.checkpoint, open_clip.transformer):
+        if hasattr(owner, 'checkpoint'):
+            patches.wrap(owner, 'checkpoint', wrap_checkpoint)
+
+
 @contextlib.contextmanager
 def instrument(model, clock: PartClock) -> Iterator[None]:
     """Attach the part boundaries of :data:`PARTS` to ``model`` (a ReFLModel) for the duration of the block."""
@@ -185,6 +206,7 @@ def instrument(model, clock: PartClock) -> Iterator[None]:
         _instrument_losses(model, clock, patches)
         _instrument_backward(clock, patches)
         _instrument_optimisers(model, clock, patches)
+        _instrument_checkpoints(clock, patches)
         yield
     finally:
         patches.undo()

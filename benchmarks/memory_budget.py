@@ -1,0 +1,296 @@
+"""Memory budget of one ReFL training step: what a GPU must hold for DiffBIR + FRM and OSEDiff + FRM, one row per
+component, the total being the predicted CUDA peak, next to the 24 GiB of the cards most users have.
+
+* **weights**: counted from the built modules (on the meta device: no memory, nothing initialised), each tensor's
+  dtype and ``requires_grad`` as the model holds them — whatever storage ``weight_dtype`` chooses shows up as it is;
+  every tensor reachable from a module counts, parameters, buffers and tensor attributes (a compute copy, a θ₀
+  snapshot), each storage once;
+* **gradients**: one per trained parameter, in its dtype; **AdamW states**: two per trained parameter (``exp_avg``,
+  ``exp_avg_sq``, ``zeros_like(param)``), for the generator and for the FRM's unlocked groups;
+* **saved activations**: what autograd keeps for the backward pass, measured exactly on one real ReFL step (N = 1)
+  by the saved-tensor hooks of :class:`benchmarks.common.SavedTensorMeter` (with checkpointing: plus the inputs
+  the checkpoints keep). The N = 1 graph holds only the last denoiser call, so it does not depend on K:
+  ``--steps`` shortens the no-grad prefix without changing the figure. ``--skip-activations`` prints the analytic
+  rows only.
+
+The step runs in two phases that are never alive together: the generator's forward + backward (its graph, then its
+gradients; ``zero_grad(set_to_none=True)`` after the step) and the dynamic FRM update (its graph and gradients). So
+
+    peak = weights + AdamW states (generator + FRM) + max(generator graph + gradients, FRM-update graph + gradients)
+
+Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
+AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
+
+    python benchmarks/memory_budget.py --skip-activations                 # SD 2.1 sizes, both restorers, counted
+    python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)
+    python benchmarks/memory_budget.py --size tiny --restorer both        # the same at tiny size (seconds)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchmarks.bench_models import (SPECS, RestorerSpec, available, build_on_meta, build_refl_model,  # noqa: E402
+                                     make_batch, set_checkpointing, size_title)
+from benchmarks.common import PartClock, SavedTensorMeter, markdown_table, memory_probe  # noqa: E402
+from benchmarks.step_parts import GENERATOR_FORWARD_PARTS, instrument, model_tensors, run_step  # noqa: E402
+
+GOAL_GIB = 24
+GIB = 2 ** 30
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+def reachable_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
+    """Parameters, buffers, and tensors held as attributes of any submodule (directly or in a dict/list/tuple)."""
+    yield from module.parameters()
+    yield from module.buffers()
+    for sub in module.modules():
+        for name, value in vars(sub).items():
+            if name in ('_parameters', '_buffers', '_modules'):
+                continue
+            values = value.values() if isinstance(value, dict) else value
+            values = values if isinstance(values, (list, tuple, type({}.values()))) else [value]
+            yield from (v for v in values if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter))
+
+
+@dataclass
+class Component:
+    """Bytes one module holds: ``frozen`` / ``trained`` by dtype name (trained = ``requires_grad``)."""
+
+    name: str
+    frozen: Dict[str, int] = field(default_factory=dict)
+    trained: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.frozen.values()) + sum(self.trained.values())
+
+    @property
+    def trained_bytes(self) -> int:
+        return sum(self.trained.values())
+
+
+def count_components(named: Sequence[Tuple[str, nn.Module]]) -> List[Component]:
+    """One :class:`Component` per module, each tensor (by storage, or identity on the meta device) counted once."""
+    seen, components = set(), []
+    for name, module in named:
+        component = Component(name)
+        for tensor in reachable_tensors(module):
+            ptr = tensor.untyped_storage().data_ptr()
+            key = ('ptr', ptr) if ptr else ('id', id(tensor))
+            if key in seen:
+                continue
+            seen.add(key)
+            side = component.trained if tensor.requires_grad else component.frozen
+            dtype = str(tensor.dtype).replace('torch.', '')
+            side[dtype] = side.get(dtype, 0) + tensor.numel() * tensor.element_size()
+        if component.total:
+            components.append(component)
+    return components
+
+
+def named_components(net: nn.Module, frm: nn.Module, losses: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
+    """The restorer's children (its SD parts one by one), the FRM, the other loss modules."""
+    named = []
+    for name, child in net.named_children():
+        sd_parts = name == 'sd' and hasattr(child, 'unet')
+        named += [(f'{name}.{sub}', module) for sub, module in child.named_children()] if sd_parts else [(name, child)]
+    named.append(('restorer: other tensors', net))  # tensor attributes outside the children (a compute copy, ...)
+    named.append(('FRM', frm))
+    named += [(type(loss).__name__, loss) for loss in losses]
+    return named
+
+
+# ---------------------------------------------------------------------------------------------------- activations
+@dataclass
+class Activations:
+    """Bytes saved for backward in one step: the generator's graph (N = 1) and the FRM update's graph."""
+
+    generator: int
+    frm_update: int
+
+
+def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Dict[bool, Activations]:
+    """One real ReFL step (N = 1) without and one with gradient checkpointing (restorer and FRM), saved bytes by
+    phase. The step that follows the first is measured; the first one builds the optimiser states."""
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as workdir:
+        model = build_refl_model(args, spec, workdir)
+    batch = make_batch(args, device)
+    probe = memory_probe(device)
+    clock = PartClock(probe, SavedTensorMeter(model_tensors(model)))
+    measured = {}
+    try:
+        with instrument(model, clock):
+            for checkpointing in (False, True):
+                set_checkpointing(model, checkpointing, checkpointing)
+                parts = run_step(model, batch, clock, 1, args.seed)
+                generator = sum(m.saved_bytes for key, m in parts.items() if key in GENERATOR_FORWARD_PARTS)
+                measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes)
+    finally:
+        probe.close()
+    return measured
+
+
+# ---------------------------------------------------------------------------------------------------- the budget
+@dataclass
+class Budget:
+    """Everything the table shows, in bytes. ``activations``: keyed by checkpointing on/off; None when skipped."""
+
+    components: List[Component]
+    generator_trained: int
+    frm_trained: int
+    activations: Optional[Dict[bool, Activations]]
+
+    @property
+    def weights(self) -> int:
+        return sum(c.total for c in self.components)
+
+    @property
+    def optimiser_states(self) -> int:
+        return 2 * (self.generator_trained + self.frm_trained)
+
+    def total(self, checkpointing: bool) -> int:
+        """The predicted peak (module docstring); without measured activations, its lower bound."""
+        acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
+        phases = max(acts.generator + self.generator_trained, acts.frm_update + self.frm_trained)
+        return self.weights + self.optimiser_states + phases
+
+
+def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
+    net, frm, losses = build_on_meta(args, spec)
+    components = count_components(named_components(net, frm, losses))
+    frm_trained = next(c.trained_bytes for c in components if c.name == 'FRM')
+    generator_trained = sum(c.trained_bytes for c in components) - frm_trained
+    activations = None if args.skip_activations else measure_activations(args, spec)
+    return Budget(components, generator_trained, frm_trained, activations)
+
+
+def _describe(parts: Dict[str, int], scale: float) -> str:
+    return ' + '.join(f'{b / scale:,.2f} {dtype}' for dtype, b in sorted(parts.items()))
+
+
+def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
+    def cells(off: float, on: float) -> List[str]:
+        return [f'{off / scale:,.2f}', f'{on / scale:,.2f}']
+    rows = []
+    for c in budget.components:
+        kinds = [f'frozen {_describe(c.frozen, scale)}'] if c.frozen else []
+        kinds += [f'trained {_describe(c.trained, scale)}'] if c.trained else []
+        rows.append([f'weights: {c.name}', '; '.join(kinds), *cells(c.total, c.total)])
+    acts = budget.activations
+    not_measured = ['not measured'] * 2
+    rows += [
+        ['gradients: generator', 'one per trained parameter (phase 1)',
+         *cells(budget.generator_trained, budget.generator_trained)],
+        ['AdamW states: generator', '2 × trained', *cells(2 * budget.generator_trained, 2 * budget.generator_trained)],
+        ['gradients: FRM', 'FRM update (phase 2)', *cells(budget.frm_trained, budget.frm_trained)],
+        ['AdamW states: FRM', '2 × FRM trained', *cells(2 * budget.frm_trained, 2 * budget.frm_trained)],
+        ['saved activations: generator graph (N = 1)', 'measured (phase 1)',
+         *(cells(acts[False].generator, acts[True].generator) if acts else not_measured)],
+        ['saved activations: FRM update', 'measured (phase 2)',
+         *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
+    ]
+    total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
+    rows.append([total, 'weights + states + max(phase 1, phase 2)', *cells(budget.total(False), budget.total(True))])
+    return rows
+
+
+def closing_line(budget: Budget) -> str:
+    """Over the goal: by how much, and what each measure would save (from this budget's own figures)."""
+    best = budget.total(True) if budget.activations else budget.total(False)
+    over = best - GOAL_GIB * GIB
+    if over <= 0 and not budget.activations:
+        return (f'Without activations the budget leaves {-over / GIB:,.2f} GiB of the {GOAL_GIB} GiB goal for the '
+                f'larger phase\'s saved activations and workspace (measure them: drop --skip-activations).')
+    if over <= 0:
+        return f'Fits the {GOAL_GIB} GiB goal with {-over / GIB:,.2f} GiB to spare (with checkpointing).'
+    fp32_frozen = sum(c.frozen.get('float32', 0) for c in budget.components)
+    measures = []
+    if fp32_frozen:
+        measures.append(f'frozen weights stored in bf16 (`weight_dtype: bf16`): −{fp32_frozen / 2 / GIB:,.2f} GiB')
+    measures.append(f'8-bit AdamW states for the FRM: −{budget.frm_trained * 2 * 3 / 4 / GIB:,.2f} GiB, for the '
+                    f'generator: −{budget.generator_trained * 2 * 3 / 4 / GIB:,.2f} GiB')
+    measures.append(f'FRM AdamW states kept on the CPU between updates (every n = 10 steps): '
+                    f'−{2 * budget.frm_trained / GIB:,.2f} GiB')
+    measures.append('sharding optimiser states across GPUs (comes with multi-GPU training)')
+    return f'**Over the {GOAL_GIB} GiB goal by {over / GIB:,.2f} GiB.** What closes it: ' + '; '.join(measures) + '.'
+
+
+def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
+    scale, unit = (GIB, 'GiB') if args.size == 'sd21' else (2 ** 20, 'MiB')
+    header = (f'## Memory budget: {spec.title} + FRM ({size_title(args.size)}), {args.resolution}², batch '
+              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {args.weight_dtype or "(default)"}')
+    table = markdown_table(['component', 'what', f'no checkpointing {unit}', f'checkpointing {unit}'],
+                           budget_rows(budget, scale), align='llrr')
+    in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
+    goal = (f'Goal: {GOAL_GIB} GiB{in_unit}. Phase 1 = the generator\'s forward and backward, phase 2 = the dynamic '
+            f'FRM update; never alive together.')
+    if budget.activations:
+        goal += (f' Activations measured on one real step on {args.device} with K = {args.steps} (the N = 1 graph '
+                 f'does not depend on K).')
+    blocks = [header, table, goal]
+    if args.size == 'sd21':
+        blocks.append(closing_line(budget))
+    return '\n\n'.join(blocks) + '\n'
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Memory budget of one ReFL step (restorer + FRM), per component.')
+    parser.add_argument('--restorer', choices=(*sorted(SPECS), 'both'), default='both')
+    parser.add_argument('--size', choices=('sd21', 'tiny'), default='sd21')
+    parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu', help='where activations are measured')
+    parser.add_argument('--weight-dtype', choices=('bf16', 'fp32'), default=None,
+                        help="the restorers' and the FRM's weight_dtype option (default: the models' default)")
+    parser.add_argument('--dtype', choices=('bf16', 'fp32'), default='bf16',
+                        help="ReFLModel's mixed_precision (autocast) for the measured step")
+    parser.add_argument('--steps', type=int, default=50, help='K; the N = 1 graph does not depend on it')
+    parser.add_argument('--resolution', type=int, default=None, help='image side (default: 512 sd21, 64 tiny)')
+    parser.add_argument('--skip-activations', action='store_true', help='count only; run no step')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
+    args = parser.parse_args(argv)
+    args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)
+    args.batch, args.gradient_checkpointing, args.frm_checkpointing = 1, False, False
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device available')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = sorted(SPECS) if args.restorer == 'both' else [args.restorer]
+    reports = []
+    for name in names:
+        spec = SPECS[name]
+        if not available(spec):
+            reports.append(f'{spec.title}: `{spec.arch_type}` is not registered in this checkout; skipped.\n')
+            continue
+        reports.append(render(args, spec, build_budget(args, spec)))
+    report = '\n'.join(reports)
+    print(report)
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as handle:
+            handle.write(report)
+    return report
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,64 @@
+"""The memory budget (benchmarks/memory_budget.py) at tiny size: its rows are the built modules' own bytes, its
+total is weights + AdamW states + the larger phase, and the activations it measures are real saved tensors."""
+import os
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import bench_models, memory_budget  # noqa: E402
+from tests.test_benchmarks import table_starting_with  # noqa: E402
+
+MIB = 2 ** 20
+
+
+def column(rows, label_start, index):
+    return [float(row[index].replace(',', '')) for row in rows if row[0].startswith(label_start)]
+
+
+def test_tiny_budget_rows_are_the_models_bytes_and_add_up_to_the_total():
+    argv = ['--size', 'tiny', '--restorer', 'diffbir', '--steps', '2']
+    report = memory_budget.main(argv)
+    header, rows = table_starting_with(report, 'component')
+    assert header[2:] == ['no checkpointing MiB', 'checkpointing MiB']
+    by_label = {row[0]: row for row in rows}
+
+    args = memory_budget.parse_args(argv)
+    net, frm, losses = bench_models.build_on_meta(args, bench_models.SPECS['diffbir'])
+    everything = [t for m in (net, frm, *losses) for t in (*m.parameters(), *m.buffers())]
+    trained_g = sum(p.numel() * p.element_size() for p in net.trainable_parameters())
+    trained_frm = sum(p.numel() * p.element_size() for p in frm.trainable_parameters())
+    # rounding: every cell is printed to 0.01 MiB
+    built = sum(t.numel() * t.element_size() for t in everything)
+    assert sum(column(rows, 'weights: ', 2)) * MIB == pytest.approx(built, abs=0.005 * MIB * len(rows))
+    assert float(by_label['gradients: generator'][2]) * MIB == pytest.approx(trained_g, abs=0.005 * MIB)
+    assert float(by_label['AdamW states: FRM'][2]) * MIB == pytest.approx(2 * trained_frm, abs=0.005 * MIB)
+
+    for col in (2, 3):
+        weights = sum(column(rows, 'weights: ', col))
+        states = sum(column(rows, 'AdamW states: ', col))
+        phase1 = float(by_label['gradients: generator'][col]) + column(rows, 'saved activations: generator', col)[0]
+        phase2 = float(by_label['gradients: FRM'][col]) + column(rows, 'saved activations: FRM', col)[0]
+        total = float(by_label['**total = predicted peak**'][col])
+        assert abs(weights + states + max(phase1, phase2) - total) < 0.01 * len(rows)
+    graph = column(rows, 'saved activations: generator', 2) + column(rows, 'saved activations: generator', 3)
+    assert graph[0] > graph[1] > 0  # checkpointing keeps less (exact byte counts, not timings)
+
+
+def test_compute_copies_held_as_attributes_are_counted_once_by_dtype():
+    class WithCopy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trained = nn.Linear(4, 4)                       # 20 fp32 values, requires_grad
+            self.frozen = nn.Linear(4, 4).requires_grad_(False)  # 20 fp32 values
+            self.copy = self.trained.weight.detach().to(torch.bfloat16)  # a bf16 compute copy: 16 values
+            self.held = [self.copy]                               # the same tensor again: counted once
+
+    (component,) = memory_budget.count_components([('m', WithCopy())])
+    assert component.trained == {'float32': 20 * 4}
+    assert component.frozen == {'float32': 20 * 4, 'bfloat16': 16 * 2}
