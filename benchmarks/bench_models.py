@@ -12,7 +12,9 @@ The cost of a step does not depend on the weights' values, so random weights mea
 from __future__ import annotations
 
 import argparse
+import inspect
 import os.path as osp
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
@@ -45,22 +47,36 @@ def available(spec: RestorerSpec) -> bool:
     return spec.arch_type in ARCH_REGISTRY
 
 
-def _weight_dtype(args: argparse.Namespace) -> Dict:
-    """``weight_dtype`` for the restorer and the FRM when ``--weight-dtype`` is given; else the models' default."""
+def accepts_option(cls: type, key: str) -> bool:
+    """Whether ``cls(**{key: ...})`` is accepted: a named argument, or a key of its module's ``DEFAULTS`` (the
+    restorers take ``**opts`` checked against it)."""
+    parameters = inspect.signature(cls).parameters
+    if key in parameters:
+        return True
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return takes_any and key in getattr(sys.modules[cls.__module__], 'DEFAULTS', {})
+
+
+def _weight_dtype(args: argparse.Namespace, cls: type) -> Dict:
+    """``weight_dtype`` when ``--weight-dtype`` is given and ``cls`` has the option; else the model's default (the
+    dtypes the reports print are read from the built models, never assumed)."""
     dtype = getattr(args, 'weight_dtype', None)
-    return {} if dtype is None else {'weight_dtype': dtype}
+    return {'weight_dtype': dtype} if dtype is not None and accepts_option(cls, 'weight_dtype') else {}
 
 
 def restorer_options(spec: RestorerSpec, args: argparse.Namespace) -> Dict:
     """``network_g``: the spec's options at K = ``args.steps``, tiny or real sizes with random weights."""
+    from basicsr.utils.registry import ARCH_REGISTRY
     size = {'tiny': True} if args.size == 'tiny' else {'random_weights': True}
-    return {'type': spec.arch_type, **spec.options(args.steps), **size, **_weight_dtype(args)}
+    dtype = _weight_dtype(args, ARCH_REGISTRY.get(spec.arch_type))
+    return {'type': spec.arch_type, **spec.options(args.steps), **size, **dtype}
 
 
 def loss_options(args: argparse.Namespace) -> Dict:
     """The authors' four loss terms and weights; the FRM is the tiny CLIP or a random ViT-H-14 (HPS v2's size);
     LPIPS uses a random VGG backbone (same cost as the real one, no weight file needed)."""
-    frm = {'model_name': 'tiny' if args.size == 'tiny' else 'ViT-H-14', **_weight_dtype(args)}
+    from drward.archs.frm_arch import FaceRewardModel
+    frm = {'model_name': 'tiny' if args.size == 'tiny' else 'ViT-H-14', **_weight_dtype(args, FaceRewardModel)}
     return {
         'reg_opt': {'type': 'RegLoss', 'mode': 'output', 'loss_weight': 1e-4},
         'dwt_opt': {'type': 'DWTLoss', 'mode': 'dtcwt', 'loss_weight': 0.01},

@@ -43,8 +43,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.bench_models import (SPECS, RestorerSpec, available, build_on_meta, build_refl_model,  # noqa: E402
-                                     make_batch, set_checkpointing, size_title)
+from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
+                                     build_refl_model, make_batch, set_checkpointing, size_title)
 from benchmarks.common import PartClock, SavedTensorMeter, markdown_table, memory_probe  # noqa: E402
 from benchmarks.step_parts import GENERATOR_FORWARD_PARTS, instrument, model_tensors, run_step  # noqa: E402
 
@@ -53,17 +53,30 @@ GIB = 2 ** 30
 
 
 # ---------------------------------------------------------------------------------------------------- weights
-def reachable_tensors(module: nn.Module) -> Iterator[torch.Tensor]:
-    """Parameters, buffers, and tensors held as attributes of any submodule (directly or in a dict/list/tuple)."""
+def _attribute_values(obj) -> List:
+    """An object's attribute values, a dict's or list's items flattened one level (module internals skipped)."""
+    found = []
+    for name, value in vars(obj).items():
+        if name not in ('_parameters', '_buffers', '_modules'):
+            found += list(value.values()) if isinstance(value, dict) else list(value) if isinstance(
+                value, (list, tuple)) else [value]
+    return found
+
+
+def reachable_tensors(module: nn.Module, depth: int = 2) -> Iterator[torch.Tensor]:
+    """Parameters, buffers, tensors held as attributes of any submodule (directly or in a dict/list/tuple), and the
+    same for modules held by a plain attribute object (a compute copy's parameter-less twin, whose cast weights
+    are attributes), ``depth`` levels deep."""
     yield from module.parameters()
     yield from module.buffers()
     for sub in module.modules():
-        for name, value in vars(sub).items():
-            if name in ('_parameters', '_buffers', '_modules'):
-                continue
-            values = value.values() if isinstance(value, dict) else value
-            values = values if isinstance(values, (list, tuple, type({}.values()))) else [value]
-            yield from (v for v in values if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter))
+        for value in _attribute_values(sub):
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                yield value
+            elif depth and not isinstance(value, nn.Module) and hasattr(value, '__dict__'):
+                held = [v for v in _attribute_values(value) if isinstance(v, nn.Module)]
+                for inner in held:
+                    yield from reachable_tensors(inner, depth - 1)
 
 
 @dataclass
@@ -108,7 +121,7 @@ def named_components(net: nn.Module, frm: nn.Module, losses: Sequence[nn.Module]
     for name, child in net.named_children():
         sd_parts = name == 'sd' and hasattr(child, 'unet')
         named += [(f'{name}.{sub}', module) for sub, module in child.named_children()] if sd_parts else [(name, child)]
-    named.append(('restorer: other tensors', net))  # tensor attributes outside the children (a compute copy, ...)
+    named.append(('restorer: held outside its submodules (compute copy, caches)', net))
     named.append(('FRM', frm))
     named += [(type(loss).__name__, loss) for loss in losses]
     return named
@@ -230,10 +243,22 @@ def closing_line(budget: Budget) -> str:
     return f'**Over the {GOAL_GIB} GiB goal by {over / GIB:,.2f} GiB.** What closes it: ' + '; '.join(measures) + '.'
 
 
+def _weight_dtype_note(args: argparse.Namespace, spec: RestorerSpec) -> str:
+    """``--weight-dtype``, and the models that do not have the option (they keep their default)."""
+    if args.weight_dtype is None:
+        return '(the models\' default)'
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from drward.archs.frm_arch import FaceRewardModel
+    lacking = [cls.__name__ for cls in (ARCH_REGISTRY.get(spec.arch_type), FaceRewardModel)
+               if not accepts_option(cls, 'weight_dtype')]
+    return args.weight_dtype + (f' ({", ".join(lacking)}: no such option, default kept)' if lacking else '')
+
+
 def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     scale, unit = (GIB, 'GiB') if args.size == 'sd21' else (2 ** 20, 'MiB')
     header = (f'## Memory budget: {spec.title} + FRM ({size_title(args.size)}), {args.resolution}², batch '
-              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {args.weight_dtype or "(default)"}')
+              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}')
     table = markdown_table(['component', 'what', f'no checkpointing {unit}', f'checkpointing {unit}'],
                            budget_rows(budget, scale), align='llrr')
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
