@@ -279,3 +279,13 @@ def fmt_mib(num_bytes: int) -> str:
 
 def fmt_ratio(numerator: float, denominator: float) -> str:
     return f'{numerator / denominator:.3f}' if denominator > 0 else 'n/a'
+
+
+def emit_report(report: str, out: Optional[str]) -> str:
+    """Print a Markdown report, also write it to ``out`` when given; return it."""
+    print(report)
+    if out:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(out, 'w') as handle:
+            handle.write(report)
+    return report

@@ -45,7 +45,8 @@ from torch import nn  # noqa: E402
 
 from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
                                      build_refl_model, make_batch, set_checkpointing, size_title)
-from benchmarks.common import PartClock, SavedTensorMeter, markdown_table, memory_probe  # noqa: E402
+from benchmarks.common import (PartClock, SavedTensorMeter, emit_report, markdown_table,  # noqa: E402
+                               memory_probe)
 from benchmarks.step_parts import GENERATOR_FORWARD_PARTS, instrument, model_tensors, run_step  # noqa: E402
 
 GOAL_GIB = 24
@@ -309,12 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             continue
         reports.append(render(args, spec, build_budget(args, spec)))
     report = '\n'.join(reports)
-    print(report)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as handle:
-            handle.write(report)
-    return report
+    return emit_report(report, args.out)
 
 
 if __name__ == '__main__':

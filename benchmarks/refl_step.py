@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from benchmarks.bench_models import (SPECS, RestorerSpec, available, build_refl_model, chain_length,  # noqa: E402,F401
                                      make_batch)
-from benchmarks.common import PartClock, SavedTensorMeter, memory_probe  # noqa: E402
+from benchmarks.common import PartClock, SavedTensorMeter, emit_report, memory_probe  # noqa: E402
 from benchmarks.step_parts import (PART_LABELS, PARTS, VariantResult, choose_variants, measure,  # noqa: E402,F401
                                    model_tensors, run_step)
 from benchmarks.step_report import construct_report, render_report  # noqa: E402
@@ -150,12 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
             print('refl_step: SD 2.1 sizes on the CPU take minutes per step and ~20 GiB; run it under '
                   '`flock /tmp/drward-bigmem.lock` on a shared machine', file=sys.stderr)
         report = benchmark_report(args, spec)
-    print(report)
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as handle:
-            handle.write(report)
-    return report
+    return emit_report(report, args.out)
 
 
 if __name__ == '__main__':
