@@ -241,6 +241,11 @@ class PartClock:
         self._since = now
 
     @property
+    def start_bytes(self) -> int:
+        """The memory level at the start of the run (the probe's :meth:`level`)."""
+        return self._base
+
+    @property
     def peak_bytes(self) -> int:
         """The run's peak above its starting level (the largest part peak)."""
         return max((m.peak_bytes for m in self.parts.values()), default=0)

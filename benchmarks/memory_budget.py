@@ -135,11 +135,12 @@ class Activations:
 
     generator: int
     frm_update: int
+    cuda_peak: Optional[int] = None  # on CUDA: the step's peak allocated, to hold the prediction against
 
 
 def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Dict[bool, Activations]:
-    """One real ReFL step (N = 1) without and one with gradient checkpointing (restorer and FRM), saved bytes by
-    phase. The step that follows the first is measured; the first one builds the optimiser states."""
+    """One real ReFL step (N = 1) without and one with gradient checkpointing (restorer and FRM): saved bytes by
+    phase, and on CUDA the step's peak allocated (the first step also creates the AdamW states)."""
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as workdir:
         model = build_refl_model(args, spec, workdir)
@@ -153,7 +154,8 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Dict[bo
                 set_checkpointing(model, checkpointing, checkpointing)
                 parts = run_step(model, batch, clock, 1, args.seed)
                 generator = sum(m.saved_bytes for key, m in parts.items() if key in GENERATOR_FORWARD_PARTS)
-                measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes)
+                peak = clock.start_bytes + clock.peak_bytes if device.type == 'cuda' else None
+                measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes, peak)
     finally:
         probe.close()
     return measured
@@ -220,6 +222,9 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
     rows.append([total, 'weights + states + max(phase 1, phase 2)', *cells(budget.total(False), budget.total(True))])
+    if acts and acts[False].cuda_peak is not None:
+        rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
+                     *cells(acts[False].cuda_peak, acts[True].cuda_peak)])
     return rows
 
 
