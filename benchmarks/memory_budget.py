@@ -54,14 +54,20 @@ GIB = 2 ** 30
 
 
 # ---------------------------------------------------------------------------------------------------- weights
+def _flatten(value, depth: int = 3) -> List:
+    """``value``, or the items of a dict / list / tuple, nested up to ``depth`` levels (a cache ``(key, {name:
+    tensor})``, a list of pairs)."""
+    if depth and isinstance(value, dict):
+        return [item for v in value.values() for item in _flatten(v, depth - 1)]
+    if depth and isinstance(value, (list, tuple)):
+        return [item for v in value for item in _flatten(v, depth - 1)]
+    return [value]
+
+
 def _attribute_values(obj) -> List:
-    """An object's attribute values, a dict's or list's items flattened one level (module internals skipped)."""
-    found = []
-    for name, value in vars(obj).items():
-        if name not in ('_parameters', '_buffers', '_modules'):
-            found += list(value.values()) if isinstance(value, dict) else list(value) if isinstance(
-                value, (list, tuple)) else [value]
-    return found
+    """An object's attribute values, containers flattened (module internals skipped)."""
+    return [item for name, value in vars(obj).items() if name not in ('_parameters', '_buffers', '_modules')
+            for item in _flatten(value)]
 
 
 def reachable_tensors(module: nn.Module, depth: int = 2) -> Iterator[torch.Tensor]:
@@ -82,7 +88,8 @@ def reachable_tensors(module: nn.Module, depth: int = 2) -> Iterator[torch.Tenso
 
 @dataclass
 class Component:
-    """Bytes one module holds: ``frozen`` / ``trained`` by dtype name (trained = ``requires_grad``)."""
+    """Bytes one module holds: ``frozen`` / ``trained`` by dtype name (trained = a parameter with ``requires_grad``;
+    frozen = everything else: frozen parameters, buffers, compute copies and caches)."""
 
     name: str
     frozen: Dict[str, int] = field(default_factory=dict)
@@ -108,7 +115,8 @@ def count_components(named: Sequence[Tuple[str, nn.Module]]) -> List[Component]:
             if key in seen:
                 continue
             seen.add(key)
-            side = component.trained if tensor.requires_grad else component.frozen
+            trained = isinstance(tensor, nn.Parameter) and tensor.requires_grad  # a cast is never trained itself
+            side = component.trained if trained else component.frozen
             dtype = str(tensor.dtype).replace('torch.', '')
             side[dtype] = side.get(dtype, 0) + tensor.numel() * tensor.element_size()
         if component.total:
@@ -138,9 +146,11 @@ class Activations:
     cuda_peak: Optional[int] = None  # on CUDA: the step's peak allocated, to hold the prediction against
 
 
-def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Dict[bool, Activations]:
+def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[Dict[bool, Activations],
+                                                                              List[Component]]:
     """One real ReFL step (N = 1) without and one with gradient checkpointing (restorer and FRM): saved bytes by
-    phase, and on CUDA the step's peak allocated (the first step also creates the AdamW states)."""
+    phase, and on CUDA the step's peak allocated (the first step also creates the AdamW states). Also the weights
+    counted on the real model after the steps, so that casts made at the first call (cached compute copies) count."""
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as workdir:
         model = build_refl_model(args, spec, workdir)
@@ -158,7 +168,8 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Dict[bo
                 measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes, peak)
     finally:
         probe.close()
-    return measured
+    losses = [c for key, c in model.criteria.items() if c is not None and key != 'l_reward']
+    return measured, count_components(named_components(model.net_g, model.frm, losses))
 
 
 # ---------------------------------------------------------------------------------------------------- the budget
@@ -191,7 +202,9 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     components = count_components(named_components(net, frm, losses))
     frm_trained = next(c.trained_bytes for c in components if c.name == 'FRM')
     generator_trained = sum(c.trained_bytes for c in components) - frm_trained
-    activations = None if args.skip_activations else measure_activations(args, spec)
+    activations = None
+    if not args.skip_activations:
+        activations, components = measure_activations(args, spec)
     return Budget(components, generator_trained, frm_trained, activations)
 
 
@@ -272,7 +285,10 @@ def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
             f'FRM update; never alive together.')
     if budget.activations:
         goal += (f' Activations measured on one real step on {args.device} with K = {args.steps} (the N = 1 graph '
-                 f'does not depend on K).')
+                 f'does not depend on K); weights counted on that model after its steps.')
+    else:
+        goal += (' Weights counted on the meta-device build: casts a model makes at its first call (a cached '
+                 'compute copy) are not in it; a run with activations counts them.')
     blocks = [header, table, goal]
     if args.size == 'sd21':
         blocks.append(closing_line(budget))
