@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 
+from drward.data.demo_faces import make_demo_faces
 from drward.utils.curves import CurveRecorder, TrainingCurves, _panels, parse_log_lines, read_run_logs
 from option_files import ROOT, run_tools_train
 
@@ -51,14 +52,15 @@ def test_recorder_keeps_the_printed_iterations_and_marks_every_frm_update(tmp_pa
 def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_log(tmp_path):
     with open(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml')) as f:
         opt = yaml.safe_load(f)
-    opt['network_g']['num_steps'] = 4
+    opt['network_g']['num_steps'] = 2
     opt['train'].update(total_iter=4)
     opt['train']['frm_update']['every'] = 2
-    opt['logger'].update(print_freq=2, save_checkpoint_freq=4)
-    opt['val']['val_freq'] = 2
+    opt['logger'].update(print_freq=2, save_checkpoint_freq=100)
+    opt['val']['val_freq'] = 100  # only BasicSR's validation after the last iteration
     opt['path']['experiments_root'] = str(tmp_path / 'experiments')
-    for dataset in opt['datasets'].values():
-        dataset['dataroot_gt'] = str(tmp_path / 'faces')
+    opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
+    opt['datasets']['val']['dataroot_gt'] = make_demo_faces(str(tmp_path / 'val_faces'), 64, count=2) and str(
+        tmp_path / 'val_faces')
     (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
     result = run_tools_train(tmp_path / 'opt.yml')
     assert result.returncode == 0, result.stderr[-3000:]
