@@ -15,7 +15,7 @@ from drward.inference.photos import OUTPUT_FOLDERS, PhotoRestorer
 from drward.utils.options import MissingWeightsError
 from option_files import ROOT
 
-FACE_SIZE = 256  # the FFHQ template at 256² keeps the tiny DiffBIR quick; the default is 512
+FACE_SIZE = 128  # the FFHQ template at 128² keeps the tiny DiffBIR quick; the default is 512
 
 
 def run_restore(*args):

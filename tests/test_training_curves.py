@@ -1,4 +1,5 @@
 """Training curves: log lines parse into the curves' data, a tiny ReFL run draws them, plot_curves redraws them."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -53,14 +54,15 @@ def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_lo
     with open(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml')) as f:
         opt = yaml.safe_load(f)
     opt['network_g']['num_steps'] = 2
-    opt['train'].update(total_iter=4)
+    opt['train'].update(total_iter=3, grad_accum=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 2
     opt['train']['frm_update']['every'] = 2
-    opt['logger'].update(print_freq=2, save_checkpoint_freq=100)
+    opt['logger'].update(print_freq=1, save_checkpoint_freq=100)
     opt['val']['val_freq'] = 100  # only BasicSR's validation after the last iteration
     opt['path']['experiments_root'] = str(tmp_path / 'experiments')
     opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
-    opt['datasets']['val']['dataroot_gt'] = make_demo_faces(str(tmp_path / 'val_faces'), 64, count=2) and str(
-        tmp_path / 'val_faces')
+    make_demo_faces(str(tmp_path / 'val_faces'), 64, count=2)  # two validation faces keep the run short
+    opt['datasets']['val']['dataroot_gt'] = str(tmp_path / 'val_faces')
     (tmp_path / 'opt.yml').write_text(yaml.safe_dump(opt))
     result = run_tools_train(tmp_path / 'opt.yml')
     assert result.returncode == 0, result.stderr[-3000:]
@@ -68,14 +70,14 @@ def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_lo
     assert (exp / 'training_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     recorded = TrainingCurves.from_json(json.loads((exp / 'training_curves.json').read_text()))
     assert {'l_reg', 'l_dwt', 'l_reward', 'reward_restored', 'reward_gt', 'frm_acc'} <= set(recorded.train)
-    assert recorded.frm_updates == [2, 4] and set(recorded.train['l_total']) == {2, 4}
+    assert recorded.frm_updates == [2] and set(recorded.train['l_total']) == {1, 2, 3}
     assert set(recorded.val) == {f'demo_faces_tiny_val/{k}' for k in ('psnr', 'reward_restored', 'reward_gt')}
 
     redrawn = tmp_path / 'redrawn.png'
     out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'plot_curves.py'), str(exp), '-o',
                           str(redrawn)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert redrawn.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and '2 FRM updates' in out.stdout
+    assert redrawn.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and 'FRM updates at iterations [2]' in out.stdout
     parsed = read_run_logs(str(exp))
     assert parsed.frm_updates == recorded.frm_updates
     for group in ('train', 'val'):
@@ -85,8 +87,40 @@ def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_lo
                 assert getattr(parsed, group)[name][it] == pytest.approx(value, rel=1e-4, abs=6e-5), (name, it)
 
 
-def test_plot_curves_names_a_folder_without_a_log(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'plot_curves.py'), str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stderr.strip() == f'plot_curves: no train_*.log in {tmp_path} (BasicSR ' \
-                                                         'writes one per run into the experiment folder)'
+def test_plot_curves_names_a_folder_without_a_log(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location('plot_curves_tool', os.path.join(ROOT, 'tools', 'plot_curves.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, 'argv', ['plot_curves.py', str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert str(stop.value) == (f'plot_curves: no train_*.log in {tmp_path} (BasicSR writes one per run into the '
+                               'experiment folder)')
+
+
+def test_frm_model_records_its_loss_accuracy_and_validation_and_draws_them(tmp_path, one_thread):
+    from basicsr.data import build_dataloader, build_dataset
+    from basicsr.models import build_model
+
+    from drward.annotate.demo import make_demo_pairs
+    from drward.annotate.pairs import write_pairs
+    demo = make_demo_pairs(str(tmp_path / 'pairs'), faces=3, size=64, variants=3, human_fraction=1.0, seed=0)
+    write_pairs(str(tmp_path / 'pairs.jsonl'), demo.pairs)
+    data = {'name': 'pairs', 'type': 'PreferencePairDataset', 'phase': 'val', 'scale': 1, 'image_size': 64,
+            'pairs_file': str(tmp_path / 'pairs.jsonl'), 'num_worker_per_gpu': 0, 'batch_size_per_gpu': 4}
+    opt = {'name': 'frm_curves', 'model_type': 'FRMModel', 'is_train': True, 'dist': False, 'rank': 0,
+           'world_size': 1, 'num_gpu': 0, 'manual_seed': 0, 'logger': {'print_freq': 1},
+           'network_frm': {'type': 'FaceRewardModel', 'model_name': 'tiny'}, 'datasets': {'val': data},
+           'path': {'experiments_root': str(tmp_path), 'models': str(tmp_path / 'models'),
+                    'training_states': str(tmp_path / 'states'), 'resume_state': None},
+           'train': {'warmup_iter': -1, 'optim_frm': {'lr': 1e-3}}, 'val': {'batch_size': 16}}
+    model = build_model(opt)
+    loader = build_dataloader(build_dataset(data), data, num_gpu=0, dist=False, sampler=None, seed=0)
+    for it, batch in zip((1, 2), loader):
+        model.feed_data(batch)
+        model.optimize_parameters(it)
+    model.validation(loader, 2, None)
+    curves = model.curves.curves
+    assert set(curves.train['l_frm']) == set(curves.train['frm_acc']) == {1, 2}
+    assert set(curves.val) == {'pairs/pair_acc', 'pairs/val_loss'} and curves.frm_updates == []
+    assert (tmp_path / 'training_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -30,7 +30,7 @@ def main() -> None:
     iters = sorted({i for series in curves.train.values() for i in series})
     span = f'iterations {iters[0]}-{iters[-1]}' if iters else 'no training lines'
     print(f'{path}: {len(curves.train)} logged values over {span}, {len(curves.val)} validation series, '
-          f'{len(curves.frm_updates)} FRM updates')
+          f'FRM updates at iterations {sorted(curves.frm_updates)}')
 
 
 if __name__ == '__main__':
