@@ -142,3 +142,17 @@ def test_bf16_restoration_of_the_tiny_model_stays_close_to_fp32(one_thread):
     # bf16 autocast rounds to 8 mantissa bits (2^-8 ≈ 0.4 %) through ~40 layers and 2 DDIM steps. Measured on this
     # CPU: 0.5 grey levels mean absolute difference; another seed (same precision) moves the output by 47. Allow 4.
     assert np.abs(fp32 - bf16).mean() < 4.0
+
+
+def test_big_photos_are_searched_shrunk_and_the_faces_mapped_back():
+    from skimage import data
+
+    from drward.face.detect import DlibFaceDetector
+    from drward.inference.photos import PhotoFaceDetector
+    photo = data.astronaut()
+    big = np.repeat(np.repeat(photo, 2, axis=0), 2, axis=1)  # shrinking by 2 (area filter) gives the photo back
+    full = PhotoFaceDetector(DlibFaceDetector(), min_score=0.5).detect(photo)
+    shrunk = PhotoFaceDetector(DlibFaceDetector(), min_score=0.5, max_side=512).detect(big)
+    assert len(full) == len(shrunk) == 1  # the shoulder patch (score 0.12) is dropped
+    # the same detection on the same pixels, mapped ×2: equal up to the float round trip
+    assert np.allclose(shrunk[0].landmarks5, 2 * full[0].landmarks5, atol=1e-6)

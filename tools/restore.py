@@ -56,7 +56,7 @@ def main() -> int:
     from drward.face.detect import build_face_detector
     from drward.inference.demo_inputs import write_demo_inputs
     from drward.inference.model import build_face_restorer
-    from drward.inference.photos import PhotoRestorer, confident_detector, input_images, write_summary
+    from drward.inference.photos import PhotoRestorer, input_images, photo_face_detector, write_summary
     from drward.utils.options import MissingWeightsError, OptionError
     try:
         if args.demo_inputs:
@@ -64,7 +64,7 @@ def main() -> int:
         paths = input_images(args.input)
         model = build_face_restorer(args.opt, args.tiny, args.restorer, args.checkpoint, args.steps, args.seed,
                                     args.weight_dtype, args.device)
-        detector = None if args.aligned else confident_detector(
+        detector = None if args.aligned else photo_face_detector(
             build_face_detector(args.detector, 'weights/facexlib', str(model.device)), args.min_score)
     except (MissingWeightsError, OptionError, FileNotFoundError) as error:
         print(error, file=sys.stderr)

@@ -76,25 +76,36 @@ class RunSummary:
 #: dlib's HOG detector scores (SVM margins) faces from about 0.5 up; below, its hits are mostly clutter (on
 #: skimage's astronaut photo: the face 1.16, a shoulder patch 0.12). facexlib's RetinaFace already keeps p ≥ 0.8.
 DLIB_MIN_SCORE = 0.5
+#: Photos whose long side exceeds this are searched for faces at this size (then aligned from the full image).
+DETECT_MAX_SIDE = 2048
 
 
-class ConfidentFaces:
-    """A face detector keeping only the faces that score at least ``min_score``."""
+class PhotoFaceDetector:
+    """A face detector for photos of any size: it searches a copy shrunk to ``max_side`` at most, maps the faces
+    back to the photo's pixels, and keeps the ones scoring at least ``min_score``."""
 
-    def __init__(self, detector, min_score: float):
-        self.detector, self.min_score = detector, min_score
-        self.name = f'{detector.name}, score >= {min_score:g}'
+    def __init__(self, detector, min_score: float = 0.0, max_side: int = DETECT_MAX_SIDE):
+        self.detector, self.min_score, self.max_side = detector, min_score, max_side
+        self.name = detector.name + (f', score >= {min_score:g}' if min_score > 0 else '')
 
     def detect(self, img_rgb: np.ndarray) -> list:
-        return [face for face in self.detector.detect(img_rgb) if face.score >= self.min_score]
+        scale = min(1.0, self.max_side / max(img_rgb.shape[:2]))
+        small = img_rgb if scale == 1.0 else cv2.resize(img_rgb, None, fx=scale, fy=scale,
+                                                        interpolation=cv2.INTER_AREA)
+        faces = [face for face in self.detector.detect(small) if face.score >= self.min_score]
+        for face in faces:
+            face.box = tuple(v / scale for v in face.box)
+            face.landmarks5 = face.landmarks5 / scale
+        return faces
 
 
-def confident_detector(detector, min_score: Optional[float] = None):
-    """``detector`` with a score floor: ``min_score``, or by default :data:`DLIB_MIN_SCORE` for dlib, none else."""
+def photo_face_detector(detector, min_score: Optional[float] = None) -> PhotoFaceDetector:
+    """:class:`PhotoFaceDetector` around ``detector``; ``min_score`` defaults to :data:`DLIB_MIN_SCORE` for dlib and
+    to none for facexlib."""
     from drward.face.detect import DlibFaceDetector
     if min_score is None:
         min_score = DLIB_MIN_SCORE if isinstance(detector, DlibFaceDetector) else 0.0
-    return ConfidentFaces(detector, min_score) if min_score > 0 else detector
+    return PhotoFaceDetector(detector, min_score)
 
 
 def input_images(path: str) -> List[str]:
@@ -139,6 +150,9 @@ class PhotoRestorer:
         self.output = output
         self.aligned = aligned
         self.face_size = face_size
+        if not aligned and detector is None:
+            from drward.face.detect import build_face_detector
+            detector = photo_face_detector(build_face_detector())
         self.wild = None if aligned else WildFaceRestorer(detector, face_size, select='all', min_face=min_face)
         self.face_seconds = 0.0
 
