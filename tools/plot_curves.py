@@ -29,7 +29,7 @@ def main() -> None:
     path = draw_curves(curves, args.output or osp.join(folder, CURVES_FILE))
     iters = sorted({i for series in curves.train.values() for i in series})
     span = f'iterations {iters[0]}-{iters[-1]}' if iters else 'no training lines'
-    print(f'{path}: {len(curves.train)} logged values over {span}, {len(curves.val)} validation series, '
+    print(f'{path}: {len(curves.train)} logged series over {span}, {len(curves.val)} validation series, '
           f'FRM updates at iterations {sorted(curves.frm_updates)}')
 
 

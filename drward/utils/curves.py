@@ -143,12 +143,16 @@ def draw_curves(curves: TrainingCurves, path: str) -> str:
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 3.2 * rows), squeeze=False)
     for ax, (title, log_scale, train, val) in zip(axes.flat, panels):
+        names = list(dict.fromkeys(list(train) + [name.rsplit('/', 1)[-1] for name in val]))
+        colour = {name: f'C{i % 10}' for i, name in enumerate(names)}  # a metric keeps its colour in val
         for name, series in train.items():
             points = sorted((i, v) for i, v in series.items() if not log_scale or v > 0)
             if points:
-                ax.plot(*zip(*points), label=name, linewidth=1.2)
+                ax.plot(*zip(*points), label=name, linewidth=1.2, color=colour[name])
         for name, series in val.items():
-            ax.plot(*zip(*sorted(series.items())), marker='o', linestyle='--', label=f'val {name}')
+            dataset, metric = name.rsplit('/', 1)
+            ax.plot(*zip(*sorted(series.items())), marker='o', linestyle='--', color=colour[metric],
+                    label=f'{metric} (validation, {dataset})')
         for it in curves.frm_updates:
             ax.axvline(it, color='grey', linestyle=':', linewidth=0.8, alpha=0.6)
         ax.set_yscale('log' if log_scale else 'linear')
