@@ -17,7 +17,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional
 
-import cv2
 import numpy as np
 import torch
 import yaml
@@ -25,6 +24,7 @@ from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded
+from drward.inference.photos import resize_to
 from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
 
 TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
@@ -87,9 +87,7 @@ class FaceRestorer:
         with context:
             out = restore_seeded(self.net, lq, None, self.seed)
         img = (out[0].permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
-        if img.shape[:2] != (size, size):
-            img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_CUBIC)
-        return img
+        return resize_to(img, size, size)
 
 
 def pick_device(name: str) -> torch.device:

@@ -43,6 +43,15 @@ class ImageResult:
     reason: str = ''
 
 
+def _what_happened(result: ImageResult) -> str:
+    if result.status == 'skipped':
+        return f'skipped: {result.reason}'
+    if result.status == 'no face':
+        return 'no face found: copied to restored_imgs/ unchanged'
+    note = f' ({result.reason})' if result.reason else ''
+    return f'{result.faces} face{"s" if result.faces != 1 else ""} restored{note}'
+
+
 @dataclass
 class RunSummary:
     """All images of a run, the face-restoration time and the lines printed at the end."""
@@ -64,11 +73,9 @@ class RunSummary:
         out = [f'Restorer: {restorer}',
                f'Images  : {len(self.results)} -> {self.count("restored")} restored ({self.faces} faces), '
                f'{self.count("no face")} without a face (copied through), {self.count("skipped")} skipped']
-        for r in self.results:
-            what = {'restored': f'{r.faces} face{"s" if r.faces != 1 else ""} restored', 'no face':
-                    'no face found: copied to restored_imgs/ unchanged'}.get(r.status, f'skipped: {r.reason}')
-            out.append(f'  {osp.basename(r.path):<{width}}  {what}{f" ({r.reason})" if r.reason and r.status != "skipped" else ""}')
-        out.append(f'Time    : {self.face_seconds:.1f} s restoring faces ({per_face}), {self.total_seconds:.1f} s in all')
+        out += [f'  {osp.basename(r.path):<{width}}  {_what_happened(r)}' for r in self.results]
+        out.append(f'Time    : {self.face_seconds:.1f} s restoring faces ({per_face}), '
+                   f'{self.total_seconds:.1f} s in all')
         out.append(f'Results : {output}/{{{",".join(OUTPUT_FOLDERS)}}}/')
         return out
 

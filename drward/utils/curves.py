@@ -54,7 +54,8 @@ class TrainingCurves:
     def until(self, last_iter: int) -> 'TrainingCurves':
         """Only the points at iterations ≤ ``last_iter`` (a resumed run redoes the ones after its checkpoint)."""
         cut = lambda series: {name: {i: v for i, v in s.items() if i <= last_iter} for name, s in series.items()}
-        return TrainingCurves(self.title, cut(self.train), cut(self.val), [i for i in self.frm_updates if i <= last_iter])
+        updates = [i for i in self.frm_updates if i <= last_iter]
+        return TrainingCurves(self.title, cut(self.train), cut(self.val), updates)
 
     def to_json(self) -> Dict:
         return {'title': self.title, 'frm_updates': sorted(self.frm_updates),
@@ -77,9 +78,9 @@ _VAL_VALUE = re.compile(rf'^\s*(\w+):? ({_NUMBER})\b')
 
 
 def parse_log_lines(lines, curves: Optional[TrainingCurves] = None) -> TrainingCurves:
-    """Add the MessageLogger lines (``[epoch: …, iter: …, lr:(…)] [eta: …] key: value …``) and the validation lines
-    (ReFL: ``Validation <set>, iter N: psnr: …, reward_restored: …``; FRM: ``Validation <set> @ iter N: pair_acc …
-    (best …), val_loss … on P pairs``) of ``lines`` to ``curves``."""
+    """Add to ``curves`` the MessageLogger lines of ``lines`` (``[epoch: …, iter: …, lr:(…)] [eta: …] key: value …``)
+    and the validation lines (ReFL: ``Validation <set>, iter N: psnr: …, reward_restored: …``; FRM:
+    ``Validation <set> @ iter N: pair_acc … (best …), val_loss … on P pairs``)."""
     curves = curves if curves is not None else TrainingCurves()
     for line in lines:
         match = _TRAIN_LINE.search(line)
