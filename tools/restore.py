@@ -30,7 +30,8 @@ def parse_args() -> argparse.Namespace:
     model.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
     model.add_argument('--steps', type=int, help='DDIM steps (DiffBIR; default: the option file\'s num_steps)')
     model.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (same for every face)')
-    model.add_argument('--weight-dtype', choices=('fp32', 'bf16'), default='fp32')
+    model.add_argument('--weight-dtype', choices=('fp32', 'bf16'),
+                       help="default: the option file's network_g.weight_dtype (else fp32)")
     model.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
     faces = parser.add_argument_group('faces')
     faces.add_argument('--aligned', action='store_true', help='the inputs are aligned faces (no detection)')

@@ -11,6 +11,7 @@ from a generator seeded with ``seed``), so a face's result does not depend on th
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import sys
 from contextlib import nullcontext
@@ -32,15 +33,22 @@ WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
 
 def arch_option_keys(arch_type: str) -> List[str]:
-    """The option keys a registered restorer accepts (its module's ``DEFAULTS``, which its constructor checks)."""
+    """The option keys a registered restorer accepts: its module's ``DEFAULTS`` (which drward's restorers check),
+    else its constructor's named arguments."""
     cls = ARCH_REGISTRY.get(arch_type)
-    return list(getattr(sys.modules[cls.__module__], 'DEFAULTS', {}))
+    defaults = getattr(sys.modules[cls.__module__], 'DEFAULTS', None)
+    if isinstance(defaults, Mapping):
+        return list(defaults)
+    return [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
 
 
-def weight_dtype_choice(network_opt: Dict, accepted: List[str], name: str) -> Optional[torch.dtype]:
-    """Apply ``--weight-dtype`` (``fp32`` | ``bf16``): the restorer's own ``weight_dtype`` option where it has one
-    (set in ``network_opt``); otherwise the dtype to autocast the restoration to (None for fp32). Casting the whole
-    module is no substitute: BasicSR's SwinIR (DiffBIR's stage 1) builds float32 attention masks."""
+def weight_dtype_choice(network_opt: Dict, accepted: List[str], name: Optional[str]) -> Optional[torch.dtype]:
+    """Apply ``--weight-dtype`` (``fp32`` | ``bf16``; None keeps the option file's): the restorer's own
+    ``weight_dtype`` option where it has one (set in ``network_opt``); otherwise the dtype to autocast the
+    restoration to (None for fp32). Casting the whole module is no substitute: BasicSR's SwinIR (DiffBIR's stage 1)
+    builds float32 attention masks."""
+    if name is None:
+        return None
     if name not in WEIGHT_DTYPES:
         raise OptionError(f'--weight-dtype must be one of {sorted(WEIGHT_DTYPES)}, got {name!r}')
     if 'weight_dtype' in accepted:
@@ -98,7 +106,7 @@ def pick_device(name: str) -> torch.device:
 
 def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, restorer: str = 'diffbir',
                         checkpoint: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
-                        weight_dtype: str = 'fp32', device: str = 'auto') -> FaceRestorer:
+                        weight_dtype: Optional[str] = None, device: str = 'auto') -> FaceRestorer:
     """Build the restorer of ``opt_path`` (or the tiny one of ``restorer``), load ``checkpoint`` (its trained part),
     set ``steps`` (DDIM steps, restorers that sample) and the weight dtype. Missing weight files raise
     :class:`MissingWeightsError` (all of them, one line each) before anything is built."""
@@ -132,6 +140,7 @@ def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, rest
     parts = [f'{network_opt["type"]} from {opt_path}', tiny_note,
              f'checkpoint {checkpoint}' if checkpoint else 'no checkpoint (the option file\'s weights)',
              f'{network_opt["num_steps"]} DDIM steps' if 'num_steps' in network_opt else None,
-             f'seed {seed}', f'{weight_dtype}{" (autocast)" if autocast is not None else ""}', str(target)]
+             f'seed {seed}', f'{weight_dtype or network_opt.get("weight_dtype", "fp32")} weights'
+             f'{" (autocast)" if autocast is not None else ""}', str(target)]
     description = ', '.join(p for p in parts if p) + ''.join(f'\n  note: {n}' for n in notes)
     return FaceRestorer(net, target, autocast, description, seed)
