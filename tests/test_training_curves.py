@@ -129,7 +129,8 @@ def test_frm_model_records_its_loss_accuracy_and_validation_and_draws_them(tmp_p
 def test_a_resumed_run_starts_from_its_logs_up_to_the_resumed_iteration(tmp_path):
     line = ('2026-11-30 15:20:01,123 INFO: [refl_..][epoch:  0, iter:       {it}, lr:(1.000e-03,)] [eta: 0:00:40, '
             'time (data): 0.812 (0.003)] l_total: {value:.4e} ')
-    (tmp_path / 'train_x_20261130_152000.log').write_text('\n'.join(line.format(it=it, value=1 / it) for it in (2, 4, 6)))
+    lines = [line.format(it=it, value=1 / it) for it in (2, 4, 6)]
+    (tmp_path / 'train_x_20261130_152000.log').write_text('\n'.join(lines))
     recorder = CurveRecorder({'name': 'x', 'is_train': True, 'logger': {'print_freq': 2},
                               'path': {'experiments_root': str(tmp_path), 'resume_state': str(tmp_path / '4.state')}})
     assert recorder.curves.train == {'l_total': {2: 0.5, 4: 0.25}} and recorder.curves.title == 'x'
