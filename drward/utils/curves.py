@@ -157,6 +157,8 @@ def draw_curves(curves: TrainingCurves, path: str) -> str:
         for it in curves.frm_updates:
             ax.axvline(it, color='grey', linestyle=':', linewidth=0.8, alpha=0.6)
         ax.set_yscale('log' if log_scale else 'linear')
+        if not log_scale:
+            ax.ticklabel_format(axis='y', useOffset=False)  # PSNR 10.9573, not +1.095e1 and 0.0073
         ax.set_title(title, fontsize=10)
         ax.set_xlabel('iteration', fontsize=8)
         ax.tick_params(labelsize=8)
