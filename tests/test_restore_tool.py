@@ -112,13 +112,13 @@ def tool_main(monkeypatch, *args):
 def test_missing_weight_files_stop_the_tool_before_any_image_one_line_each(photo_folder, tmp_path, monkeypatch,
                                                                           capsys):
     code = tool_main(monkeypatch, '-i', photo_folder, '-o', tmp_path / 'out', '--opt', 'options/refl_diffbir.yml',
-                     '--checkpoint', tmp_path / 'net_g_3500.pth')
+                     '--checkpoint', tmp_path / 'net_g_3500.safetensors')
     assert code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4, lines  # SD, IRControlNet, SwinIR, the checkpoint
     assert all(line.startswith('missing ') for line in lines)
     assert any('network_g.diffbir_checkpoint' in line and 'v1_face.pth' in line for line in lines)
-    assert lines[-1].startswith(f'missing checkpoint file {tmp_path / "net_g_3500.pth"}')
+    assert lines[-1].startswith(f'missing checkpoint file {tmp_path / "net_g_3500.safetensors"}')
     assert not (tmp_path / 'out').exists()
 
 

@@ -1,7 +1,7 @@
 """Restore the faces of your own photos with DiffBIR or OSEDiff (+ DiffusionReward), GFPGAN / CodeFormer style.
 
     python tools/restore.py -i photos/ -o results/restored --opt options/refl_diffbir.yml \
-        --checkpoint experiments/refl_diffbir/models/net_g_3500.pth
+        --checkpoint experiments/refl_diffbir/models/net_g_3500.safetensors
     python tools/restore.py -i inputs/demo -o results/restore_demo --tiny --demo-inputs   # fresh clone, CPU
 
 INPUT is an image or a folder of images (jpg, png, webp, ...; any size; grey and RGBA converted). Whole photos:
@@ -25,7 +25,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('-o', '--output', required=True, help='output folder')
     model = parser.add_argument_group('restorer')
     model.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
-    model.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.pth of a ReFL run)')
+    model.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
     model.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
     model.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
     model.add_argument('--steps', type=int, help='DDIM steps (DiffBIR; default: the option file\'s num_steps)')

@@ -1,7 +1,7 @@
 """The restorer behind ``tools/restore.py``: ``network_g`` of an option file, an optional trained checkpoint, the
 sampling and precision choices of the command line.
 
-* ``--opt options/refl_diffbir.yml [--checkpoint experiments/refl_diffbir/models/net_g_3500.pth]``: the real
+* ``--opt options/refl_diffbir.yml [--checkpoint experiments/refl_diffbir/models/net_g_3500.safetensors]``: the real
   restorer (its weight files must exist; each missing one is named, with its option key, before any image is read);
 * ``--tiny``: ``network_g`` of ``options/refl_<restorer>_tiny.yml``, tiny random models (CPU demos and tests).
 
@@ -24,7 +24,7 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.registry import ARCH_REGISTRY
 
-from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded
+from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded, trained_part_file
 from drward.inference.photos import resize_to
 from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
 
@@ -69,9 +69,9 @@ def read_network_options(opt_path: str) -> Dict:
 def check_weight_files(network_opt: Mapping, checkpoint: Optional[str]) -> None:
     """Raise :class:`MissingWeightsError` with one line per absent weight file (``network_g`` keys, checkpoint)."""
     lines = [missing_weight_message(path, f'network_g.{key}') for key, path in find_missing_weights(network_opt)]
-    if checkpoint and not os.path.isfile(checkpoint):
-        lines.append(f'missing checkpoint file {checkpoint} (--checkpoint; a net_g_<iter>.pth written by ReFL '
-                     'training)')
+    if checkpoint and not os.path.isfile(trained_part_file(checkpoint)):
+        lines.append(f'missing checkpoint file {checkpoint} (--checkpoint; a net_g_<iter>.safetensors written by '
+                     'ReFL training)')
     if lines:
         raise MissingWeightsError('\n'.join(lines))
 
