@@ -44,6 +44,8 @@ def main() -> None:
     print(f'Experiment folder : {exp}')
     print(f'  restored grids  : {osp.join(exp, "visualization")}  (LQ | restored | GT)')
     print(f'  training log    : {sorted(glob.glob(osp.join(exp, "train_*.log")))[-1]}')
+    print(f'  training curves : {osp.join(exp, "training_curves.png")}  (reward restored vs GT, FRM accuracy, '
+          f'losses; redraw: python tools/plot_curves.py {osp.relpath(exp, ROOT)})')
     print(f'  checkpoints     : {osp.join(exp, "models")}  (net_g_*: trained IRControlNet, net_frm_*: FRM)')
     print(f'  resume states   : {osp.join(exp, "training_states")}  (tools/train.py -opt ... --auto_resume)')
 

@@ -39,6 +39,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from drward.archs.frm_arch import FaceRewardModel, build_frm, save_frm
 from drward.losses.preference_loss import PreferenceLoss
 from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.utils.curves import CurveRecorder
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import base_name, register
 
@@ -98,6 +99,7 @@ class FRMModel(BaseModel):
         self._pending_tb: List[Tuple[str, float, int]] = []
         self.autocast_dtype = None
         self.log_dict: Dict[str, float] = OrderedDict()
+        self.curves = CurveRecorder(opt)  # experiments/<name>/training_curves.png
         if self.is_train:
             self.init_training_settings()
 
@@ -189,6 +191,7 @@ class FRMModel(BaseModel):
         log['logit_scale'] = float(self.frm.clip.logit_scale.detach())
         log['inv_temperature'] = float(self.frm.logit_scale_exp.detach())
         self.log_dict = log
+        self.curves.train(current_iter, log)
 
     def get_current_log(self) -> Dict[str, float]:
         return self.log_dict
@@ -220,6 +223,7 @@ class FRMModel(BaseModel):
         name = self._dataset_name(dataloader.dataset)
         results = self.evaluate_pairs(dataloader)
         self._log_validation(name, results, current_iter, tb_logger)
+        self.curves.validation(current_iter, name, {key: results[key] for key in ('pair_acc', 'val_loss')})
         return results
 
     def _dataset_name(self, dataset) -> str:
@@ -282,3 +286,5 @@ class FRMModel(BaseModel):
         save_frm(self.frm, self.checkpoint_path(current_iter))
         os.makedirs(self.opt['path']['training_states'], exist_ok=True)  # BasicSR only warns when it is missing
         self.save_training_state(epoch, current_iter)
+        if current_iter == -1:  # BasicSR's save at the end of training
+            self.curves.draw()

@@ -44,6 +44,7 @@ from drward.archs.frm_arch import save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.models.validation import RestorationValidator
+from drward.utils.curves import CurveRecorder
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
@@ -80,6 +81,7 @@ class ReFLModel(BaseModel):
         if getattr(self.net_g, 'is_tiny', False):
             get_root_logger().warning('ReFLModel: network_g uses TINY random models (plumbing demo, not results)')
         self.validator = RestorationValidator(self)
+        self.curves = CurveRecorder(opt)  # experiments/<name>/training_curves.png
         if self.is_train:
             self.init_training_settings()
 
@@ -218,6 +220,7 @@ class ReFLModel(BaseModel):
         if self.frm_every and current_iter % self.frm_every == 0:
             log.update(self.update_frm(restored, self.gt))
         self.log_dict = log
+        self.curves.train(current_iter, log)
 
     def _captions(self, n: int) -> List[str]:
         return self.criteria['l_reward'].captions_for(n, self.captions)
@@ -245,11 +248,12 @@ class ReFLModel(BaseModel):
 
     # ------------------------------------------------------------------------------------------------ validation
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        self.validator.run(dataloader, current_iter, tb_logger, save_img)
+        results = self.validator.run(dataloader, current_iter, tb_logger, save_img)
+        self.curves.validation(current_iter, dataloader.dataset.opt['name'], results)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
         if self.opt['rank'] == 0:
-            self.validator.run(dataloader, current_iter, tb_logger, save_img)
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _model_path(self, label: str, current_iter: int, ext: str = '.pth') -> str:
@@ -263,6 +267,8 @@ class ReFLModel(BaseModel):
         if self.frm is not None:
             save_frm(self.frm, self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)
+        if current_iter == -1:  # BasicSR's save at the end of training
+            self.curves.draw()
 
     def load_trained(self, path: str) -> None:
         load_restorer_weights(self.net_g, path)

@@ -1,0 +1,146 @@
+"""The restorer behind ``tools/restore.py``: ``network_g`` of an option file, an optional trained checkpoint, the
+sampling and precision choices of the command line.
+
+* ``--opt options/refl_diffbir.yml [--checkpoint experiments/refl_diffbir/models/net_g_3500.safetensors]``: the real
+  restorer (its weight files must exist; each missing one is named, with its option key, before any image is read);
+* ``--tiny``: ``network_g`` of ``options/refl_<restorer>_tiny.yml``, tiny random models (CPU demos and tests).
+
+Faces are restored one at a time with :func:`drward.archs.restorer.restore_seeded` (no gradient, the noise drawn
+from a generator seeded with ``seed``), so a face's result does not depend on the other faces of the photo.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.utils.registry import ARCH_REGISTRY
+
+from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded, trained_part_file
+from drward.inference.photos import resize_to
+from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
+
+TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
+WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+
+
+def arch_option_keys(arch_type: str) -> List[str]:
+    """The option keys a registered restorer accepts: its module's ``DEFAULTS`` (which drward's restorers check),
+    else its constructor's named arguments."""
+    cls = ARCH_REGISTRY.get(arch_type)
+    defaults = getattr(sys.modules[cls.__module__], 'DEFAULTS', None)
+    if isinstance(defaults, Mapping):
+        return list(defaults)
+    return [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
+
+
+def weight_dtype_choice(network_opt: Dict, accepted: List[str], name: Optional[str]) -> Optional[torch.dtype]:
+    """Apply ``--weight-dtype`` (``fp32`` | ``bf16``; None keeps the option file's): the restorer's own
+    ``weight_dtype`` option where it has one (set in ``network_opt``); otherwise the dtype to autocast the
+    restoration to (None for fp32). Casting the whole module is no substitute: BasicSR's SwinIR (DiffBIR's stage 1)
+    builds float32 attention masks."""
+    if name is None:
+        return None
+    if name not in WEIGHT_DTYPES:
+        raise OptionError(f'--weight-dtype must be one of {sorted(WEIGHT_DTYPES)}, got {name!r}')
+    if 'weight_dtype' in accepted:
+        network_opt['weight_dtype'] = name
+        return None
+    return None if name == 'fp32' else WEIGHT_DTYPES[name]
+
+
+def read_network_options(opt_path: str) -> Dict:
+    """``network_g`` of an option file; :class:`OptionError` names a file without one."""
+    with open(opt_path, encoding='utf-8') as handle:
+        opt = yaml.safe_load(handle) or {}
+    if not isinstance(opt.get('network_g'), Mapping):
+        raise OptionError(f'option file {opt_path} has no network_g section (the restorer to build)')
+    return copy.deepcopy(dict(opt['network_g']))
+
+
+def check_weight_files(network_opt: Mapping, checkpoint: Optional[str]) -> None:
+    """Raise :class:`MissingWeightsError` with one line per absent weight file (``network_g`` keys, checkpoint)."""
+    lines = [missing_weight_message(path, f'network_g.{key}') for key, path in find_missing_weights(network_opt)]
+    if checkpoint and not os.path.isfile(trained_part_file(checkpoint)):
+        lines.append(f'missing checkpoint file {checkpoint} (--checkpoint; a net_g_<iter>.safetensors written by '
+                     'ReFL training)')
+    if lines:
+        raise MissingWeightsError('\n'.join(lines))
+
+
+@dataclass
+class FaceRestorer:
+    """A built restorer and how to call it on aligned faces."""
+
+    net: Restorer
+    device: torch.device
+    autocast: Optional[torch.dtype]
+    description: str
+    seed: int = 0
+
+    def restore_face(self, face_rgb: np.ndarray) -> np.ndarray:
+        """One aligned face ``(S, S, 3)`` RGB uint8 → the restored face, same shape."""
+        size = face_rgb.shape[0]
+        lq = torch.from_numpy(face_rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(self.device)
+        context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
+                   else nullcontext())
+        with context:
+            out = restore_seeded(self.net, lq, None, self.seed)
+        img = (out[0].permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
+        return resize_to(img, size, size)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    return torch.device(name)
+
+
+def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, restorer: str = 'diffbir',
+                        checkpoint: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
+                        weight_dtype: Optional[str] = None, device: str = 'auto') -> FaceRestorer:
+    """Build the restorer of ``opt_path`` (or the tiny one of ``restorer``), load ``checkpoint`` (its trained part),
+    set ``steps`` (DDIM steps, restorers that sample) and the weight dtype. Missing weight files raise
+    :class:`MissingWeightsError` (all of them, one line each) before anything is built."""
+    if not opt_path and not tiny:
+        raise OptionError('give the restorer: --opt <option file with network_g> (real weights) or --tiny')
+    if tiny and not opt_path:
+        opt_path = TINY_OPTION_FILES[restorer]
+    network_opt = read_network_options(opt_path)
+    check_weight_files(network_opt, checkpoint)
+    accepted = arch_option_keys(network_opt.get('type', ''))
+    notes = []
+    if steps is not None:
+        if 'num_steps' in accepted:
+            network_opt['num_steps'] = int(steps)
+        else:
+            notes.append(f'--steps {steps} ignored: {network_opt["type"]} restores in one step')
+    autocast = weight_dtype_choice(network_opt, accepted, weight_dtype)
+    net = build_network(network_opt)
+    if not isinstance(net, Restorer):
+        raise OptionError(f'{opt_path}: network_g type {network_opt.get("type")} is not a drward Restorer')
+    if checkpoint:
+        try:
+            load_restorer_weights(net, checkpoint)
+        except (RuntimeError, KeyError) as error:
+            raise OptionError(f'checkpoint {checkpoint} does not fit network_g of {opt_path}: '
+                              f'{str(error).splitlines()[0]}') from error
+    target = pick_device(device)
+    net = net.to(target).eval()
+    tiny_note = ('TINY random weights (a plumbing demo: faces come out as noise, not restorations)'
+                 if getattr(net, 'is_tiny', False) else 'real weights')
+    parts = [f'{network_opt["type"]} from {opt_path}', tiny_note,
+             f'checkpoint {checkpoint}' if checkpoint else 'no checkpoint (the option file\'s weights)',
+             f'{network_opt["num_steps"]} DDIM steps' if 'num_steps' in network_opt else None,
+             f'seed {seed}', f'{weight_dtype or network_opt.get("weight_dtype", "fp32")} weights'
+             f'{" (autocast)" if autocast is not None else ""}', str(target)]
+    description = ', '.join(p for p in parts if p) + ''.join(f'\n  note: {n}' for n in notes)
+    return FaceRestorer(net, target, autocast, description, seed)
