@@ -28,6 +28,7 @@ from torch.utils import data
 from drward.data import image_io
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
+from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import check_keys
 
 DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
@@ -85,10 +86,14 @@ class FaceDegradationDataset(data.Dataset):
         return len(self.gt_paths)
 
     def item_seed(self, index: int) -> Optional[int]:
-        """The RNG seed of item ``index`` (None when unseeded): a hash of ``(seed, index)``."""
-        if self.seed is None:
-            return None
-        return int(np.random.SeedSequence([int(self.seed), index]).generate_state(1)[0])
+        """The RNG seed of item ``index``: a hash of ``(seed, index)`` with the ``seed`` option (validation: the same
+        LQ every time); else, for a training draw from :class:`~drward.data.resumable_sampler.ResumableSampler`, a
+        hash of the run's ``(seed, epoch, position)``; else None (the global RNGs, BasicSR's way)."""
+        if self.seed is not None:
+            return int(np.random.SeedSequence([int(self.seed), int(index)]).generate_state(1)[0])
+        if isinstance(index, SampleKey):
+            return sample_seed(index)
+        return None
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         gt_path = self.gt_paths[index]

@@ -31,8 +31,10 @@ from torch.utils import data
 
 from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
+from drward.data.degrade import seeded_global_rng
 from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION, fill_missing_captions
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
+from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 
 OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
@@ -103,10 +105,12 @@ class PreferencePairDataset(data.Dataset):
         pair = self.pairs[index]
         a_path, b_path = resolve_path(pair.image_a, self.image_root), resolve_path(pair.image_b, self.image_root)
         img_a, img_b, label = self._image(a_path), self._image(b_path), float(pair.label)
-        if self.use_swap and np.random.uniform() < 0.5:
-            img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
-        if self.use_hflip and np.random.uniform() < 0.5:
-            img_a, img_b = img_a[:, ::-1], img_b[:, ::-1]
+        # a training draw keyed (seed, epoch, position) by ResumableSampler swaps/flips the same after a resume
+        with seeded_global_rng(sample_seed(index) if isinstance(index, SampleKey) else None):
+            if self.use_swap and np.random.uniform() < 0.5:
+                img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
+            if self.use_hflip and np.random.uniform() < 0.5:
+                img_a, img_b = img_a[:, ::-1], img_b[:, ::-1]
         return {
             'img_a': _bgr_to_tensor(img_a),
             'img_b': _bgr_to_tensor(img_b),
