@@ -12,6 +12,8 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 * the degradation ranges of :class:`~drward.data.degrade.DegradationSettings` (paper defaults);
 * ``use_hflip``: random horizontal flip of the HQ face; ``seed``: when set, item ``i`` is the same every time
   (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
+* ``max_bad_fraction`` (0.1), ``min_image_side`` (16): an unreadable, truncated or smaller image is skipped with a
+  warning naming it (:mod:`drward.data.bad_images`); more than that fraction of bad files stops the run;
 * ``io_backend``: only ``{type: disk}``.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from drward.data import image_io
+from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.data.resumable_sampler import SampleKey, sample_seed
@@ -36,7 +39,10 @@ DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
 BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_worker_per_gpu', 'batch_size_per_gpu',
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
                         'persistent_workers', 'io_backend')
-OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'seed', 'demo_faces')
+OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'seed', 'demo_faces',
+            'max_bad_fraction', 'min_image_side')
+#: Default ``min_image_side``: a face under 16 pixels a side holds nothing to restore.
+DEFAULT_MIN_IMAGE_SIDE = 16
 
 
 @DATASET_REGISTRY.register()
@@ -61,6 +67,9 @@ class FaceDegradationDataset(data.Dataset):
         self.settings = DegradationSettings.from_options(opt)
         self.gt_paths = self._list_gt_paths(opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
+        self.min_image_side = int(opt.get('min_image_side', DEFAULT_MIN_IMAGE_SIDE))
+        self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
+                                   opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
 
     def _list_gt_paths(self, opt: Mapping[str, Any]) -> List[str]:
         root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
@@ -95,9 +104,12 @@ class FaceDegradationDataset(data.Dataset):
             return sample_seed(index)
         return None
 
+    def _read_gt(self, i: int) -> np.ndarray:
+        return image_io.fit_square(image_io.read_image(self.gt_paths[i], self.min_image_side), self.gt_size)
+
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        gt_path = self.gt_paths[index]
-        img_gt = image_io.fit_square(image_io.read_image(gt_path), self.gt_size)
+        i, img_gt = self.guard.read(index, self._read_gt)  # a bad file: warned about, the next one is used
+        gt_path = self.gt_paths[i]
         with seeded_global_rng(self.item_seed(index)):
             if self.use_hflip and np.random.uniform() < 0.5:
                 img_gt = np.ascontiguousarray(img_gt[:, ::-1])
@@ -105,7 +117,7 @@ class FaceDegradationDataset(data.Dataset):
         return {
             'lq': _bgr_to_tensor(img_lq),
             'gt': _bgr_to_tensor(img_gt),
-            'caption': self.captions[index],
+            'caption': self.captions[i],
             'lq_path': gt_path,
             'gt_path': gt_path,
         }
