@@ -65,12 +65,15 @@ def test_auto_resume_with_every_state_torn_starts_afresh(tmp_path):
     assert remove_stale_temp_files(str(tmp_path / 'nowhere')) == []
 
 
-def test_random_streams_round_trip_through_a_weights_only_file(tmp_path):
+@pytest.mark.parametrize('location', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA device'))])
+def test_random_streams_round_trip_through_a_weights_only_file(tmp_path, location):
     gen = torch.Generator().manual_seed(3)
     torch.manual_seed(1), np.random.seed(2), random.seed(4)
     atomic_save(capture_random_state({'sampling': gen}), tmp_path / 'rng.state')
     expected = (torch.randn(3, generator=gen), torch.randn(3), np.random.rand(3), random.random())
-    restore_random_state(torch.load(tmp_path / 'rng.state', weights_only=True), {'sampling': gen})
+    state = torch.load(tmp_path / 'rng.state', weights_only=True, map_location=location)  # BasicSR: onto the GPU
+    restore_random_state(state, {'sampling': gen})
     again = (torch.randn(3, generator=gen), torch.randn(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], again[0]) and torch.equal(expected[1], again[1])
     assert np.array_equal(expected[2], again[2]) and expected[3] == again[3]

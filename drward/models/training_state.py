@@ -43,14 +43,15 @@ def restore_random_state(state: Mapping[str, Any], generators: Mapping[str, torc
     if missing:
         raise KeyError(f'training state has no random state for the generator(s) {missing}; '
                        f'it holds {sorted(state["generators"])}')
+    # BasicSR loads resume states onto the GPU; RNG states must be CPU byte tensors
     for name, gen in generators.items():
-        gen.set_state(state['generators'][name])
-    torch.set_rng_state(state['torch'])
+        gen.set_state(state['generators'][name].cpu())
+    torch.set_rng_state(state['torch'].cpu())
     kind, keys, pos, has_gauss, cached = state['numpy']
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(_as_tuples(state['python']))
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
 def _as_tuples(value):
