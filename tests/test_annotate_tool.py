@@ -117,3 +117,19 @@ def test_demo_rule_prefers_the_less_degraded_copy(tmp_path):
             clear_cases += 1
             assert pair.label == float(error_a < error_b)
     assert clear_cases >= 2
+
+
+def test_an_unreadable_image_is_skipped_with_its_pairs_and_listed_in_the_report(tmp_path):
+    demo = make_demo_pairs(str(tmp_path), faces=4, size=64, variants=5, human_fraction=0.5, seed=1)
+    bad = demo.pairs[-1].image_b  # an unlabelled pair's image
+    with open(bad, 'wb') as handle:
+        handle.write(b'\x89PNG\r\n\x1a\n torn')
+    options = SVMOptions(C=(1.0,), cv_folds=3, held_out_fraction=0.25)
+    result = annotate_pairs(demo.pairs, build_metrics('no_face'), MetricCache(), options=options, progress=False)
+    uses_bad = [p for p in demo.pairs if bad in (p.image_a, p.image_b)]
+    assert uses_bad and list(result.skipped_files) == [bad] and 'cannot decode' in result.skipped_files[bad]
+    assert len(result.pairs) == len(demo.pairs) - len(uses_bad)
+    assert all(bad not in (p.image_a, p.image_b) for p in result.pairs)
+    summary = result.summary()
+    assert summary['skipped_files'] == result.skipped_files
+    assert any(line.startswith('skipped 1 unreadable image(s)') and bad in line for line in summary['summary_lines'])

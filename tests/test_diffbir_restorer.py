@@ -27,6 +27,12 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| over the larger of the two tensors' max magnitudes (a scale-free distance)."""
+    scale = max(a.detach().abs().max().item(), b.detach().abs().max().item(), 1e-12)
+    return (a.detach() - b.detach()).abs().max().item() / scale
+
+
 def _count_calls(module, log, name):
     def hook(_module, args, kwargs):
         log.append((name, torch.is_grad_enabled(), args[0].grad_fn is None))
@@ -71,13 +77,16 @@ def test_n_grad_steps_keep_the_graph_over_n_calls(restorer):
 
 def test_reg_pairs_equal_at_construction_and_differ_after_a_controlnet_change(restorer):
     out = restorer.restore(_lq(), grad_steps=1, generator=_gen())
-    assert all(torch.equal(trained, frozen) for trained, frozen in out.reg_pairs)
+    # Same weights, same inputs, but two computation paths: the trained copy runs with gradient, the frozen one
+    # under no_grad, and the CPU backend may pick different conv kernels for each (measured: up to 3.6e-7 apart).
+    # 1e-5 relative to the residual's scale is far above that float32 rounding and far below the change below.
+    assert all(_max_rel_diff(trained, frozen) < 1e-5 for trained, frozen in out.reg_pairs)
     assert not any(frozen.requires_grad for _, frozen in out.reg_pairs)
     assert all(trained.requires_grad for trained, _ in out.reg_pairs)
     with torch.no_grad():
         restorer.controlnet.conv_in.bias.add_(0.1)
     out = restorer.restore(_lq(), grad_steps=1, generator=_gen())
-    assert all(not torch.equal(trained, frozen) for trained, frozen in out.reg_pairs)
+    assert all(_max_rel_diff(trained, frozen) > 1e-3 for trained, frozen in out.reg_pairs)
     assert not torch.equal(restorer.controlnet_ref.conv_in.bias, restorer.controlnet.conv_in.bias)
 
 
@@ -154,6 +163,7 @@ def test_gradient_checkpointing_covers_decoder_unet_controlnet_and_keeps_gradien
         assert restorer.controlnet.down_blocks[0].gradient_checkpointing == enabled
         restorer.restore(_lq(batch=1), grad_steps=1, generator=_gen()).image.sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in restorer.trainable_parameters()]))
+    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 

@@ -61,6 +61,7 @@ def test_alphas_cumprod_equal_diffusers_scaled_linear():
     expected = diffusers_scheduler().alphas_cumprod.double()
     actual = sd_alphas_cumprod()
     assert actual.dtype == torch.float64 and actual.shape == (1000,)
+    # ours is a float64 cumulative product, diffusers' float32: float32 rounding accumulated over 1000 factors
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -78,6 +79,7 @@ def test_inference_with_eta_zero_equals_diffusers_ddim_loop():
     net = ToyEpsNet()
     expected = run_diffusers_loop(net, z_T(), eta=0.0)
     out = TruncatedDDIMSampler().sample(RecordingDenoiser(net), z_T(), grad_steps=0, eta=0.0)
+    # diffusers updates with float32 ᾱ, we with float64 ᾱ: the two loops differ by float32 rounding only
     torch.testing.assert_close(out.latent, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -114,8 +116,10 @@ def test_predict_x0_inverts_forward_noising_with_scalar_and_per_sample_alpha():
     x0, eps = torch.randn(LATENT_SHAPE), torch.randn(LATENT_SHAPE)
     alpha = torch.tensor([0.3, 0.9], dtype=torch.float64)
     z_t = alpha.sqrt().float().view(-1, 1, 1, 1) * x0 + (1 - alpha).sqrt().float().view(-1, 1, 1, 1) * eps
+    # z_t was rounded to float32 from float64 ᾱ; inverting it recovers x0 up to that rounding
     torch.testing.assert_close(predict_x0(z_t, eps, alpha), x0, rtol=1e-5, atol=1e-5)
     z_999 = 0.5 ** 0.5 * x0 + 0.5 ** 0.5 * eps
+    # ε in bfloat16 (8-bit mantissa: ~4e-3 relative), divided by √ᾱ ≈ 0.7: a few 1e-3 on values of order 1
     torch.testing.assert_close(predict_x0(z_999, eps.bfloat16(), 0.5).float(), x0, rtol=2e-2, atol=2e-2)
     assert predict_x0(z_999, eps.bfloat16(), 0.5).dtype == torch.float32
 

@@ -92,6 +92,18 @@ def test_psnr_ssim_in_the_table_equal_basicsr_on_the_saved_images(tmp_path, pair
     assert len(open(results / 'pairs_per_image.csv').readlines()) == 1 + 3
 
 
+def test_an_unreadable_input_is_skipped_and_listed_in_the_report(tmp_path, pairs):
+    bad = osp.join(pairs[0], 'face_1.png')
+    with open(bad, 'r+b') as handle:
+        handle.truncate(40)  # a torn download: PNG signature and half a header
+    model = run(make_opt(tmp_path, paired(*pairs)))
+    table = model.results_tables['pairs']
+    assert isinstance(table.rows['tiny']['psnr'], float)  # scored on the two readable faces
+    assert any(note.startswith('skipped 1 unreadable input file(s): ') and bad in note for note in table.notes)
+    assert bad in open(tmp_path / 'results' / 'run' / 'pairs_results.md').read()
+    assert len(open(tmp_path / 'results' / 'run' / 'pairs_per_image.csv').readlines()) == 1 + 2
+
+
 def test_rerun_skips_images_already_restored_unless_the_checkpoint_changes(tmp_path, pairs):
     opt = make_opt(tmp_path, paired(*pairs), network=dict(type='ToyRestorer', num_steps=4))  # samples noise
     first, second = tmp_path / 'first.pth', tmp_path / 'second.pth'

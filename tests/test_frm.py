@@ -21,6 +21,7 @@ def test_similarity_equals_cosine_of_open_clip_embeddings(frm):
     e_img = frm.clip.encode_image(pixels)
     e_txt = frm.clip.encode_text(open_clip.SimpleTokenizer()(captions))
     expected = F.cosine_similarity(e_img, e_txt, dim=-1)
+    # the same towers, but the FRM normalises pixels and features in its own order: float32 rounding
     torch.testing.assert_close(frm.similarity(images, captions), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -31,6 +32,7 @@ def test_preference_logits_are_temperature_times_cosine(frm):
         frm.clip.logit_scale.fill_(2.0)
         logits = frm.preference_logits(a, b, captions)
         expected = torch.stack([frm.similarity(a, captions), frm.similarity(b, captions)], dim=1) * torch.e ** 2
+    # one batched pass over a and b against two separate passes: float32 rounding of other kernel shapes
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -109,6 +109,7 @@ def test_step_loss_is_the_soft_label_pair_cross_entropy_and_logged(model):
     model.feed_data(data)
     model.optimize_parameters(1)
     log = model.get_current_log()
+    # the model's forward runs with gradient (training), the expected one under no_grad: float32 rounding
     assert log['l_frm'] == pytest.approx(float(expected), rel=1e-5)
     assert {'frm_acc', 'frm_grad_norm', 'logit_scale', 'inv_temperature'} <= set(log)
     assert log['inv_temperature'] == pytest.approx(float(torch.tensor(log['logit_scale']).exp()), rel=1e-5)
@@ -173,6 +174,7 @@ def test_saved_checkpoint_loads_into_reward_loss_with_the_same_scores(model, tmp
     with torch.no_grad():
         expected = model.frm.similarity(images, captions)
         reward(images * 2 - 1, captions=captions)
+    # RewardLoss maps its [-1, 1] input back to [0, 1] ((2x − 1 + 1)/2): float32 rounding of that round trip
     assert torch.allclose(reward.last_reward, expected, atol=1e-6)
     assert not torch.allclose(expected, RewardLoss(frm={'model_name': 'tiny'}).frm.similarity(images, captions))
 
@@ -209,6 +211,7 @@ def test_gradient_checkpointing_reaches_both_towers_and_keeps_the_step(tmp_path,
     for m in models:
         m.feed_data(pair_batch())
         m.optimize_parameters(1)
+    # checkpointing recomputes the forward inside backward (other kernel calls): float32 rounding, one step
     assert checkpointed.get_current_log()['l_frm'] == pytest.approx(plain.get_current_log()['l_frm'], rel=1e-6)
     for key, value in plain.frm.state_dict().items():
         assert torch.allclose(checkpointed.frm.state_dict()[key], value, atol=1e-6), key

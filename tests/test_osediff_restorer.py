@@ -90,6 +90,7 @@ def test_latent_is_the_closed_form_x0_of_the_one_unet_call(restorer):
     hook.remove()
     (z, eps), = seen
     alpha = sd_alphas_cumprod()[999].item()
+    # recomputed here from a Python-float ᾱ, in the restorer from its own tensor: float32 rounding
     assert torch.allclose(out.latent, (z - (1 - alpha) ** 0.5 * eps) / alpha ** 0.5, atol=1e-5)
 
 
@@ -102,6 +103,7 @@ def test_no_lora_reference_is_the_unet_with_its_adapters_off():
             if '.lora_B.' in name:
                 parameter.zero_()  # adapters with no effect: the reference must equal the trained call
     eps, ref = restorer.restore(_lq(), grad_steps=1, generator=_gen()).reg_pairs[0]
+    # the trained call runs with gradient, the reference under no_grad (other CPU kernels): float32 rounding
     assert torch.allclose(eps, ref, atol=1e-6)
 
 
@@ -219,6 +221,7 @@ def test_gradient_checkpointing_keeps_the_gradients():
         grads.append(torch.cat([p.grad.flatten() for p in restorer.trainable_parameters()]))
         for parameter in restorer.trainable_parameters():
             parameter.grad = None
+    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
     assert OSEDiffRestorer(tiny=True, gradient_checkpointing=True).sd.vae.decoder.gradient_checkpointing
 

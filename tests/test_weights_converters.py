@@ -98,11 +98,14 @@ def test_sd_diffusers_folder_round_trips_and_matches_transformers_text_encoder(t
     assert report.complete, report.summary()
     _assert_same_state(source, target)
     for ours, theirs in zip(_sd_outputs(target), _sd_outputs(source)):
+        # bit-equal weights (checked above) in two separately built modules, which may pick other attention
+        # kernels: float32 rounding
         assert torch.allclose(ours, theirs, atol=1e-6)
     # diffusers' SD 2.x text encoder (L − 1 layers + final norm) is our penultimate-layer context
     hf = CLIPTextModel.from_pretrained(f'{folder}/text_encoder').eval()
     tokens = source.text_encoder.tokenize(['', 'an old man'])
     with torch.no_grad():
+        # transformers' CLIP text model and open_clip's: two implementations of the same maths, float32 rounding
         assert torch.allclose(hf(tokens).last_hidden_state, source.text_encoder(tokens), atol=1e-5)
 
 
@@ -164,6 +167,8 @@ def test_irc_initialised_from_unet_zero_pads_condition_and_adds_nothing():
         controlled = parts.unet(z, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                                 mid_block_additional_residual=mid).sample
         plain = parts.unet(z, t, encoder_hidden_states=context).sample
+    # exact: zero convolutions give exactly 0 residuals, and x + 0 == x in IEEE arithmetic; the rest is the same
+    # kernels on the same inputs
     assert len(residuals) == 13 and torch.equal(controlled, plain)
 
 

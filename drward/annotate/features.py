@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from functools import lru_cache
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from drward.annotate.cache import MetricCache, metric_key
 from drward.annotate.pairs import PreferencePair, resolve_path
 from drward.annotate.quality import QualityMetric
-from drward.data.image_io import read_image
+from drward.data.image_io import ImageReadError, read_image
 
 
 @lru_cache(maxsize=16)
@@ -40,6 +40,13 @@ class PairMetrics:
     names: List[str]
     values_a: np.ndarray
     values_b: np.ndarray
+    #: image path → why it could not be read; the pairs using one have ``nan`` rows and ``readable`` False
+    unreadable: Dict[str, str] = dataclasses.field(default_factory=dict)
+    readable: Optional[np.ndarray] = None  # (n,) bool; None: every pair read
+
+    def readable_rows(self) -> np.ndarray:
+        """Whether each pair's images (and reference) could all be read."""
+        return np.ones(len(self.values_a), dtype=bool) if self.readable is None else self.readable
 
     def features(self) -> np.ndarray:
         """The raw ``(n, 2m)`` pair features ``[m(A), m(B)]`` (standardise with :class:`PairStandardiser`)."""
@@ -107,13 +114,19 @@ def compute_pair_metrics(pairs: Sequence[PreferencePair], metrics: Sequence[Qual
     base_dir = os.fspath(base_dir)
     pair_jobs = [_pair_jobs(pair, base_dir) for pair in pairs]
     distinct = list(dict.fromkeys(job for jobs in pair_jobs for job in jobs))
-    values = {}
+    values, unreadable, failed = {}, {}, set()
     for image, reference in tqdm(distinct, desc='quality metrics', unit='image', disable=not progress):
-        values[(image, reference)] = _job_values(image, reference, metrics, cache)
+        try:
+            values[(image, reference)] = _job_values(image, reference, metrics, cache)
+        except ImageReadError as error:  # the pair is skipped and the file listed in the report
+            unreadable[next((p for p in (image, reference) if p and p in str(error)), image)] = str(error)
+            values[(image, reference)] = [float('nan')] * len(metrics)
+            failed.add((image, reference))
     cache.flush()
     load_rgb_uint8.cache_clear()  # a later call must see edited files
     rows_a = [values[job_a] for job_a, _ in pair_jobs]
     rows_b = [values[job_b] for _, job_b in pair_jobs]
     shape = (len(pairs), len(metrics))
+    readable = np.array([job_a not in failed and job_b not in failed for job_a, job_b in pair_jobs], dtype=bool)
     return PairMetrics([m.name for m in metrics], np.asarray(rows_a, float).reshape(shape),
-                       np.asarray(rows_b, float).reshape(shape))
+                       np.asarray(rows_b, float).reshape(shape), unreadable, readable)

@@ -2,7 +2,8 @@
 
 :func:`annotate_pairs` is what ``tools/annotate.py`` runs. Human rows are returned unchanged; every other row
 (unlabelled, or labelled earlier by an SVM) gets ``source: "svm"``, a label (hard 0/1, or P(A preferred) with
-``soft_labels``) and the SVM's confidence; rows below ``min_confidence`` are dropped.
+``soft_labels``) and the SVM's confidence; rows below ``min_confidence`` are dropped. A pair with an unreadable
+image is left out (neither fitted on nor labelled) and the file is listed in the report (``skipped_files``).
 """
 from __future__ import annotations
 
@@ -30,12 +31,19 @@ class AnnotationResult:
     n_svm_labelled: int
     n_dropped_low_confidence: int
     mean_svm_confidence: float
+    #: image path → why it could not be read (its pairs are left out of the output)
+    skipped_files: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> Dict:
         """A JSON-ready dict: the report's fields, its readable lines and the labelling counts."""
         summary = dataclasses.asdict(self.report)
+        lines = self.report.lines()
+        if self.skipped_files:
+            lines.append(f'skipped {len(self.skipped_files)} unreadable image(s) and the pairs using them: '
+                         + '; '.join(self.skipped_files))
         summary.update(n_svm_labelled=self.n_svm_labelled, n_dropped_low_confidence=self.n_dropped_low_confidence,
-                       mean_svm_confidence=self.mean_svm_confidence, summary_lines=self.report.lines())
+                       mean_svm_confidence=self.mean_svm_confidence, skipped_files=dict(self.skipped_files),
+                       summary_lines=lines)
         return summary
 
 
@@ -80,8 +88,9 @@ def annotate_pairs(pairs: Sequence[PreferencePair], metrics: Sequence[QualityMet
     """
     options = options or SVMOptions()
     pair_metrics = compute_pair_metrics(pairs, metrics, cache, base_dir, progress=progress)
-    human_rows = np.array([i for i, pair in enumerate(pairs) if pair.is_human], dtype=int)
-    other_rows = np.array([i for i, pair in enumerate(pairs) if not pair.is_human], dtype=int)
+    readable = pair_metrics.readable_rows()
+    human_rows = np.array([i for i, pair in enumerate(pairs) if pair.is_human and readable[i]], dtype=int)
+    other_rows = np.array([i for i, pair in enumerate(pairs) if not pair.is_human and readable[i]], dtype=int)
     labels = np.array([pairs[i].label for i in human_rows], dtype=float)
     svm, report = fit_with_held_out(_subset(pair_metrics, human_rows), labels, options,
                                     [m.higher_is_better for m in metrics])
@@ -93,7 +102,7 @@ def annotate_pairs(pairs: Sequence[PreferencePair], metrics: Sequence[QualityMet
         if conf >= min_confidence:
             labelled[int(row)] = _svm_pair(pairs[row], p_row, conf, soft_labels)
     output = [pair if pair.is_human else labelled[i] for i, pair in enumerate(pairs)
-              if pair.is_human or i in labelled]
+              if readable[i] and (pair.is_human or i in labelled)]
     kept = [labelled[i].confidence for i in labelled]
     return AnnotationResult(output, report, svm, len(labelled), len(other_rows) - len(labelled),
-                            float(np.mean(kept)) if kept else float('nan'))
+                            float(np.mean(kept)) if kept else float('nan'), pair_metrics.unreadable)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import open_clip
@@ -33,6 +32,7 @@ from torch import nn
 
 from drward.archs.materialize import check_materialized, empty_weights, has_meta
 from drward.archs.precision import no_autocast, parse_weight_dtype
+from drward.utils.atomic_io import atomic_save
 from drward.utils.options import checked_options, require_file
 from drward.utils.safe_load import load_weights
 from drward.utils.registry import register
@@ -293,8 +293,7 @@ def frm_state_dict(frm: FaceRewardModel) -> Dict[str, torch.Tensor]:
 
 
 def save_frm(frm: FaceRewardModel, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(frm_state_dict(frm), path)
+    atomic_save(frm_state_dict(frm), path)
 
 
 __all__: List[str] = ['FaceRewardModel', 'TINY_FRM_CONFIG', 'RESIZE_MODES', 'build_frm', 'resize_for_clip', 'save_frm',

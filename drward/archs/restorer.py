@@ -95,12 +95,11 @@ def trained_part_file(path: str) -> str:
 def save_trained_part(net: Restorer, path: str) -> None:
     """Write the restorer's trained part as ``.safetensors``: tensors only, no pickle, memory-mapped on load, the
     format diffusers and peft read; the metadata names the family and adds :meth:`Restorer.trained_file_metadata`."""
-    from safetensors.torch import save_file
-
+    from drward.utils.atomic_io import atomic_save
     from drward.weights.convert import unshared
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tensors = unshared({k: v.detach().cpu() for k, v in net.trained_state_dict().items()})
-    save_file(tensors, path, metadata={'drward_restorer': net.family, **net.trained_file_metadata()})
+    atomic_save(tensors, path, metadata={'drward_restorer': net.family, **net.trained_file_metadata()})
 
 
 def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:

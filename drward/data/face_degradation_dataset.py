@@ -15,6 +15,8 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 * the degradation ranges of :class:`~drward.data.degrade.DegradationSettings` (paper defaults);
 * ``use_hflip``: random horizontal flip of the HQ face; ``seed``: when set, item ``i`` is the same every time
   (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
+* ``max_bad_fraction`` (0.1), ``min_image_side`` (16): an unreadable, truncated or smaller image is skipped with a
+  warning naming it (:mod:`drward.data.bad_images`); more than that fraction of bad files stops the run;
 * ``io_backend``: only ``{type: disk}``;
 * ``mean`` / ``std`` (BasicSR's keys, per RGB channel): ``lq`` and ``gt`` become ``(x − mean) / std``; GFPGAN's and
   CodeFormer's ``[0.5, 0.5, 0.5]`` for both give [-1, 1].
@@ -31,8 +33,10 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from drward.data import image_io
+from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
+from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
@@ -42,8 +46,10 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_work
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
                         'persistent_workers', 'io_backend')
 OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'caption_policy', 'seed',
-            'demo_faces', 'mean', 'std')
+            'demo_faces', 'mean', 'std', 'max_bad_fraction', 'min_image_side')
 CAPTION_POLICIES = ('fallback', 'strict')
+#: Default ``min_image_side``: a face under 16 pixels a side holds nothing to restore.
+DEFAULT_MIN_IMAGE_SIDE = 16
 
 
 @register(DATASET_REGISTRY)
@@ -71,6 +77,9 @@ class FaceDegradationDataset(data.Dataset):
         self.stats = channel_stats(opt.get('mean'), opt.get('std'))
         self.gt_paths = self._list_gt_paths(opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
+        self.min_image_side = int(opt.get('min_image_side', DEFAULT_MIN_IMAGE_SIDE))
+        self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
+                                   opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
 
     def _list_gt_paths(self, opt: Mapping[str, Any]) -> List[str]:
         root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
@@ -97,17 +106,24 @@ class FaceDegradationDataset(data.Dataset):
         return len(self.gt_paths)
 
     def item_seed(self, index: int) -> Optional[int]:
-        """The RNG seed of item ``index`` (None when unseeded): a hash of ``(seed, index)``."""
-        if self.seed is None:
-            return None
-        return int(np.random.SeedSequence([int(self.seed), index]).generate_state(1)[0])
+        """The RNG seed of item ``index``: a hash of ``(seed, index)`` with the ``seed`` option (validation: the same
+        LQ every time); else, for a training draw from :class:`~drward.data.resumable_sampler.ResumableSampler`, a
+        hash of the run's ``(seed, epoch, position)``; else None (the global RNGs, BasicSR's way)."""
+        if self.seed is not None:
+            return int(np.random.SeedSequence([int(self.seed), int(index)]).generate_state(1)[0])
+        if isinstance(index, SampleKey):
+            return sample_seed(index)
+        return None
+
+    def _read_gt(self, i: int) -> np.ndarray:
+        return image_io.fit_square(image_io.read_image(self.gt_paths[i], self.min_image_side), self.gt_size)
 
     def normalised(self, img: torch.Tensor) -> torch.Tensor:
         return img if self.stats is None else (img - self.stats[0]) / self.stats[1]
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        gt_path = self.gt_paths[index]
-        img_gt = image_io.fit_square(image_io.read_image(gt_path), self.gt_size)
+        i, img_gt = self.guard.read(index, self._read_gt)  # a bad file: warned about, the next one is used
+        gt_path = self.gt_paths[i]
         with seeded_global_rng(self.item_seed(index)):
             if self.use_hflip and np.random.uniform() < 0.5:
                 img_gt = np.ascontiguousarray(img_gt[:, ::-1])
@@ -115,7 +131,7 @@ class FaceDegradationDataset(data.Dataset):
         return {
             'lq': self.normalised(_bgr_to_tensor(img_lq)),
             'gt': self.normalised(_bgr_to_tensor(img_gt)),
-            'caption': self.captions[index],
+            'caption': self.captions[i],
             'lq_path': gt_path,
             'gt_path': gt_path,
         }

@@ -2,7 +2,7 @@
 
 Images come back as numpy ``(H, W, 3)`` float32 in [0, 1], **BGR** (OpenCV's order, which BasicSR's degradation
 functions assume). Grey images are replicated to three channels; an alpha channel is dropped; 16-bit images are
-scaled to [0, 1].
+scaled to [0, 1] (the same float an 8-bit copy would give, without its rounding).
 
 Captions (DESIGN.md §1, "Captions") are looked up per image: ``<image stem>.txt`` beside the image, else a caption
 file (JSON ``{name: caption}`` or TSV ``name<TAB>caption`` lines, where ``name`` is the image's file name or its
@@ -33,8 +33,9 @@ class CaptionFileError(ValueError):
     """A caption file is unreadable or malformed; the message names the file (and line)."""
 
 
-def read_image(path: str) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError` names a bad file."""
+def read_image(path: str, min_side: int = 1) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError` names a bad file (or
+    one whose shorter side is under ``min_side`` pixels)."""
     try:
         with open(path, 'rb') as handle:
             data = handle.read()
@@ -45,6 +46,9 @@ def read_image(path: str) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageReadError(f'cannot decode image file {path}: corrupt, truncated or not an image')
+    if min(img.shape[:2]) < min_side:
+        raise ImageReadError(f'image file {path} is {img.shape[1]}x{img.shape[0]} pixels, under the minimum side '
+                             f'{min_side}')
     return _to_float_bgr(img, path)
 
 
@@ -52,12 +56,12 @@ def _to_float_bgr(img: np.ndarray, path: str) -> np.ndarray:
     if img.ndim == 2:
         img = img[..., None]
     channels = img.shape[2]
-    if channels == 1:
-        img = np.repeat(img, 3, axis=2)
+    if channels in (1, 2):  # grey, grey + alpha
+        img = np.repeat(img[..., :1], 3, axis=2)
     elif channels == 4:
         img = img[..., :3]
     elif channels != 3:
-        raise ImageReadError(f'image file {path} has {channels} channels; expected 1, 3 or 4')
+        raise ImageReadError(f'image file {path} has {channels} channels; expected 1, 2, 3 or 4')
     if img.dtype == np.uint8:
         return img.astype(np.float32) / 255.0
     if img.dtype == np.uint16:

@@ -17,6 +17,8 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
   beside image A; else ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an error
   naming its image A instead);
 * ``use_swap``: exchange A and B at random (label → 1 − label); ``use_hflip``: flip both images together;
+* ``max_bad_fraction`` (0.1): a pair with an unreadable image is skipped with a warning naming the file (the next
+  pair is used, :mod:`drward.data.bad_images`); more than that fraction of bad pairs stops the run;
 * ``io_backend``: only ``{type: disk}``.
 """
 from __future__ import annotations
@@ -32,14 +34,17 @@ from torch.utils import data
 
 from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
+from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
+from drward.data.degrade import seeded_global_rng
 from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION,
                                                   checked_caption_policy, fill_missing_captions)
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
+from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
-            'fallback_caption', 'caption_policy', 'use_swap')
+            'fallback_caption', 'caption_policy', 'use_swap', 'max_bad_fraction')
 
 
 @register(DATASET_REGISTRY)
@@ -64,6 +69,9 @@ class PreferencePairDataset(data.Dataset):
         self.caption_policy = checked_caption_policy('PreferencePairDataset', opt)
         self.pairs = self._select(read_pairs(self.pairs_file), opt)
         self.captions = self._resolve_captions(opt.get('caption_file'))
+        self.guard = BadImageGuard('PreferencePairDataset', [f'pair {pair.image_a} / {pair.image_b}'
+                                                             for pair in self.pairs],
+                                   opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
 
     def _select(self, pairs: List[PreferencePair], opt: Mapping[str, Any]) -> List[PreferencePair]:
         sources = list(opt.get('sources', LABEL_SOURCES))
@@ -105,18 +113,24 @@ class PreferencePairDataset(data.Dataset):
     def _image(self, path: str) -> np.ndarray:
         return image_io.fit_square(image_io.read_image(path), self.image_size)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        pair = self.pairs[index]
+    def _read_pair(self, i: int):
+        pair = self.pairs[i]
         a_path, b_path = resolve_path(pair.image_a, self.image_root), resolve_path(pair.image_b, self.image_root)
-        img_a, img_b, label = self._image(a_path), self._image(b_path), float(pair.label)
-        if self.use_swap and np.random.uniform() < 0.5:
-            img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
-        if self.use_hflip and np.random.uniform() < 0.5:
-            img_a, img_b = img_a[:, ::-1], img_b[:, ::-1]
+        return a_path, b_path, self._image(a_path), self._image(b_path)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        i, (a_path, b_path, img_a, img_b) = self.guard.read(index, self._read_pair)  # a bad image: next pair
+        pair, label = self.pairs[i], float(self.pairs[i].label)
+        # a training draw keyed (seed, epoch, position) by ResumableSampler swaps/flips the same after a resume
+        with seeded_global_rng(sample_seed(index) if isinstance(index, SampleKey) else None):
+            if self.use_swap and np.random.uniform() < 0.5:
+                img_a, img_b, a_path, b_path, label = img_b, img_a, b_path, a_path, 1.0 - label
+            if self.use_hflip and np.random.uniform() < 0.5:
+                img_a, img_b = img_a[:, ::-1], img_b[:, ::-1]
         return {
             'img_a': _bgr_to_tensor(img_a),
             'img_b': _bgr_to_tensor(img_b),
-            'caption': self.captions[index],
+            'caption': self.captions[i],
             'label': torch.tensor(label, dtype=torch.float32),
             'source': pair.source,
             'confidence': 1.0 if pair.confidence is None else pair.confidence,

@@ -13,7 +13,8 @@ in compare mode a second restorer or checkpoint):
 2. **score** the saved images with ``val.metrics`` (:func:`~drward.metrics.evaluate.evaluate_folder`);
 3. **report**: ``<dataset>_results.md`` / ``.csv`` (one row per restorer, plus the relative change per metric in
    compare mode), ``<dataset>_per_image.csv``, the table printed, and LQ | restored | (other row) | GT grids under
-   ``visualization/<dataset>/`` when ``val.save_img``.
+   ``visualization/<dataset>/`` when ``val.save_img``. An unreadable input file is skipped and listed in the
+   table's notes (:mod:`drward.data.readable_items`).
 
 ``val.quantize`` sets how the restorer's float output becomes the saved 8-bit image: ``round`` (default, BasicSR's
 ``tensor2img``: unbiased) or ``truncate`` (the authors' ``.to(torch.uint8)``, which lowers every pixel by 0.5 DN on
@@ -43,6 +44,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from drward.archs.restorer import Restorer, load_restorer_weights
+from drward.data.readable_items import readable_batches
 from drward.face.detect import build_face_detector
 from drward.face.wild import WildFaceRestorer
 from drward.metrics.evaluate import evaluate_folder, metric_columns, read_bgr
@@ -122,6 +124,7 @@ class FaceTestModel(BaseModel):
         self.results_tables: Dict[str, ResultsTable] = {}
         self.restore_calls = 0  # network calls, for logs and tests
         self.image_seed = int(self.val_opt.get('seed', 0))
+        self.skipped_inputs: Dict[str, List[str]] = {}  # dataset → unreadable input files, listed in the report
 
     # ----------------------------------------------------------------------------------------------- building
     def _build_wild(self, align_opt: Mapping[str, Any]) -> Optional[WildFaceRestorer]:
@@ -236,7 +239,8 @@ class FaceTestModel(BaseModel):
         outputs, restored_now = {}, 0
         bar = tqdm(total=len(dataloader), unit='image', desc=f'restore {spec.label} on {dataset}',
                    disable=not self.val_opt.get('pbar', True))
-        for batch_index, data in enumerate(dataloader):
+        skipped: List[str] = []
+        for batch_index, data in readable_batches(dataloader, skipped):
             names = [osp.splitext(osp.basename(p))[0] for p in data['lq_path']]
             self._save_inputs(data, names, inputs_dir)
             paths = [osp.join(folder, name + IMAGE_EXT) for name in names]
@@ -253,6 +257,7 @@ class FaceTestModel(BaseModel):
                 imwrite(np.ascontiguousarray(image[..., ::-1]), path)  # RGB → BGR for cv2
             restored_now += len(paths)
         bar.close()
+        self.skipped_inputs[dataset] = skipped
         get_root_logger().info(f'FaceTestModel: {spec.label} on {dataset}: restored {restored_now}, '
                                f'reused {len(outputs) - restored_now} saved images in {folder}')
         return outputs
@@ -301,6 +306,9 @@ class FaceTestModel(BaseModel):
                             for note in scores.notes if note not in table.notes]
             per_row[spec.label] = scores.per_image
         table.notes.append(f'{len(names)} images; restored images in {osp.dirname(osp.dirname(folder))}')
+        skipped = self.skipped_inputs.get(dataset) or []
+        if skipped:
+            table.notes.append(f'skipped {len(skipped)} unreadable input file(s): {"; ".join(skipped)}')
         self._write_per_image(dataset, names, per_row)
         return table
 

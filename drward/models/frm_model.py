@@ -23,7 +23,6 @@ optimiser (and scheduler), so BasicSR's ``--auto_resume`` restores both.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -40,6 +39,7 @@ from drward.archs.frm_arch import FaceRewardModel, build_frm, save_frm
 from drward.losses.preference_loss import PreferenceLoss
 from drward.models.frm_optim import build_frm_optimizer, preference_step
 from drward.utils.curves import CurveRecorder
+from drward.models.training_state import ResumableStateMixin
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import base_name, register
 
@@ -71,7 +71,7 @@ def rebatch(dataloader, size: int) -> Iterator[Dict]:
 
 
 @register(MODEL_REGISTRY)
-class FRMModel(BaseModel):
+class FRMModel(ResumableStateMixin, BaseModel):
     """BasicSR model fine-tuning a :class:`FaceRewardModel` (option ``network_frm``) on preference pairs.
 
     Options: ``network_frm`` (FaceRewardModel's keys: ``model_name``, ``checkpoint`` (HPS v2 file),
@@ -193,6 +193,12 @@ class FRMModel(BaseModel):
         self.log_dict = log
         self.curves.train(current_iter, log)
 
+    def extra_training_state(self) -> Dict[str, int]:
+        return {'skipped_steps': self.skipped_steps}
+
+    def load_extra_training_state(self, state: Dict) -> None:
+        self.skipped_steps = int(state.get('skipped_steps', self.skipped_steps))
+
     def get_current_log(self) -> Dict[str, float]:
         return self.log_dict
 
@@ -284,7 +290,6 @@ class FRMModel(BaseModel):
     def save(self, epoch: int, current_iter: int) -> None:
         """The FRM in the official ``{'state_dict': ...}`` layout, and (BasicSR) the optimiser's training state."""
         save_frm(self.frm, self.checkpoint_path(current_iter))
-        os.makedirs(self.opt['path']['training_states'], exist_ok=True)  # BasicSR only warns when it is missing
         self.save_training_state(epoch, current_iter)
         if current_iter == -1:  # BasicSR's save at the end of training
             self.curves.draw()

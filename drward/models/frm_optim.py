@@ -5,6 +5,7 @@ embeddings); biases, norm parameters and ``logit_scale`` get none; gradient-norm
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, List, Mapping, Optional
 
 import torch
@@ -42,19 +43,22 @@ def preference_step(frm, optimizer: torch.optim.Optimizer, loss_fn: PreferenceLo
                     step: bool = True) -> Dict[str, float]:
     """One FRM step on pairs: ``L_FRM(frm.preference_logits(a, b, T), y)``, backward, clip, AdamW step.
 
-    Returns the loss and the pair accuracy measured on the logits *before* the step.
+    Returns the loss and the pair accuracy measured on the logits *before* the step. A non-finite loss or gradient
+    norm steps nothing (the gradients are cleared) and adds ``frm_skipped: 1.0``; the caller logs it.
     """
     logits = frm.preference_logits(img_a, img_b, captions)
     loss = loss_fn(logits, labels)
+    accuracy = float(pair_accuracy(logits.detach(), labels))
     if not torch.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
-        return {'l_frm': float('nan'), 'frm_acc': float(pair_accuracy(logits.detach(), labels)), 'frm_skipped': 1.0}
+        return {'l_frm': float(loss.detach()), 'frm_acc': accuracy, 'frm_skipped': 1.0}
     loss.backward()
-    grad_norm = 0.0
-    if grad_clip:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(list(frm.trainable_parameters()), grad_clip))
+    # the norm is measured even without clipping (max_norm = inf) so that a non-finite gradient is never stepped
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(list(frm.trainable_parameters()), grad_clip or float('inf')))
+    if not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        return {'l_frm': float(loss.detach()), 'frm_acc': accuracy, 'frm_grad_norm': grad_norm, 'frm_skipped': 1.0}
     if step:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return {'l_frm': float(loss.detach()), 'frm_acc': float(pair_accuracy(logits.detach(), labels)),
-            'frm_grad_norm': grad_norm}
+    return {'l_frm': float(loss.detach()), 'frm_acc': accuracy, 'frm_grad_norm': grad_norm}

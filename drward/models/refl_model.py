@@ -43,6 +43,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from drward.archs.frm_arch import save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
 from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
 from drward.utils.curves import CurveRecorder
 from drward.utils.options import OptionError, check_keys
@@ -65,7 +66,7 @@ def _split(batch_size: int, accum: int) -> List[slice]:
 
 
 @register(MODEL_REGISTRY)
-class ReFLModel(BaseModel):
+class ReFLModel(ResumableStateMixin, BaseModel):
     """BasicSR model for DiffusionReward ReFL. See the module docstring for one iteration."""
 
     def __init__(self, opt):
@@ -132,6 +133,7 @@ class ReFLModel(BaseModel):
             'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35})
         self.optimizers.append(self.optimizer_frm)
         self.frm_updates = 0
+        self.frm_skipped = 0
 
     def _resume_frm(self) -> None:
         """On resume, the FRM saved beside ``net_g_<iter>.safetensors`` replaces the one built from the options."""
@@ -239,7 +241,13 @@ class ReFLModel(BaseModel):
         with self._autocast():
             stats = preference_step(self.frm, self.optimizer_frm, self.cri_frm, restored, gt,
                                     self._captions(restored.shape[0]), labels, grad_clip=self.frm_grad_clip)
-        self.frm_updates += 1
+        if stats.pop('frm_skipped', 0.0):
+            self.frm_skipped += 1
+            get_root_logger().warning(f'ReFLModel: non-finite FRM update ({stats}); FRM step skipped '
+                                      f'({self.frm_skipped} skipped so far)')
+            stats = {'frm_skipped': float(self.frm_skipped)}
+        else:
+            self.frm_updates += 1
         stats['frm_updates'] = float(self.frm_updates)
         return stats
 
@@ -269,6 +277,18 @@ class ReFLModel(BaseModel):
         self.save_training_state(epoch, current_iter)
         if current_iter == -1:  # BasicSR's save at the end of training
             self.curves.draw()
+
+    # ------------------------------------------------------------------------------------------------ resume
+    def random_generators(self) -> Dict[str, torch.Generator]:
+        """The restorer's sampling stream (z_T, stop step, η, DDIM noise), saved in every training state."""
+        return {'restorer_sampling': self.generator}
+
+    def extra_training_state(self) -> Dict[str, int]:
+        return {'skipped_steps': self.skipped_steps, 'frm_updates': self.frm_updates, 'frm_skipped': self.frm_skipped}
+
+    def load_extra_training_state(self, state: Dict) -> None:
+        for key in ('skipped_steps', 'frm_updates', 'frm_skipped'):
+            setattr(self, key, int(state.get(key, getattr(self, key))))
 
     def load_trained(self, path: str) -> None:
         load_restorer_weights(self.net_g, path)

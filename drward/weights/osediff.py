@@ -17,13 +17,13 @@ reads both kinds; :func:`osediff_checkpoint_dict` writes the official layout bac
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, List, Mapping, Tuple
 
 import torch
 from torch import nn
 
 from drward.archs.lora import LoraLayout, is_lora_name
+from drward.utils.atomic_io import atomic_save
 from drward.utils.safe_load import load_weights
 from drward.weights.common import ConversionError, ConversionReport, StateDict
 
@@ -142,10 +142,7 @@ def osediff_checkpoint_dict(layout: LoraLayout, unet: nn.Module, vae: nn.Module)
 def save_lora_safetensors(path: str, layout: LoraLayout, state: Mapping[str, torch.Tensor]) -> str:
     """Write ``state`` (``unet.*`` / ``vae.*`` names, e.g. a restorer's ``trained_state_dict``) with the layout in the
     metadata, so :func:`read_lora_file` rebuilds the adapters before loading."""
-    from safetensors.torch import save_file
     split_prefixed(state)  # validates the names
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tensors = {key: tensor.detach().cpu().contiguous() for key, tensor in state.items()}
-    save_file(tensors, path, metadata=layout_metadata(layout))
-    return path
+    return atomic_save(tensors, path, metadata=layout_metadata(layout))
 

@@ -1,0 +1,103 @@
+"""Training states that resume a run bit for bit: atomic ``<iter>.state`` files holding every random stream.
+
+BasicSR's ``save_training_state`` stores the epoch, the iteration, the optimisers and the schedulers. A run resumed
+from that is not the run that was interrupted: the random streams start afresh. :class:`ResumableStateMixin`
+(put it before ``BaseModel`` in a model's bases) also stores
+
+* ``random[rank]``: the model's own generators (:meth:`~ResumableStateMixin.random_generators`, e.g. ReFL's
+  sampling generator) and the process-wide ones (torch CPU and CUDA, numpy, Python ``random``), keyed by the
+  process rank so that each rank of a multi-GPU run can keep its own streams;
+* ``manual_seed``: the seed the data order and degradations are keyed by (see ``drward.data.resumable_sampler``);
+* ``model``: the model's counters (:meth:`~ResumableStateMixin.extra_training_state`);
+
+and writes the file atomically (:func:`drward.utils.atomic_io.atomic_save`). Everything is stored as tensors,
+numbers and tuples, so the file loads with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, Mapping
+
+import numpy as np
+import torch
+from basicsr.utils import get_root_logger
+
+from drward.utils.atomic_io import atomic_save
+
+
+def capture_random_state(generators: Mapping[str, torch.Generator]) -> Dict[str, Any]:
+    """The state of ``generators`` and of the process-wide RNGs (torch, CUDA, numpy, ``random``)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {'generators': {name: gen.get_state() for name, gen in generators.items()},
+             'torch': torch.get_rng_state(),
+             'numpy': (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+             'python': random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    """Put back what :func:`capture_random_state` captured; a generator missing from ``state`` is an error."""
+    missing = sorted(set(generators) - set(state['generators']))
+    if missing:
+        raise KeyError(f'training state has no random state for the generator(s) {missing}; '
+                       f'it holds {sorted(state["generators"])}')
+    # BasicSR loads resume states onto the GPU; RNG states must be CPU byte tensors
+    for name, gen in generators.items():
+        gen.set_state(state['generators'][name].cpu())
+    torch.set_rng_state(state['torch'].cpu())
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(_as_tuples(state['python']))
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+
+
+def _as_tuples(value):
+    """``random.setstate`` needs tuples; some loaders hand lists back."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+class ResumableStateMixin:
+    """Atomic, bit-identical training states for a BasicSR model (see the module docstring)."""
+
+    def random_generators(self) -> Dict[str, torch.Generator]:
+        """The model's own random streams, by name (override; none by default)."""
+        return {}
+
+    def extra_training_state(self) -> Dict[str, Any]:
+        """Counters and other small values a resumed run needs (override; none by default)."""
+        return {}
+
+    def load_extra_training_state(self, state: Mapping[str, Any]) -> None:
+        """Put back :meth:`extra_training_state` (override)."""
+
+    def training_state(self, epoch: int, current_iter: int) -> Dict[str, Any]:
+        """BasicSR's state (epoch, iter, optimisers, schedulers) plus the random streams and the model's extras."""
+        return {'epoch': epoch, 'iter': current_iter,
+                'optimizers': [o.state_dict() for o in self.optimizers],
+                'schedulers': [s.state_dict() for s in self.schedulers],
+                'manual_seed': self.opt.get('manual_seed'),
+                'random': {int(self.opt.get('rank', 0)): capture_random_state(self.random_generators())},
+                'model': self.extra_training_state()}
+
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """Write ``training_states/<iter>.state`` atomically (rank 0 only, as BasicSR; nothing for iter −1)."""
+        if current_iter == -1 or self.opt.get('rank', 0) != 0:
+            return
+        path = f"{self.opt['path']['training_states']}/{current_iter}.state"
+        atomic_save(self.training_state(epoch, current_iter), path)
+
+    def resume_training(self, resume_state: Dict[str, Any]) -> None:
+        """BasicSR's optimiser/scheduler resume, then the random streams and the model's extras."""
+        super().resume_training(resume_state)
+        rank = int(self.opt.get('rank', 0))
+        streams = (resume_state.get('random') or {}).get(rank)
+        if streams is None:
+            get_root_logger().warning(f'{type(self).__name__}: the training state holds no random streams for rank '
+                                      f'{rank} (written by an older version?): the resumed run draws other noise, '
+                                      'degradations and data order than an uninterrupted one would')
+        else:
+            restore_random_state(streams, self.random_generators())
+        self.load_extra_training_state(resume_state.get('model') or {})
