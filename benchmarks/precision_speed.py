@@ -87,11 +87,11 @@ def main(argv=None) -> int:
     def measure(name: str, net_u, net_c, dtype, context, grad_net=None) -> None:
         def prefix():
             with torch.no_grad(), context():
-                denoise(net_u, net_c(False) if callable(net_c) else net_c, z, c, t, ctx, dtype)
+                denoise(net_u, net_c(False) if not isinstance(net_c, torch.nn.Module) else net_c, z, c, t, ctx, dtype)
 
         def grad_step():
             with context():
-                eps = denoise(net_u, net_c(True) if callable(net_c) else net_c, z, c, t, ctx, dtype)
+                eps = denoise(net_u, net_c(True) if not isinstance(net_c, torch.nn.Module) else net_c, z, c, t, ctx, dtype)
             eps.float().square().mean().backward()
             controlnet.zero_grad(set_to_none=True)
         rows[name] = {'prefix': timed(prefix, args.repeats, args.clock, dev),

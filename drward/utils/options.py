@@ -82,14 +82,30 @@ def find_missing_weights(opt: Mapping[str, Any]) -> list:
 
 
 def option_file_from_argv(argv: list) -> Optional[dict]:
-    """The option file named by ``-opt`` on the command line, parsed; None when absent (BasicSR reports that)."""
+    """The option file named by ``-opt`` on the command line, parsed, with BasicSR's ``--force_yml key:sub=value``
+    overrides applied as BasicSR applies them; None when absent (BasicSR reports that)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt', type=str)
+    parser.add_argument('--force_yml', nargs='+', default=None)
     args, _ = parser.parse_known_args(argv[1:])
     if not args.opt or not os.path.exists(args.opt):
         return None
     with open(args.opt) as f:
-        return yaml.safe_load(f)
+        opt = yaml.safe_load(f)
+    for entry in args.force_yml or ():
+        apply_force_yml(opt, entry)
+    return opt
+
+
+def apply_force_yml(opt: dict, entry: str) -> None:
+    """One ``--force_yml`` entry ``a:b:c=value`` set in ``opt`` (BasicSR's own value parsing)."""
+    from basicsr.utils.options import _postprocess_yml_value
+    keys, _, value = entry.partition('=')
+    *parents, last = [key.strip() for key in keys.split(':')]
+    node = opt
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = _postprocess_yml_value(value.strip())
 
 
 def check_weights_before_run(argv: list) -> None:
