@@ -52,6 +52,10 @@ def _kill_after_first_state(process: subprocess.Popen, states: str) -> None:
 
 
 def _load(exp: str, label: str):
+    """The final checkpoint's tensors: ``net_g`` is ``.safetensors`` (the trained part), ``net_frm`` ``.pth``."""
+    if label == 'g':
+        from safetensors.torch import load_file
+        return {'params': load_file(os.path.join(exp, 'models', f'net_g_{TOTAL}.safetensors'))}
     return torch.load(os.path.join(exp, 'models', f'net_{label}_{TOTAL}.pth'), weights_only=True)
 
 
