@@ -1,15 +1,13 @@
 """RewardSRModel / RewardSRGANModel: BasicSR's SR training + RewardLoss + the dynamic FRM update + the hack monitor."""
 import copy
 import os
-import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from basicsr.models import build_model
 
-from option_files import ROOT, run_tools_train
+from option_files import run_tools_train, tools_train_experiment, write_options
 from reward_sr_helpers import batch, make_opt, train
 
 
@@ -129,27 +127,17 @@ def test_unknown_frm_update_option_lists_accepted_keys(tmp_path):
 
 
 def test_tools_train_runs_the_option_file_and_logs_reward_frm_and_monitor(tmp_path):
-    with open(os.path.join(ROOT, 'options', 'reward_srmodel_tiny.yml')) as f:
-        opt = yaml.safe_load(f)
-    name = f'pytest_reward_sr_{os.getpid()}'
-    opt['name'] = name
-    opt['train'].update(total_iter=4)
-    opt['train']['frm_update']['every'] = 2
-    opt['logger'].update(print_freq=2, save_checkpoint_freq=4)
-    opt['val'].update(val_freq=4)
-    for dataset in opt['datasets'].values():
-        dataset['dataroot_gt'] = str(tmp_path / 'faces')
-    exp = os.path.join(ROOT, 'experiments', name)
-    try:
-        path = tmp_path / 'opt.yml'
-        path.write_text(yaml.safe_dump(opt))
-        result = run_tools_train(path)
+    with tools_train_experiment('reward_srmodel_tiny.yml', 'pytest_reward_sr') as (opt, exp):
+        opt['train'].update(total_iter=4)
+        opt['train']['frm_update']['every'] = 2
+        opt['logger'].update(print_freq=2, save_checkpoint_freq=4)
+        opt['val'].update(val_freq=4)
+        for dataset in opt['datasets'].values():
+            dataset['dataroot_gt'] = str(tmp_path / 'faces')
+        result = run_tools_train(write_options(opt, tmp_path / 'opt.yml'))
         assert result.returncode == 0, result.stderr[-3000:]
         log = result.stdout + result.stderr
         for key in ('l_pix', 'l_reward', 'frm_acc', 'hack_reward_gap', 'hack_hf_ratio'):
             assert f'{key}: ' in log, key
         assert 'Validation demo_faces_tiny_val, iter 4: reward_restored' in log
         assert os.path.exists(os.path.join(exp, 'models', 'net_frm_4.pth'))
-    finally:
-        shutil.rmtree(exp, ignore_errors=True)
-        shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
