@@ -6,7 +6,7 @@ import torch
 
 from drward.data.demo_faces import demo_face_tensor
 
-NETWORK_G = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_conv': 2,
+NETWORK_G = {'type': 'SRVGGNetCompact_basicsr', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 16, 'num_conv': 2,
              'upscale': 1, 'act_type': 'prelu'}
 
 
