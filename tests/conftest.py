@@ -7,6 +7,8 @@ sys.path.insert(0, os.path.dirname(__file__))  # test helpers (toy_restorer, ...
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
+import logging  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -26,6 +28,18 @@ def one_thread():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def basicsr_warnings(caplog):
+    """caplog for BasicSR's logger, which does not propagate to the root logger."""
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger='basicsr'):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def pytest_configure(config):

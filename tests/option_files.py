@@ -1,7 +1,9 @@
 """Load a repo option file the way BasicSR's parse_options would, with every output path under a tmp folder; run
 tools/train.py on one."""
+import contextlib
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -50,3 +52,24 @@ def short_training_option(name: str, tmp_path, run_name: str, total_iter: int, e
     opt['datasets'].pop('val')
     opt['datasets']['train']['dataroot_gt'] = str(tmp_path / 'faces')
     return opt
+
+
+@contextlib.contextmanager
+def tools_train_experiment(name: str, prefix: str):
+    """Yield ``(opt, experiment folder)``: option file ``name`` as a dict, renamed ``<prefix>_<pid>`` so parallel runs
+    don't collide; its ``experiments/`` and ``tb_logger/`` folders under the repo root are removed afterwards."""
+    with open(osp.join(ROOT, 'options', name)) as f:
+        opt = yaml.safe_load(f)
+    opt['name'] = f'{prefix}_{os.getpid()}'
+    try:
+        yield opt, osp.join(ROOT, 'experiments', opt['name'])
+    finally:
+        shutil.rmtree(osp.join(ROOT, 'experiments', opt['name']), ignore_errors=True)
+        shutil.rmtree(osp.join(ROOT, 'tb_logger', opt['name']), ignore_errors=True)
+
+
+def write_options(opt: dict, path) -> str:
+    """``opt`` as a YAML option file at ``path``; returns the path."""
+    with open(path, 'w') as f:
+        yaml.safe_dump(opt, f)
+    return str(path)

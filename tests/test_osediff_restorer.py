@@ -266,7 +266,7 @@ def test_tiny_refl_option_file_logs_every_loss_term_and_updates_the_frm(tmp_path
     assert logs[0]['l_reg'] < 1e-8
     assert all(log['l_reg'] > 0 for log in logs[1:])
     assert [('frm_updates' in log) for log in logs] == [False, True, False, True]
-    assert model.frm_updates == 2
+    assert model.frm_update.updates == 2
     assert any(not torch.equal(v, frm_before[k]) for k, v in model.frm.state_dict().items())
     assert all(not torch.equal(v, lora_before[k]) for k, v in model.net_g.trained_state_dict().items()
                if '.lora_B.' in k)

@@ -68,6 +68,7 @@ def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
         assert 'Resuming training from epoch' in log and 'iter: 4.' in log
         assert f'resumed the FRM from {os.path.join(exp, "models", "net_frm_4.pth")}' in log
         assert 'iter:       5' in log and 'iter:       1,' not in log
+        assert 'hack_reward_gap: ' in log and 'hack_hf_ratio: ' in log  # the reward-hacking monitor, every log
         assert os.path.exists(os.path.join(exp, 'training_states', '6.state'))
         frm_6 = torch.load(os.path.join(exp, 'models', 'net_frm_6.pth'), weights_only=True)['state_dict']
         assert any(not torch.equal(frm_6[k], frm_4[k]) for k in frm_4)  # it trained on from iter 4
@@ -99,7 +100,7 @@ def test_real_option_file_keys_are_all_accepted(tmp_path, name):
     opt['train']['lpips_opt'] = dict(opt['train']['lpips_opt'], backbone_path=None, random_backbone=True)
     opt['train']['mixed_precision'] = 'no'
     model = build_model(opt)
-    assert model.grad_accum == 4 and model.grad_steps == 1 and model.frm_every == 10
+    assert model.grad_accum == 4 and model.grad_steps == 1 and model.frm_update.every == 10
     assert model.optimizer_g.defaults['lr'] == 5e-5
     assert model.optimizer_frm.defaults['lr'] == 2e-6
     assert [c.loss_weight for c in model.criteria.values()] == [1e-4, 0.01, 0.005, 0.01]

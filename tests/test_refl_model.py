@@ -60,7 +60,8 @@ def test_total_loss_is_the_sum_of_the_logged_weighted_terms(model):
     model.feed_data(batch())
     model.optimize_parameters(1)
     log = model.get_current_log()
-    assert {'l_reg', 'l_dwt', 'l_reward', 'l_total', 'reward_restored', 'reward_gt', 'stop_timestep'} <= set(log)
+    assert {'l_reg', 'l_dwt', 'l_reward', 'l_total', 'reward_restored', 'reward_gt', 'stop_timestep',
+            'hack_reward_gap', 'hack_hf_ratio'} <= set(log)
     # the total is a float32 tensor sum, the terms are logged as Python floats: rounding of the sum only
     assert log['l_total'] == pytest.approx(log['l_reg'] + log['l_dwt'] + log['l_reward'], rel=1e-5)
 
@@ -89,7 +90,7 @@ def test_frm_steps_exactly_every_n_iterations(model):
         updates.append(bool(changed(before, model.frm)))
         assert ('frm_acc' in model.get_current_log()) == (it % 3 == 0)
     assert updates == [it % 3 == 0 for it in range(1, 10)]
-    assert model.frm_updates == 3
+    assert model.frm_update.updates == 3
 
 
 def test_frm_update_trains_only_its_unlocked_parameters(model):
@@ -175,7 +176,8 @@ def test_validation_saves_grids_and_logs_rewards(model, tmp_path):
     data['lq_path'] = ['face_0.png']
     model.opt['val'] = {'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0}}}
     results = model.validator.run(Loader([data]), 5, None, save_img=True)
-    assert {'psnr', 'reward_restored', 'reward_gt'} <= set(results)
+    assert {'psnr', 'reward_restored', 'reward_gt', 'hack_reward_gap', 'hack_hf_ratio'} <= set(results)
+    assert results['hack_reward_gap'] == pytest.approx(results['reward_restored'] - results['reward_gt'], abs=1e-9)
     assert (tmp_path / 'visualization' / 'val' / 'face_0_5.png').exists()
 
 

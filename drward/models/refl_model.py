@@ -9,7 +9,9 @@ One iteration (= one generator step, over ``grad_accum`` micro-batches of the lo
 3. AdamW step of the restorer (lr 5e-5, weight decay 0.01);
 4. every ``n`` iterations (n = 10), the dynamic FRM update: pairs ``(Î.detach(), I_GT)`` with the GT's caption, GT
    preferred, ``0.1·Σ_b CE`` (PreferenceLoss, sum), its own AdamW (lr 2e-6, decoupled weight decay 0.35 on ≥2-D
-   weights), gradient-norm clip 1.0.
+   weights), gradient-norm clip 1.0 (:class:`~drward.models.dynamic_frm.DynamicFRMUpdate`);
+5. at every log step (``logger.print_freq``), the reward-hacking monitor (:mod:`drward.models.hack_monitor`):
+   ``hack_reward_gap`` and ``hack_hf_ratio`` of this batch under the current FRM, also measured in validation.
 
 ``grad_accum_mode`` (train option): ``mean`` (default, the paper's batch 1 × accumulation 4) averages the gradients of
 all micro-batches and the FRM update sees every pair; ``last_microbatch`` reproduces the authors' code, whose
@@ -40,9 +42,9 @@ from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from drward.archs.frm_arch import save_frm
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
-from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.models.dynamic_frm import DynamicFRMUpdate
+from drward.models.hack_monitor import HackMonitor
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
 from drward.utils.curves import CurveRecorder
@@ -51,10 +53,9 @@ from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update')
+              'frm_update', 'hack_monitor')
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
-FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
 TERMS = (('l_reg', 'reg_opt'), ('l_dwt', 'dwt_opt'), ('l_reward', 'reward_opt'), ('l_lpips', 'lpips_opt'))
 
@@ -108,7 +109,6 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.frm = self.criteria['l_reward'].frm
         if getattr(self.frm, 'is_tiny', False):
             get_root_logger().warning('ReFLModel: the FRM is a TINY random model (plumbing demo, not results)')
-        self._resume_frm()
         if train_opt.get('gradient_checkpointing', False):
             self.net_g.set_gradient_checkpointing(True)
             self.frm.set_gradient_checkpointing(True)
@@ -116,36 +116,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.optimizer_g = self.get_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()),
                                               **optim_g)
         self.optimizers.append(self.optimizer_g)
-        self._init_frm_update(dict(train_opt.get('frm_update') or {}))
+        self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast)
+        self.frm_update.resume(self.opt['path'])
+        self.optimizer_frm = self.frm_update.optimizer
+        self.optimizers.append(self.optimizer_frm)
+        self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), 'ReFLModel', self.opt.get('logger'))
         if train_opt.get('scheduler'):
             self.setup_schedulers()
         self.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
         self.log_dict: Dict[str, float] = OrderedDict()
         self.skipped_steps = 0
-
-    def _init_frm_update(self, frm_opt: Dict) -> None:
-        check_keys('ReFLModel train.frm_update', frm_opt, FRM_UPDATE_KEYS)
-        self.frm_every = int(frm_opt.get('every', 10)) if frm_opt.get('enabled', True) else 0
-        self.frm_grad_clip = frm_opt.get('grad_clip', 1.0)
-        self.cri_frm = build_loss({'type': 'PreferenceLoss', 'loss_weight': frm_opt.get('loss_weight', 0.1),
-                                   'reduction': frm_opt.get('reduction', 'sum')})
-        self.optimizer_frm = build_frm_optimizer(self.frm, frm_opt.get('optim') or {
-            'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35})
-        self.optimizers.append(self.optimizer_frm)
-        self.frm_updates = 0
-        self.frm_skipped = 0
-
-    def _resume_frm(self) -> None:
-        """On resume, the FRM saved beside ``net_g_<iter>.safetensors`` replaces the one built from the options."""
-        state_path = self.opt['path'].get('resume_state')
-        if not state_path:
-            return
-        it = osp.splitext(osp.basename(state_path))[0]
-        path = osp.join(self.opt['path']['models'], f'net_frm_{it}.pth')
-        if not osp.exists(path):
-            raise FileNotFoundError(f'ReFLModel: resuming from {state_path} but the FRM checkpoint {path} is missing')
-        self.frm.load_checkpoint(path)
-        get_root_logger().info(f'ReFLModel: resumed the FRM from {path}')
 
     # ------------------------------------------------------------------------------------------------ data
     def feed_data(self, data: Dict) -> None:
@@ -219,8 +199,10 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         restored = torch.cat(restored)
         with torch.no_grad(), self._autocast():
             log['reward_gt'] = float(self.frm.similarity(self.gt, self._captions(len(restored))).float().mean())
-        if self.frm_every and current_iter % self.frm_every == 0:
+        if self.frm_update.due(current_iter):
             log.update(self.update_frm(restored, self.gt))
+        log.update(self.hack_monitor.log_step(self.frm, restored, self.gt, self._captions(len(restored)),
+                                              current_iter))
         self.log_dict = log
         self.curves.train(current_iter, log)
 
@@ -236,20 +218,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.log_dict = OrderedDict(skipped_steps=float(self.skipped_steps))
 
     def update_frm(self, restored: torch.Tensor, gt: torch.Tensor) -> Dict[str, float]:
-        """Dynamic FRM update: pairs (Î, I_GT), the GT's caption, GT preferred (label 1 = second image)."""
-        labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
-        with self._autocast():
-            stats = preference_step(self.frm, self.optimizer_frm, self.cri_frm, restored, gt,
-                                    self._captions(restored.shape[0]), labels, grad_clip=self.frm_grad_clip)
-        if stats.pop('frm_skipped', 0.0):
-            self.frm_skipped += 1
-            get_root_logger().warning(f'ReFLModel: non-finite FRM update ({stats}); FRM step skipped '
-                                      f'({self.frm_skipped} skipped so far)')
-            stats = {'frm_skipped': float(self.frm_skipped)}
-        else:
-            self.frm_updates += 1
-        stats['frm_updates'] = float(self.frm_updates)
-        return stats
+        """Dynamic FRM update on the pairs (Î, I_GT), the GT's caption, GT preferred (:class:`DynamicFRMUpdate`)."""
+        return self.frm_update.step(restored, gt, self._captions(restored.shape[0]))
 
     def get_current_log(self) -> Dict[str, float]:
         return self.log_dict
@@ -273,7 +243,7 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         os.makedirs(self.opt['path']['models'], exist_ok=True)
         save_trained_part(self.net_g, self._model_path('g', current_iter, '.safetensors'))
         if self.frm is not None:
-            save_frm(self.frm, self._model_path('frm', current_iter))
+            self.frm_update.save(self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)
         if current_iter == -1:  # BasicSR's save at the end of training
             self.curves.draw()

@@ -2,7 +2,9 @@
 
 Used by :class:`~drward.models.refl_model.ReFLModel` (and any model holding ``net_g`` as a drward Restorer).
 Metrics come from the option file's ``val.metrics`` (BasicSR's METRIC_REGISTRY, drward's face metrics included);
-``reward_restored`` / ``reward_gt`` (mean FRM cosine) are added whenever the model holds an FRM.
+``reward_restored`` / ``reward_gt`` (mean FRM cosine) and the reward-hacking monitor's ``hack_reward_gap`` /
+``hack_hf_ratio`` (:mod:`drward.models.hack_monitor`) are added whenever the model holds an FRM; the monitor's
+thresholds are checked on them (stream ``val/<dataset>``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 
 from drward.archs.restorer import restore_seeded
+from drward.models.hack_monitor import HackStats
 
 
 class RestorationValidator:
@@ -38,6 +41,7 @@ class RestorationValidator:
         metric_opts = deepcopy(val_opt.get('metrics') or {})
         sums: Dict[str, float] = OrderedDict((name, 0.0) for name in metric_opts)
         count = 0
+        hack = HackStats() if m.frm is not None else None
         was_training = m.net_g.training
         m.net_g.eval()
         for idx, data in enumerate(dataloader):
@@ -52,24 +56,24 @@ class RestorationValidator:
                     for name, opt_ in metric_opts.items():
                         sums[name] += float(calculate_metric(pair, opt_))
                 count += 1
-            if m.frm is not None:
-                with torch.no_grad():
-                    captions = m.criteria['l_reward'].captions_for(restored.shape[0], m.captions)
-                    sums['reward_restored'] = sums.get('reward_restored', 0.0) + float(
-                        m.frm.similarity(restored, captions).sum())
-                    if m.gt is not None:
-                        sums['reward_gt'] = sums.get('reward_gt', 0.0) + float(m.frm.similarity(m.gt, captions).sum())
+            if hack is not None and m.gt is not None:
+                captions = m.criteria['l_reward'].captions_for(restored.shape[0], m.captions)
+                hack.add(m.frm, m.hack_monitor.hf, restored, m.gt, captions)
         if was_training:
             m.net_g.train()
         results = OrderedDict((k, v / max(count, 1)) for k, v in sums.items())
-        self._log(dataset, current_iter, results, tb_logger)
+        if hack is not None and hack.count:
+            results.update(hack.result())
+            m.hack_monitor.check(results, current_iter, stream=f'val/{dataset}')
+        log_validation(dataset, current_iter, results, tb_logger)
         return results
 
-    @staticmethod
-    def _log(dataset: str, current_iter: int, results: Dict[str, float], tb_logger) -> None:
-        message = f'Validation {dataset}, iter {current_iter}: ' + ', '.join(
-            f'{k}: {v:.4f}' for k, v in results.items())
-        get_root_logger().info(message)
-        if tb_logger:
-            for k, v in results.items():
-                tb_logger.add_scalar(f'metrics/{dataset}/{k}', v, current_iter)
+
+def log_validation(dataset: str, current_iter: int, results: Dict[str, float], tb_logger) -> None:
+    """One log line and one tb scalar (``metrics/<dataset>/<name>``) per result."""
+    message = f'Validation {dataset}, iter {current_iter}: ' + ', '.join(
+        f'{k}: {v:.4f}' for k, v in results.items())
+    get_root_logger().info(message)
+    if tb_logger:
+        for k, v in results.items():
+            tb_logger.add_scalar(f'metrics/{dataset}/{k}', v, current_iter)

@@ -1,0 +1,110 @@
+"""The dynamic FRM update (DESIGN.md §1): the reward model keeps learning that the ground truth beats the generator.
+
+Every ``n`` generator steps (option ``every``, official n = 10), on the batch just restored:
+
+* pairs ``(Î.detach(), I_GT)``, both with the GT's caption, the GT preferred (label 1 = second image);
+* ``L = loss_weight · Σ_b CE(softmax([s_Î, s_GT]), GT)`` with ``s_k = exp(logit_scale)·cos(e_Ik, e_T)``
+  (:class:`~drward.losses.preference_loss.PreferenceLoss`, official: sum × 0.1);
+* its own AdamW (lr 2e-6, betas (0.9, 0.999), eps 1e-8, decoupled weight decay 0.35 on ≥ 2-D weights, none on
+  biases, norms and ``logit_scale``: :func:`~drward.models.frm_optim.build_frm_optimizer`), gradient-norm clip 1.0.
+
+One component, used by every model that trains a generator against the FRM (``ReFLModel``, ``RewardSRModel``,
+``RewardSRGANModel``). Checkpoints: the FRM goes to ``net_frm_<iter>.pth`` in the official HPS v2 / FRM layout
+(``save_frm``); the optimiser is one of the owning model's ``optimizers``, so BasicSR's training state carries it;
+on resume, the FRM saved beside the resumed iteration replaces the one built from the options.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Dict, Mapping, Optional, Sequence
+
+import torch
+from basicsr.losses import build_loss
+from basicsr.utils import get_root_logger
+
+from drward.archs.frm_arch import FaceRewardModel, save_frm
+from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.utils.options import check_keys
+
+FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
+#: The authors' dynamic-update optimiser (their training script).
+OFFICIAL_FRM_OPTIM = {'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35}
+
+
+class DynamicFRMUpdate:
+    """Preference steps of the FRM on (restored, GT) pairs, every ``every`` generator iterations.
+
+    Args:
+        frm: the shared FRM (``RewardLoss.frm``); its unlocked parameters are trained in place.
+        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0 or
+            ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
+            ``optim`` (:data:`OFFICIAL_FRM_OPTIM`).
+        owner: the model's name, for messages.
+        autocast: a context-manager factory the preference step runs under (the owner's mixed precision).
+    """
+
+    def __init__(self, frm: FaceRewardModel, opt: Optional[Mapping] = None, owner: str = 'model',
+                 autocast: Callable[[], ContextManager] = nullcontext):
+        opt = dict(opt or {})
+        check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
+        self.frm, self.owner, self.autocast = frm, owner, autocast
+        self.every = int(opt.get('every', 10)) if opt.get('enabled', True) else 0
+        self.grad_clip = opt.get('grad_clip', 1.0)
+        self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
+                                'reduction': opt.get('reduction', 'sum')})
+        self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM)
+        self.updates = 0
+        self.skipped = 0
+
+    def due(self, current_iter: int) -> bool:
+        """True on the iterations that update the FRM (``current_iter % every == 0``; never when ``every`` is 0)."""
+        return bool(self.every) and current_iter % self.every == 0
+
+    def step(self, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str]) -> Dict[str, float]:
+        """One preference step on ``(restored, gt)`` (both (B, 3, H, W) in [0, 1]), the GT preferred.
+
+        Returns ``l_frm``, ``frm_acc`` (pairs the FRM ranked right *before* the step), ``frm_grad_norm`` and the
+        running count ``frm_updates``.
+        """
+        restored = restored.detach().float().clamp(0, 1)
+        labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
+        with self.autocast():
+            stats = preference_step(self.frm, self.optimizer, self.loss, restored, gt.detach(), list(captions),
+                                    labels, grad_clip=self.grad_clip)
+        if stats.pop('frm_skipped', 0.0):  # a non-finite loss or gradient: nothing was stepped
+            self.skipped += 1
+            get_root_logger().warning(f'dynamic FRM update: non-finite step ({stats}); skipped '
+                                      f'({self.skipped} skipped so far)')
+            stats = {'frm_skipped': float(self.skipped)}
+        else:
+            self.updates += 1
+        stats['frm_updates'] = float(self.updates)
+        return stats
+
+    def maybe_step(self, current_iter: int, restored: torch.Tensor, gt: torch.Tensor,
+                   captions: Sequence[str]) -> Dict[str, float]:
+        """:meth:`step` when :meth:`due`, else nothing (an empty dict)."""
+        return self.step(restored, gt, captions) if self.due(current_iter) else {}
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    @staticmethod
+    def checkpoint_path(models_dir: str, current_iter) -> str:
+        """``<models>/net_frm_<iter>.pth`` (``latest`` for iteration −1, BasicSR's convention)."""
+        return osp.join(models_dir, f"net_frm_{'latest' if current_iter == -1 else current_iter}.pth")
+
+    def save(self, path: str) -> None:
+        """Write the FRM in the official ``{'state_dict': …}`` layout (loadable as ``RewardLoss``'s ``frm.checkpoint``)."""
+        save_frm(self.frm, path)
+
+    def resume(self, path_opt: Mapping) -> None:
+        """On resume (``path.resume_state`` set), load the FRM saved beside the resumed iteration's state."""
+        state_path = path_opt.get('resume_state')
+        if not state_path:
+            return
+        it = osp.splitext(osp.basename(state_path))[0]
+        path = self.checkpoint_path(path_opt['models'], it)
+        if not osp.exists(path):
+            raise FileNotFoundError(f'{self.owner}: resuming from {state_path} but the FRM checkpoint {path} is missing')
+        self.frm.load_checkpoint(path)
+        get_root_logger().info(f'{self.owner}: resumed the FRM from {path}')
