@@ -254,11 +254,13 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         return {'restorer_sampling': self.generator}
 
     def extra_training_state(self) -> Dict[str, int]:
-        return {'skipped_steps': self.skipped_steps, 'frm_updates': self.frm_updates, 'frm_skipped': self.frm_skipped}
+        return {'skipped_steps': self.skipped_steps, 'frm_updates': self.frm_update.updates,
+                'frm_skipped': self.frm_update.skipped}
 
     def load_extra_training_state(self, state: Dict) -> None:
-        for key in ('skipped_steps', 'frm_updates', 'frm_skipped'):
-            setattr(self, key, int(state.get(key, getattr(self, key))))
+        self.skipped_steps = int(state.get('skipped_steps', self.skipped_steps))
+        self.frm_update.updates = int(state.get('frm_updates', self.frm_update.updates))
+        self.frm_update.skipped = int(state.get('frm_skipped', self.frm_update.skipped))
 
     def load_trained(self, path: str) -> None:
         load_restorer_weights(self.net_g, path)
