@@ -191,7 +191,7 @@ def test_tiny_authors_option_file_runs_through_tools_train(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         log = result.stdout + result.stderr
         assert 'grad_accum_mode: last_microbatch' in log and 'frm_updates: 1.0000e+00' in log
-        assert osp.exists(osp.join(exp, 'models', 'net_g_2.pth')) and osp.exists(osp.join(exp, 'models',
+        assert osp.exists(osp.join(exp, 'models', 'net_g_2.safetensors')) and osp.exists(osp.join(exp, 'models',
                                                                                          'net_frm_2.pth'))
     finally:
         shutil.rmtree(exp, ignore_errors=True)
