@@ -71,7 +71,9 @@ def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_lo
     recorded = TrainingCurves.from_json(json.loads((exp / 'training_curves.json').read_text()))
     assert {'l_reg', 'l_dwt', 'l_reward', 'reward_restored', 'reward_gt', 'frm_acc'} <= set(recorded.train)
     assert recorded.frm_updates == [2] and set(recorded.train['l_total']) == {1, 2, 3}
-    assert set(recorded.val) == {f'demo_faces_tiny_val/{k}' for k in ('psnr', 'reward_restored', 'reward_gt')}
+    # validation metrics, the rewards, and the reward-hacking monitor's two values (issue 13)
+    assert set(recorded.val) == {f'demo_faces_tiny_val/{k}' for k in ('psnr', 'reward_restored', 'reward_gt',
+                                                                       'hack_reward_gap', 'hack_hf_ratio')}
 
     redrawn = tmp_path / 'redrawn.png'
     out = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'plot_curves.py'), str(exp), '-o',
