@@ -65,8 +65,8 @@ def make_datasets(workdir: str) -> Dict[str, str]:
     split = {'train': names[:TRAIN_FACES], 'val': names[TRAIN_FACES:TRAIN_FACES + VAL_FACES],
              'test_gt': names[-TEST_FACES:]}
     for key, chosen in split.items():
-        for name in chosen:
-            for suffix in ('.png', '.txt'):
+        for name in chosen:  # the test set's GT folder holds images only (BasicSR pairs its files with the LQ's)
+            for suffix in ('.png',) if key == 'test_gt' else ('.png', '.txt'):
                 src, dst = osp.join(faces, name[:-4] + suffix), osp.join(folders[key], name[:-4] + suffix)
                 if osp.exists(src) and not osp.exists(dst):
                     os.link(src, dst)
@@ -115,7 +115,7 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str) -> List[Job
             common + ['name=rehearsal_train_frm', f'network_frm:checkpoint={weights["frm"]}',
                       f'datasets:train:pairs_file={data["pairs"]}', f'datasets:val:pairs_file={data["pairs"]}',
                       'datasets:train:batch_size_per_gpu=4', 'datasets:train:num_worker_per_gpu=1',
-                      'train:total_iter=2', 'train:warmup_iter=-1', 'train:scheduler:periods=[2]',
+                      'train:total_iter=2', 'train:warmup_iter=0',  # --force_yml reads '-1' as a string 'train:scheduler:periods=[2]',
                       'val:val_at_start=false', 'logger:save_checkpoint_freq=2'], 2),
         Job('test_celeba', 'test', 'options/test_celeba.yml',
             [f'num_gpu={gpu}', 'name=rehearsal_test_celeba', f'network_g:diffbir_checkpoint={weights["diffbir"]}',
