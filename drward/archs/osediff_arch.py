@@ -42,7 +42,7 @@ from torch.func import functional_call
 from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
                                discover_layout, is_lora_name, randomize_lora_b_)
 from drward.archs.materialize import check_materialized, empty_weights
-from drward.archs.precision import cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
+from drward.archs.precision import cast_buffers, cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.image_sizes import resize_to, round_down_to_multiple
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, seeded_rng
@@ -156,11 +156,9 @@ class OSEDiffRestorer(Restorer):
             for param in own:
                 if id(param) not in trained:
                     param.data = param.data.to(self.weight_dtype)
-            for name, buf in module._buffers.items():
-                if buf is not None and buf.is_floating_point():
-                    module._buffers[name] = buf.to(self.weight_dtype)
             if own and all(id(p) in trained for p in own) and not is_lora_name(name + '.'):
                 cast_io_to_weights(module, self.weight_dtype)
+        cast_buffers(self.sd, self.weight_dtype)
         self.sd.clear_context_cache()
 
     def refresh_compute(self, with_grad: bool) -> None:

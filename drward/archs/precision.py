@@ -51,6 +51,14 @@ def no_autocast(device: torch.device, reduced: bool):
     return torch.autocast(device_type=torch.device(device).type, enabled=False) if reduced else nullcontext()
 
 
+def cast_buffers(module: nn.Module, dtype: torch.dtype) -> None:
+    """Cast every floating-point buffer of ``module`` (and its children) to ``dtype`` in place; parameters untouched."""
+    for owner in module.modules():
+        for name, buf in owner._buffers.items():
+            if buf is not None and buf.is_floating_point():
+                owner._buffers[name] = buf.to(dtype)
+
+
 def store_frozen(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Store a frozen module's floating-point parameters and buffers in ``dtype`` (in place)."""
     return module.to(dtype) if dtype != torch.float32 else module
@@ -78,10 +86,7 @@ class ComputeCopy:
             twin = twins[names[id(owner)]]
             del twin._parameters[name]
             self._slots.append((twin, name, param))
-        for twin in self.module.modules():
-            for name, buf in twin._buffers.items():
-                if buf is not None and buf.is_floating_point():
-                    twin._buffers[name] = buf.to(dtype)
+        cast_buffers(self.module, dtype)
         self._versions = None
         self._device = None
         self.refresh(with_grad=False)

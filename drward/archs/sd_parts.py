@@ -29,6 +29,8 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import LayerNorm, Transformer
 from torch import nn
 
+from drward.archs.precision import cast_buffers
+
 from drward.archs.sd_config import LATENT_SCALE, SD21_BASE, SDConfig
 from drward.archs.tiny_configs import TINY_SD
 
@@ -163,9 +165,7 @@ def copy_frozen(module: nn.Module, dtype: Optional[torch.dtype] = None) -> nn.Mo
     memo = {id(p): nn.Parameter(p.detach().to(dtype or p.dtype, copy=True), requires_grad=False)
             for p in module.parameters()}
     frozen = copy.deepcopy(module, memo)
-    for module in frozen.modules() if dtype is not None else ():
-        for name, buf in module._buffers.items():
-            if buf is not None and buf.is_floating_point():
-                module._buffers[name] = buf.to(dtype)
+    if dtype is not None:
+        cast_buffers(frozen, dtype)
     frozen.requires_grad_(False)
     return frozen.eval()
