@@ -79,6 +79,24 @@ def test_compute_copy_is_cached_until_a_master_changes():
     torch.testing.assert_close(net.weight.grad, x.sum(0).expand(3, 4), rtol=1e-2, atol=1e-2)
 
 
+def test_released_casts_are_remade_for_the_next_restore_and_reward():
+    # the generator step and the FRM update drop their bf16 casts (stale after the step) to free memory
+    net = DiffBIRRestorer(tiny=True, weight_dtype='bf16', num_steps=STEPS)
+    with torch.no_grad():
+        before = _restore(net).image
+    assert net._compute.nbytes() > 0
+    net.release_compute_caches()
+    assert net._compute.nbytes() == 0
+    with torch.no_grad():  # the same casts remade from the same masters, the same kernels: identical
+        assert torch.equal(_restore(net).image, before)
+    frm = FaceRewardModel(model_name='tiny', unlocked_image_groups=2, unlocked_text_layers=1, weight_dtype='bf16')
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    reward = frm.similarity(images, ['a', 'b'], frozen=True)
+    frm.release_compute_cache()
+    assert not frm._frozen_casts[1]
+    assert torch.equal(frm.similarity(images, ['a', 'b'], frozen=True), reward)
+
+
 def test_frm_bf16_stores_locked_layers_in_bf16_and_agrees_with_fp32():
     opts = dict(model_name='tiny', unlocked_image_groups=2, unlocked_text_layers=1)
     torch.manual_seed(0)

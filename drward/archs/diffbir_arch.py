@@ -229,6 +229,10 @@ class DiffBIRRestorer(Restorer):
         if self._compute is not None:
             self._compute.refresh(with_grad)
 
+    def release_compute_caches(self) -> None:
+        if self._compute is not None:
+            self._compute.release()
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The IRControlNet's parameters, all of them (DiffBIR ReFL trains the whole control branch)."""
         return self.controlnet.parameters()

@@ -190,9 +190,15 @@ class FaceRewardModel(nn.Module):
             return {name: p.detach() for name, p in self.clip.named_parameters()}
         versions = tuple(p._version for p in self.clip.parameters())
         if versions != self._frozen_casts[0]:
+            self.release_compute_cache()  # the stale casts go before the new ones are made (never two sets alive)
             casts = {name: p.detach().to(self.weight_dtype) for name, p in self.clip.named_parameters()}
             self._frozen_casts = (versions, casts)
         return self._frozen_casts[1]
+
+    def release_compute_cache(self) -> None:
+        """Free the cached bf16 casts of the trained weights (:meth:`_detached_parameters` remakes them): a training
+        step makes them stale, so the FRM update drops them first instead of holding them beside its gradients."""
+        self._frozen_casts = (None, {})
 
     def _compute_context(self):
         """bf16 autocast over the mixed bf16 (locked) / fp32 (trained) weights; nothing with fp32 weights."""

@@ -108,6 +108,13 @@ class ComputeCopy:
             self._versions = self._current_versions()
         return self.module
 
+    def release(self) -> None:
+        """Drop the casts (stale after an optimiser step anyway): their memory is free until the next
+        :meth:`refresh`, e.g. during the dynamic FRM update."""
+        for twin, name, _ in self._slots:
+            twin.__dict__.pop(name, None)
+        self._versions = None
+
     def nbytes(self) -> int:
         """Bytes held by the casts (the twin's weights)."""
         return sum(twin.__dict__[name].numel() * twin.__dict__[name].element_size()

@@ -78,6 +78,10 @@ class Restorer(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing on/off in the big modules (UNet, control branch, VAE decoder)."""
 
+    def release_compute_caches(self) -> None:
+        """Free reduced-precision casts of the trained weights (stale once the optimiser stepped); the next
+        ``restore`` recasts. Called after each generator step, so the FRM update never holds them."""
+
     def forward(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None) -> torch.Tensor:
         """Inference: the restored image in [0, 1] (so BasicSR's test pipeline can call ``net_g(lq)``)."""
         with torch.no_grad():

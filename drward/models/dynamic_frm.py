@@ -25,6 +25,7 @@ from basicsr.utils import get_root_logger
 
 from drward.archs.frm_arch import FaceRewardModel, save_frm
 from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.utils.host_memory import release_host_memory
 from drward.utils.options import check_keys
 
 FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
@@ -68,6 +69,7 @@ class DynamicFRMUpdate:
         running count ``frm_updates``.
         """
         restored = restored.detach().float().clamp(0, 1)
+        self.frm.release_compute_cache()  # stale after this step: not held beside the gradients and AdamW states
         labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
         with self.autocast():
             stats = preference_step(self.frm, self.optimizer, self.loss, restored, gt.detach(), list(captions),
@@ -79,6 +81,7 @@ class DynamicFRMUpdate:
             stats = {'frm_skipped': float(self.skipped)}
         else:
             self.updates += 1
+        release_host_memory()  # the step's freed gradients and activations go back to the system (CPU runs)
         stats['frm_updates'] = float(self.updates)
         return stats
 

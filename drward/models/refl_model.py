@@ -48,6 +48,7 @@ from drward.models.hack_monitor import HackMonitor
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
 from drward.utils.curves import CurveRecorder
+from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
@@ -196,6 +197,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                                                                     self.grad_clip_g))
         self.optimizer_g.step()
         self.optimizer_g.zero_grad(set_to_none=True)
+        self.net_g.release_compute_caches()  # stale casts of the old weights: free during the FRM update
+        release_host_memory()
         restored = torch.cat(restored)
         with torch.no_grad(), self._autocast():
             log['reward_gt'] = float(self.frm.similarity(self.gt, self._captions(len(restored))).float().mean())
