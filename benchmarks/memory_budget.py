@@ -14,9 +14,13 @@ component, the total being the predicted CUDA peak, next to the 24 GiB of the ca
   rows only.
 
 The step runs in two phases that are never alive together: the generator's forward + backward (its graph, then its
-gradients; ``zero_grad(set_to_none=True)`` after the step) and the dynamic FRM update (its graph and gradients). So
+gradients; ``zero_grad(set_to_none=True)`` after the step) and the dynamic FRM update (its graph and gradients).
+The bf16 casts of trained weights (the IRControlNet's compute copy, the FRM's cached casts of its trained half) live
+in phase 1 only: each is stale once its optimiser steps and is released then (``Restorer.release_compute_caches``,
+``FaceRewardModel.release_compute_cache``), before the FRM update allocates its gradients. So
 
-    peak = weights + AdamW states (generator + FRM) + max(generator graph + gradients, FRM-update graph + gradients)
+    peak = weights without casts + AdamW states (generator + FRM)
+           + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
 Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
 AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
@@ -124,13 +128,27 @@ def count_components(named: Sequence[Tuple[str, nn.Module]]) -> List[Component]:
     return components
 
 
+HELD_OUTSIDE = 'restorer: held outside its submodules (compute copy, caches)'
+FRM_CASTS = 'FRM: cached bf16 casts of its trained half'
+
+
+def frm_cast_cache(frm: nn.Module) -> nn.Module:
+    """A holder of the FRM's cached casts that are copies (a bf16-stored locked weight is its own cast)."""
+    params = dict(frm.named_parameters(prefix='clip')) if hasattr(frm, 'clip') else {}
+    cache = getattr(frm, '_frozen_casts', (None, {}))[1]
+    holder = nn.Module()
+    holder.casts = [t for name, t in cache.items() if t is not params.get(f'clip.{name}')]
+    return holder
+
+
 def named_components(net: nn.Module, frm: nn.Module, losses: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
     """The restorer's children (its SD parts one by one), the FRM, the other loss modules."""
     named = []
     for name, child in net.named_children():
         sd_parts = name == 'sd' and hasattr(child, 'unet')
         named += [(f'{name}.{sub}', module) for sub, module in child.named_children()] if sd_parts else [(name, child)]
-    named.append(('restorer: held outside its submodules (compute copy, caches)', net))
+    named.append((HELD_OUTSIDE, net))
+    named.append((FRM_CASTS, frm_cast_cache(frm)))
     named.append(('FRM', frm))
     named += [(type(loss).__name__, loss) for loss in losses]
     return named
@@ -181,6 +199,10 @@ class Budget:
     generator_trained: int
     frm_trained: int
     activations: Optional[Dict[bool, Activations]]
+    #: bf16 casts of trained weights, alive in phase 1 only (counted in ``components`` where the model holds them)
+    casts_in_components: int = 0
+    #: the FRM's casts when the count was made on the meta device (made at its first reward call, so not held yet)
+    frm_casts_to_come: int = 0
 
     @property
     def weights(self) -> int:
@@ -190,11 +212,15 @@ class Budget:
     def optimiser_states(self) -> int:
         return 2 * (self.generator_trained + self.frm_trained)
 
+    @property
+    def casts(self) -> int:
+        return self.casts_in_components + self.frm_casts_to_come
+
     def total(self, checkpointing: bool) -> int:
         """The predicted peak (module docstring); without measured activations, its lower bound."""
         acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
-        phases = max(acts.generator + self.generator_trained, acts.frm_update + self.frm_trained)
-        return self.weights + self.optimiser_states + phases
+        phases = max(self.casts + acts.generator + self.generator_trained, acts.frm_update + self.frm_trained)
+        return self.weights - self.casts_in_components + self.optimiser_states + phases
 
 
 def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
@@ -205,7 +231,12 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     activations = None
     if not args.skip_activations:
         activations, components = measure_activations(args, spec)
-    return Budget(components, generator_trained, frm_trained, activations)
+    casts = sum(c.total for c in components if c.name in (HELD_OUTSIDE, FRM_CASTS))
+    # before its first reward call the FRM holds no casts: one bf16 copy of its fp32 trained half comes then
+    frm_bf16 = any('bfloat16' in c.frozen for c in components if c.name == 'FRM')
+    no_cache = not any(c.name == FRM_CASTS for c in components)
+    to_come = frm_trained // 2 if frm_bf16 and no_cache else 0
+    return Budget(components, generator_trained, frm_trained, activations, casts, to_come)
 
 
 def _describe(parts: Dict[str, int], scale: float) -> str:
@@ -220,6 +251,9 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
         kinds = [f'frozen {_describe(c.frozen, scale)}'] if c.frozen else []
         kinds += [f'trained {_describe(c.trained, scale)}'] if c.trained else []
         rows.append([f'weights: {c.name}', '; '.join(kinds), *cells(c.total, c.total)])
+    if budget.frm_casts_to_come:
+        rows.append([f'weights: {FRM_CASTS}', 'made at its first reward call (bf16)',
+                     *cells(budget.frm_casts_to_come, budget.frm_casts_to_come)])
     acts = budget.activations
     not_measured = ['not measured'] * 2
     rows += [
@@ -234,7 +268,8 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
          *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
-    rows.append([total, 'weights + states + max(phase 1, phase 2)', *cells(budget.total(False), budget.total(True))])
+    rows.append([total, 'weights + states + max(phase 1, phase 2); the casts count in phase 1 only '
+                 f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
     if acts and acts[False].cuda_peak is not None:
         rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
                      *cells(acts[False].cuda_peak, acts[True].cuda_peak)])

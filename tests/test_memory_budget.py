@@ -62,3 +62,18 @@ def test_compute_copies_held_as_attributes_are_counted_once_by_dtype():
     (component,) = memory_budget.count_components([('m', WithCopy())])
     assert component.trained == {'float32': 20 * 4}
     assert component.frozen == {'float32': 20 * 4, 'bfloat16': 16 * 2}
+
+
+def test_casts_of_trained_weights_count_in_phase_one_only():
+    # the compute copy and the FRM's cast cache are released after each optimiser step (before the FRM update)
+    G = 2 ** 30
+    components = [memory_budget.Component('sd.unet', frozen={'bfloat16': 2 * G}),
+                  memory_budget.Component('controlnet', trained={'float32': 4 * G}),
+                  memory_budget.Component(memory_budget.HELD_OUTSIDE, frozen={'bfloat16': 2 * G}),
+                  memory_budget.Component('FRM', trained={'float32': 1 * G})]
+    acts = {False: memory_budget.Activations(generator=3 * G, frm_update=1 * G)}
+    budget = memory_budget.Budget(components, 4 * G, 1 * G, acts, casts_in_components=2 * G, frm_casts_to_come=G // 2)
+    # weights without casts 7 + states 2·(4 + 1) = 10 + max(casts 2.5 + graph 3 + grads 4, FRM graph 1 + grads 1)
+    assert budget.total(False) == 7 * G + 10 * G + int(9.5 * G)
+    budget.activations = {False: memory_budget.Activations(generator=0, frm_update=20 * G)}
+    assert budget.total(False) == 7 * G + 10 * G + 21 * G  # phase 2 the larger: no casts in it
