@@ -5,10 +5,14 @@ blur k_σ, downsample r, noise δ, JPEG q, resize back; DESIGN.md §1) and the f
 
 Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_size_per_gpu`` are accepted too):
 
+* ``io_backend``: ``{type: disk}`` (default) or ``{type: lmdb}`` (:mod:`drward.data.image_source`, BasicSR's
+  ``FileClient``);
 * ``dataroot_gt``: folder of HQ faces, and/or ``meta_info_file``: a list of image paths (relative to
-  ``dataroot_gt`` when given, else to the meta file's folder);
+  ``dataroot_gt`` when given, else to the meta file's folder); with lmdb, ``dataroot_gt`` is the lmdb folder
+  (GFPGAN's ``datasets/ffhq/ffhq_512.lmdb``) and the keys come from its ``meta_info.txt`` (or ``meta_info_file``);
 * ``gt_size`` (512): side of the square HQ face (centre-crop, then resize);
 * ``caption_file`` (optional, JSON or TSV) and ``fallback_caption``; per image, ``<stem>.txt`` beside it wins;
+  with lmdb the caption file is keyed by the lmdb keys and defaults to ``<lmdb>/captions.tsv`` when that exists;
   ``caption_policy``: ``fallback`` (default: an image without a caption gets ``fallback_caption``, counted in the
   log) or ``strict`` (the authors' code: a missing caption is an error; here raised at construction, naming the
   first such image, instead of mid-run when the loader reaches it);
@@ -17,7 +21,6 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
   (validation); ``demo_faces: true``: if ``dataroot_gt`` does not exist, write the bundled demo faces there first;
 * ``max_bad_fraction`` (0.1), ``min_image_side`` (16): an unreadable, truncated or smaller image is skipped with a
   warning naming it (:mod:`drward.data.bad_images`); more than that fraction of bad files stops the run;
-* ``io_backend``: only ``{type: disk}``;
 * ``mean`` / ``std`` (BasicSR's keys, per RGB channel): ``lq`` and ``gt`` become ``(x − mean) / std``; GFPGAN's and
   CodeFormer's ``[0.5, 0.5, 0.5]`` for both give [-1, 1].
 """
@@ -36,6 +39,7 @@ from drward.data import image_io
 from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
+from drward.data.image_source import ImageSource
 from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
@@ -65,9 +69,6 @@ class FaceDegradationDataset(data.Dataset):
         super().__init__()
         self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt["name"]
         check_keys('FaceDegradationDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS + DegradationSettings.option_keys())
-        backend = (opt.get('io_backend') or {}).get('type', 'disk')
-        if backend != 'disk':
-            raise ValueError(f'FaceDegradationDataset reads from disk only; io_backend type {backend!r} is unsupported')
         self.gt_size = int(opt.get('gt_size', 512))
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.seed: Optional[int] = opt.get('seed')
@@ -75,8 +76,8 @@ class FaceDegradationDataset(data.Dataset):
         self.caption_policy = checked_caption_policy('FaceDegradationDataset', opt)
         self.settings = DegradationSettings.from_options(opt)
         self.stats = channel_stats(opt.get('mean'), opt.get('std'))
-        self.gt_paths = self._list_gt_paths(opt)
-        self.captions = self._resolve_captions(opt.get('caption_file'))
+        self.gt_paths = self._list_gt_paths(opt)  # disk: file paths; lmdb: keys
+        self.captions = self._resolve_captions(opt.get('caption_file') or self.source.default_caption_file())
         self.min_image_side = int(opt.get('min_image_side', DEFAULT_MIN_IMAGE_SIDE))
         self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
                                    opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
@@ -85,18 +86,22 @@ class FaceDegradationDataset(data.Dataset):
         root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
         if root is None and meta_file is None:
             raise image_io.ImageListError('FaceDegradationDataset needs dataroot_gt (a folder) or meta_info_file')
+        lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
         if root is not None and opt.get('demo_faces', False) and not os.path.exists(root):
+            if lmdb:
+                raise OptionError(f'FaceDegradationDataset: demo_faces writes image files, not an lmdb; {root} does '
+                                  'not exist (make it with tools/make_lmdb.py)')
             ensure_demo_faces(root, size=self.gt_size)
             get_root_logger().info(f'FaceDegradationDataset: wrote the bundled demo faces to {root} '
                                    '(real low-resolution photos for plumbing/demos; see drward/data/demo_faces.py)')
-        if meta_file is not None:
-            return image_io.read_meta_file(meta_file, root)
-        return image_io.list_images(root)
+        self.source = ImageSource('FaceDegradationDataset', opt.get('io_backend'), root)
+        return self.source.names(meta_file)
 
     def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
-        """One caption per image: ``<stem>.txt`` beside it, else the caption file, else the fallback (counted)."""
+        """One caption per image: ``<stem>.txt`` beside it (disk), else the caption file, else the fallback
+        (counted)."""
         mapping = image_io.read_caption_file(caption_file) if caption_file else {}
-        found = [image_io.caption_beside(path) or image_io.lookup_caption(path, mapping) for path in self.gt_paths]
+        found = [self.source.caption(name, mapping) for name in self.gt_paths]
         captions, self.fallback_count = fill_missing_captions('FaceDegradationDataset', found,
                                                               self.fallback_caption, 'images',
                                                               policy=self.caption_policy, names=self.gt_paths)
@@ -116,7 +121,7 @@ class FaceDegradationDataset(data.Dataset):
         return None
 
     def _read_gt(self, i: int) -> np.ndarray:
-        return image_io.fit_square(image_io.read_image(self.gt_paths[i], self.min_image_side), self.gt_size)
+        return image_io.fit_square(self.source.read(self.gt_paths[i], self.min_image_side), self.gt_size)
 
     def normalised(self, img: torch.Tensor) -> torch.Tensor:
         return img if self.stats is None else (img - self.stats[0]) / self.stats[1]

@@ -41,15 +41,20 @@ def read_image(path: str, min_side: int = 1) -> np.ndarray:
             data = handle.read()
     except OSError as error:
         raise ImageReadError(f'cannot read image file {path}: {error.strerror or error}') from error
+    return decode_image(data, f'image file {path}', min_side)
+
+
+def decode_image(data: Optional[bytes], name: str, min_side: int = 1) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, ...) as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError`
+    starts with ``name`` (``image file <path>``, ``key <k> of lmdb <db>``) when they are empty, corrupt or too small."""
     if not data:
-        raise ImageReadError(f'cannot decode image file {path}: the file is empty')
+        raise ImageReadError(f'cannot decode {name}: it is empty')
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise ImageReadError(f'cannot decode image file {path}: corrupt, truncated or not an image')
+        raise ImageReadError(f'cannot decode {name}: corrupt, truncated or not an image')
     if min(img.shape[:2]) < min_side:
-        raise ImageReadError(f'image file {path} is {img.shape[1]}x{img.shape[0]} pixels, under the minimum side '
-                             f'{min_side}')
-    return _to_float_bgr(img, path)
+        raise ImageReadError(f'{name} is {img.shape[1]}x{img.shape[0]} pixels, under the minimum side {min_side}')
+    return _to_float_bgr(img, name)
 
 
 def _to_float_bgr(img: np.ndarray, path: str) -> np.ndarray:
@@ -61,7 +66,7 @@ def _to_float_bgr(img: np.ndarray, path: str) -> np.ndarray:
     elif channels == 4:
         img = img[..., :3]
     elif channels != 3:
-        raise ImageReadError(f'image file {path} has {channels} channels; expected 1, 2, 3 or 4')
+        raise ImageReadError(f'{path} has {channels} channels; expected 1, 2, 3 or 4')
     if img.dtype == np.uint8:
         return img.astype(np.float32) / 255.0
     if img.dtype == np.uint16:
@@ -94,22 +99,26 @@ def list_images(folder: str) -> List[str]:
 def read_meta_file(meta_file: str, root: Optional[str] = None) -> List[str]:
     """Image paths listed in a meta file, one per line, joined to ``root`` (default: the meta file's folder).
 
-    BasicSR's ``name (h,w,c)`` lines are accepted (the shape is ignored), as are ``path<TAB>anything`` lines.
+    BasicSR's ``name (h,w,c)`` and lmdb ``name (h,w,c) compress_level`` lines are accepted (shape and level are
+    ignored), as are ``path<TAB>anything`` lines.
     """
+    names = read_meta_names(meta_file)
+    root = os.path.dirname(os.path.abspath(meta_file)) if root is None else root
+    return [name if os.path.isabs(name) else os.path.join(root, name) for name in names]
+
+
+def read_meta_names(meta_file: str) -> List[str]:
+    """The names a meta file lists (see :func:`read_meta_file`), as written; :class:`ImageListError` if none."""
     try:
         with open(meta_file, encoding='utf-8') as handle:
             lines = handle.read().splitlines()
     except OSError as error:
         raise ImageListError(f'cannot read meta file {meta_file}: {error.strerror or error}') from error
-    root = os.path.dirname(os.path.abspath(meta_file)) if root is None else root
-    paths = []
-    for line in lines:
-        name = re.sub(r'\s+\(\d+,\s*\d+,\s*\d+\)\s*$', '', line.split('\t')[0]).strip()
-        if name:
-            paths.append(name if os.path.isabs(name) else os.path.join(root, name))
-    if not paths:
+    names = [re.sub(r'\s+\(\d+,\s*\d+,\s*\d+\)(\s+\d+)?\s*$', '', line.split('\t')[0]).strip() for line in lines]
+    names = [name for name in names if name]
+    if not names:
         raise ImageListError(f'meta file {meta_file} lists no images')
-    return paths
+    return names
 
 
 def read_caption_file(path: str) -> Dict[str, str]:

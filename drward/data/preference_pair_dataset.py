@@ -8,18 +8,22 @@ soft target of ``L_FRM = −Σ_j y_j log softmax([s_A, s_B])_j``, with ``y = [la
 Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_size_per_gpu`` are accepted too):
 
 * ``pairs_file`` (required): the JSONL pairs file; rows without a label are skipped (and counted in the log);
+* ``io_backend``: ``{type: disk}`` (default) or ``{type: lmdb}`` (:mod:`drward.data.image_source`); with lmdb,
+  ``image_root`` is the lmdb folder (required) and each image path of the pairs file is read as the key
+  ``<path without extension>`` (``tools/make_lmdb.py --recursive`` packs ``face_0001/gfpgan.png`` so);
 * ``image_root``: folder that relative image / caption paths start from (default: the pairs file's folder);
 * ``image_size`` (224): side of the square images;
 * ``sources`` (``[human, svm]``): which label sources to keep; ``min_confidence`` (0): drop rows whose
   ``confidence`` is lower (a row without one counts as 1);
 * captions, per pair: ``caption``; else ``caption_key`` — looked up in ``caption_file`` (JSON or TSV, as in
   FaceDegradationDataset) when one is given, else read as the path of a text file; else ``<stem of A>.txt``
-  beside image A; else ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an error
+  beside image A, or image A's name in the caption file (lmdb: its key; the caption file defaults to
+  ``<lmdb>/captions.tsv``); else
+  ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an error
   naming its image A instead);
 * ``use_swap``: exchange A and B at random (label → 1 − label); ``use_hflip``: flip both images together;
 * ``max_bad_fraction`` (0.1): a pair with an unreadable image is skipped with a warning naming the file (the next
   pair is used, :mod:`drward.data.bad_images`); more than that fraction of bad pairs stops the run;
-* ``io_backend``: only ``{type: disk}``.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from drward.data.degrade import seeded_global_rng
 from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION,
                                                   checked_caption_policy, fill_missing_captions)
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
+from drward.data.image_source import ImageSource, lmdb_key
 from drward.data.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
@@ -55,20 +60,19 @@ class PreferencePairDataset(data.Dataset):
         super().__init__()
         self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt['name']
         check_keys('PreferencePairDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS, required=('pairs_file',))
-        backend = (opt.get('io_backend') or {}).get('type', 'disk')
-        if backend != 'disk':
-            raise ValueError(f'PreferencePairDataset reads from disk only; io_backend type {backend!r} is unsupported')
         self.pairs_file = opt['pairs_file']
         if not os.path.isfile(self.pairs_file):
             raise FileNotFoundError(f'pairs file {self.pairs_file} (option pairs_file) does not exist')
-        self.image_root = opt.get('image_root') or os.path.dirname(os.path.abspath(self.pairs_file))
+        lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
+        self.image_root = opt.get('image_root') or (None if lmdb else os.path.dirname(os.path.abspath(self.pairs_file)))
+        self.source = ImageSource('PreferencePairDataset', opt.get('io_backend'), self.image_root)
         self.image_size = int(opt.get('image_size', 224))
         self.use_swap = bool(opt.get('use_swap', False))
         self.use_hflip = bool(opt.get('use_hflip', False))
         self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
         self.caption_policy = checked_caption_policy('PreferencePairDataset', opt)
         self.pairs = self._select(read_pairs(self.pairs_file), opt)
-        self.captions = self._resolve_captions(opt.get('caption_file'))
+        self.captions = self._resolve_captions(opt.get('caption_file') or self.source.default_caption_file())
         self.guard = BadImageGuard('PreferencePairDataset', [f'pair {pair.image_a} / {pair.image_b}'
                                                              for pair in self.pairs],
                                    opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
@@ -91,7 +95,7 @@ class PreferencePairDataset(data.Dataset):
     def _resolve_captions(self, caption_file: Any) -> List[str]:
         mapping = image_io.read_caption_file(caption_file) if caption_file else None
         found = [self._caption(pair, mapping) for pair in self.pairs]
-        names = [resolve_path(pair.image_a, self.image_root) for pair in self.pairs]
+        names = [self.source.describe(self._name(pair.image_a)) for pair in self.pairs]
         captions, _ = fill_missing_captions('PreferencePairDataset', found, self.fallback_caption, 'pairs',
                                             policy=self.caption_policy, names=names)
         return captions
@@ -102,7 +106,7 @@ class PreferencePairDataset(data.Dataset):
         if pair.caption is not None:
             return pair.caption
         if pair.caption_key is None:
-            return image_io.caption_beside(resolve_path(pair.image_a, self.image_root))
+            return self.source.caption(self._name(pair.image_a), mapping or {})
         if mapping is not None:
             return mapping.get(pair.caption_key) or None
         return pair_caption(pair, self.image_root, None)  # the caption_key file's text
@@ -110,12 +114,16 @@ class PreferencePairDataset(data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _image(self, path: str) -> np.ndarray:
-        return image_io.fit_square(image_io.read_image(path), self.image_size)
+    def _name(self, path: str) -> str:
+        """The source's name of a pairs-file image path: the resolved file path (disk) or its lmdb key."""
+        return lmdb_key(path) if self.source.is_lmdb else resolve_path(path, self.image_root)
+
+    def _image(self, name: str) -> np.ndarray:
+        return image_io.fit_square(self.source.read(name), self.image_size)
 
     def _read_pair(self, i: int):
         pair = self.pairs[i]
-        a_path, b_path = resolve_path(pair.image_a, self.image_root), resolve_path(pair.image_b, self.image_root)
+        a_path, b_path = self._name(pair.image_a), self._name(pair.image_b)
         return a_path, b_path, self._image(a_path), self._image(b_path)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
