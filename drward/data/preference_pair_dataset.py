@@ -18,9 +18,8 @@ Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_
 * captions, per pair: ``caption``; else ``caption_key`` — looked up in ``caption_file`` (JSON or TSV, as in
   FaceDegradationDataset) when one is given, else read as the path of a text file; else ``<stem of A>.txt``
   beside image A, or image A's name in the caption file (lmdb: its key; the caption file defaults to
-  ``<lmdb>/captions.tsv``); else
-  ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an error
-  naming its image A instead);
+  ``<lmdb>/captions.tsv``); else ``fallback_caption`` (``caption_policy: strict`` makes a pair without a caption an
+  error naming its image A instead);
 * ``use_swap``: exchange A and B at random (label → 1 − label); ``use_hflip``: flip both images together;
 * ``max_bad_fraction`` (0.1): a pair with an unreadable image is skipped with a warning naming the file (the next
   pair is used, :mod:`drward.data.bad_images`); more than that fraction of bad pairs stops the run;
