@@ -13,13 +13,13 @@ The ``io_backend`` option of a dataset picks the source (BasicSR's and GFPGAN's 
 
 An entry that cannot be used (missing file or key, corrupt bytes, too small) raises
 :class:`~drward.data.image_io.ImageReadError` naming it, which the datasets' :class:`~drward.data.bad_images.
-BadImageGuard` turns into a logged skip, whichever the backend. The lmdb environment is opened lazily by the process
-that reads (each DataLoader worker opens its own) and is never pickled.
+BadImageGuard` turns into a logged skip, whichever the backend. The lmdb environment is opened lazily, once per
+process (:func:`lmdb_client`: each DataLoader worker opens its own), and is never pickled.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from basicsr.utils import FileClient
@@ -59,8 +59,7 @@ class ImageSource:
         if self.backend not in BACKENDS:
             raise OptionError(f'{owner}: io_backend type must be one of {list(BACKENDS)}, got {self.backend!r}')
         self.owner, self.root, self._client_options = owner, root, options
-        self._client: Optional[FileClient] = None
-        self._client_pid: Optional[int] = None
+        self._client: Optional[FileClient] = None  # disk; lmdb clients are shared per process (lmdb_client)
         if self.is_lmdb:
             if not root:
                 raise OptionError(f'{owner}: io_backend lmdb needs the lmdb folder as its root (dataroot_gt / '
@@ -104,12 +103,10 @@ class ImageSource:
         return data
 
     def _file_client(self) -> FileClient:
-        if self._client is None or self._client_pid != os.getpid():  # a forked worker opens its own environment
-            if self.is_lmdb:
-                self._client = FileClient('lmdb', db_paths=self.root, **self._client_options)
-            else:
-                self._client = FileClient('disk')
-            self._client_pid = os.getpid()
+        if self.is_lmdb:
+            return lmdb_client(self.root, self._client_options)
+        if self._client is None:
+            self._client = FileClient('disk')
         return self._client
 
     def default_caption_file(self) -> Optional[str]:
@@ -124,7 +121,25 @@ class ImageSource:
             return captions.get(name) or None
         return image_io.caption_beside(name) or image_io.lookup_caption(name, captions)
 
-    def __getstate__(self) -> Dict[str, Any]:  # DataLoader workers under spawn get the dataset pickled
-        state = dict(self.__dict__)
-        state['_client'], state['_client_pid'] = None, None
-        return state
+
+#: The open lmdb client of each lmdb folder in this process: ``{path: (pid, FileClient)}``.
+_LMDB_CLIENTS: Dict[str, Tuple[int, FileClient]] = {}
+
+
+def lmdb_client(path: str, options: Mapping[str, Any]) -> FileClient:
+    """This process's FileClient for the lmdb at ``path``, opened on first use (``options`` go to ``lmdb.open``).
+
+    py-lmdb opens an environment once per process, so every dataset on one lmdb (training and validation) shares
+    it. A forked DataLoader worker inherits its parent's environment, which LMDB forbids using after a fork: the
+    worker closes its copy (the parent's stays open) and opens its own.
+    """
+    path = os.path.abspath(path)
+    pid, client = _LMDB_CLIENTS.get(path, (None, None))
+    if client is not None and pid == os.getpid():
+        return client
+    if client is not None:
+        for env in client.client._client.values():
+            env.close()
+    client = FileClient('lmdb', db_paths=path, **options)
+    _LMDB_CLIENTS[path] = (os.getpid(), client)
+    return client
