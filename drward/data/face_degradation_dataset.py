@@ -77,7 +77,11 @@ class FaceDegradationDataset(data.Dataset):
         self.settings = DegradationSettings.from_options(opt)
         self.stats = channel_stats(opt.get('mean'), opt.get('std'))
         self.gt_paths = self._list_gt_paths(opt)  # disk: file paths; lmdb: keys
-        self.captions = self._resolve_captions(opt.get('caption_file') or self.source.default_caption_file())
+        caption_file = opt.get('caption_file') or self.source.default_caption_file()
+        self.captions = self._resolve_captions(caption_file)
+        get_root_logger().info(f'FaceDegradationDataset: {len(self.gt_paths)} faces from {self.source.backend} '
+                               f'{opt.get("dataroot_gt") or opt.get("meta_info_file")}, captions from '
+                               f'{caption_file or "-"}' + (' and <stem>.txt files' if not self.source.is_lmdb else ''))
         self.min_image_side = int(opt.get('min_image_side', DEFAULT_MIN_IMAGE_SIDE))
         self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
                                    opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))

@@ -143,3 +143,22 @@ def lmdb_client(path: str, options: Mapping[str, Any]) -> FileClient:
     client = FileClient('lmdb', db_paths=path, **options)
     _LMDB_CLIENTS[path] = (os.getpid(), client)
     return client
+
+
+def close_lmdb_client(path: str) -> None:
+    """Close this process's environment of the lmdb at ``path`` if one is open (before the folder is replaced)."""
+    pid, client = _LMDB_CLIENTS.pop(os.path.abspath(path), (None, None))
+    if client is not None and pid == os.getpid():
+        for env in client.client._client.values():
+            env.close()
+
+
+def lmdb_entries(path: str) -> int:
+    """How many entries the lmdb at ``path`` holds (through this process's open environment when there is one)."""
+    import lmdb
+    pid, client = _LMDB_CLIENTS.get(os.path.abspath(path), (None, None))
+    if client is not None and pid == os.getpid():
+        return client.client._client['default'].stat()['entries']
+    with lmdb.open(path, readonly=True, lock=False) as env:
+        return env.stat()['entries']
+

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from drward.data import image_io
 from drward.data.caption_store import CaptionFileStore
-from drward.data.image_source import LMDB_CAPTION_FILE, LMDB_META_FILE, lmdb_key, read_lmdb_keys
+from drward.data.image_source import (LMDB_CAPTION_FILE, LMDB_META_FILE, close_lmdb_client, lmdb_entries, lmdb_key,
+                                     read_lmdb_keys)
 
 INCOMPLETE_SUFFIX = '.incomplete.lmdb'
 
@@ -75,8 +76,7 @@ def lmdb_is_complete(lmdb_path: str) -> Tuple[bool, str]:
     import lmdb
     try:
         keys = read_lmdb_keys(lmdb_path)
-        with lmdb.open(lmdb_path, readonly=True, lock=False) as env:
-            entries = env.stat()['entries']
+        entries = lmdb_entries(lmdb_path)
     except (OSError, lmdb.Error) as error:
         return False, str(error).splitlines()[0]
     if entries != len(keys):
@@ -169,6 +169,7 @@ def pack_folder(folder: str, lmdb_path: str, recursive: bool = False, overwrite:
     if not complete:
         raise LmdbPackError(f'the new lmdb {tmp} is not complete ({why}); it is left there for inspection')
     if exists:
+        close_lmdb_client(lmdb_path)
         shutil.rmtree(lmdb_path)
     os.replace(tmp, lmdb_path)
     return PackReport('rebuilt' if exists else 'built', lmdb_path, len(good), skipped, added, total)
