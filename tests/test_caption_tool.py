@@ -10,6 +10,7 @@ from drward.data.caption_store import CaptionFileStore
 from drward.data.captioner import DEFAULT_INSTRUCTION, FaceCaptioner, caption_images
 from drward.data.demo_faces import make_demo_faces
 from drward.data.face_degradation_dataset import FaceDegradationDataset
+from drward.data.image_io import CaptionFileError
 from drward.data.image_source import ImageSource
 from drward.data.lmdb_pack import pack_folder
 
@@ -123,5 +124,5 @@ def test_a_torn_last_line_is_ended_or_dropped(tmp_path, basicsr_warnings):
     assert store.captions == {'a': 'first face'} and 'dropped a torn last line' in basicsr_warnings.text
     store.add([('b', 'second\tface\n with breaks')])
     assert torn.read_text() == 'a\tfirst face\nb\tsecond face with breaks\n'
-    with pytest.raises(ValueError, match='name a .tsv file'):
+    with pytest.raises(CaptionFileError, match='name a .tsv file'):
         CaptionFileStore(str(tmp_path / 'caps.json'))

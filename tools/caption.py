@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             return captioner.caption(images)
 
         report = caption_images(source, store, key, caption, args.batch_size, names)
-    except (CaptionModelError, ImageListError, CaptionFileError, ValueError) as error:
+    except (CaptionModelError, ImageListError, CaptionFileError) as error:
         print(f'caption: {error}', file=sys.stderr)
         return 1
     print(summary(report, store, captioner.name if captioner else args.model))

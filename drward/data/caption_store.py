@@ -55,8 +55,8 @@ class CaptionFileStore:
 
     def __init__(self, path: str) -> None:
         if path.lower().endswith('.json'):
-            raise ValueError(f'caption file {path}: captions are appended as they are made, which a JSON file cannot '
-                             'take; name a .tsv file (the datasets read both)')
+            raise image_io.CaptionFileError(f'caption file {path}: captions are appended as they are made, which a '
+                                            'JSON file cannot take; name a .tsv file (the datasets read both)')
         self.path, self.description = path, path
         repair_last_line(path)
         self.captions: Dict[str, str] = image_io.read_caption_file(path) if os.path.isfile(path) else {}
