@@ -76,7 +76,8 @@ class FaceDegradationDataset(data.Dataset):
         self.caption_policy = checked_caption_policy('FaceDegradationDataset', opt)
         self.settings = DegradationSettings.from_options(opt)
         self.stats = channel_stats(opt.get('mean'), opt.get('std'))
-        self.gt_paths = self._list_gt_paths(opt)  # disk: file paths; lmdb: keys
+        self.source = self._open_source(opt)
+        self.gt_paths = self.source.names(opt.get('meta_info_file'))  # disk: file paths; lmdb: keys
         caption_file = opt.get('caption_file') or self.source.default_caption_file()
         self.captions = self._resolve_captions(caption_file)
         get_root_logger().info(f'FaceDegradationDataset: {len(self.gt_paths)} faces from {self.source.backend} '
@@ -86,7 +87,8 @@ class FaceDegradationDataset(data.Dataset):
         self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
                                    opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
 
-    def _list_gt_paths(self, opt: Mapping[str, Any]) -> List[str]:
+    def _open_source(self, opt: Mapping[str, Any]) -> ImageSource:
+        """Where the faces are read from (writing the demo faces first when asked)."""
         root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
         if root is None and meta_file is None:
             raise image_io.ImageListError('FaceDegradationDataset needs dataroot_gt (a folder) or meta_info_file')
@@ -98,8 +100,7 @@ class FaceDegradationDataset(data.Dataset):
             ensure_demo_faces(root, size=self.gt_size)
             get_root_logger().info(f'FaceDegradationDataset: wrote the bundled demo faces to {root} '
                                    '(real low-resolution photos for plumbing/demos; see drward/data/demo_faces.py)')
-        self.source = ImageSource('FaceDegradationDataset', opt.get('io_backend'), root)
-        return self.source.names(meta_file)
+        return ImageSource('FaceDegradationDataset', opt.get('io_backend'), root)
 
     def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
         """One caption per image: ``<stem>.txt`` beside it (disk), else the caption file, else the fallback
