@@ -158,7 +158,7 @@ def test_backend_and_demo_faces_mistakes_fail_at_construction(tmp_path):
 def test_meta_lines_with_a_compress_level_name_the_image(tmp_path):
     meta = tmp_path / 'meta_info.txt'
     meta.write_text('00000.png (512,512,3) 1\nsub/00001.png (512,512,3)\n')
-    assert read_meta_file(str(meta), 'root') == [os.path.join('root', '00000.png'), os.path.join('root', 'sub/00001.png')]
+    assert read_meta_file(str(meta), 'root') == [os.path.join('root', name) for name in ('00000.png', 'sub/00001.png')]
 
 
 @pytest.mark.parametrize('sigmas', [(0.1, None), (1.0, None), (12.0, None), (0.3, 0.5), (2.0, 7.0), (12.0, 3.0)])

@@ -32,7 +32,7 @@ def test_tiny_refl_trains_from_a_captioned_lmdb_made_by_the_tools(tmp_path, caps
     lmdb_set = ['dataroot_gt=' + lmdb, 'io_backend:type=lmdb', 'demo_faces=false', 'caption_policy=strict']
     with tools_train_experiment('refl_diffbir_tiny.yml', 'pytest_lmdb_chain') as (opt, exp):
         overrides = [f'name={opt["name"]}', 'train:total_iter=2', 'train:frm_update:every=2',
-                     'logger:save_checkpoint_freq=2', 'logger:print_freq=1', 'val:val_freq=1000',  # final validation only
+                     'logger:save_checkpoint_freq=2', 'logger:print_freq=1', 'val:val_freq=1000',  # final val only
                      f'datasets:val:meta_info_file={tmp_path / "val_meta.txt"}']
         overrides += [f'datasets:{phase}:{entry}' for phase in ('train', 'val') for entry in lmdb_set]
         result = run_tools_train(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml'), '--force_yml', *overrides)

@@ -142,9 +142,9 @@ def add_folder_captions(folder: str, rel_paths: Sequence[str], lmdb_path: str) -
 def pack_folder(folder: str, lmdb_path: str, recursive: bool = False, overwrite: bool = False,
                 compress_level: int = 1, workers: int = 1) -> PackReport:
     """Pack ``folder``'s images and captions into ``lmdb_path`` (``*.lmdb``); see the module docstring."""
+    lmdb_path = lmdb_path.rstrip('/')
     if not lmdb_path.endswith('.lmdb'):
         raise LmdbPackError(f'the lmdb path must end with .lmdb (BasicSR requires it), got {lmdb_path}')
-    lmdb_path = lmdb_path.rstrip('/')
     rel_paths = folder_images(folder, recursive)
     exists = os.path.exists(lmdb_path)
     if exists and not overwrite:
