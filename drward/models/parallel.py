@@ -9,8 +9,8 @@ wraps a :class:`TrainingForward` — a module whose ``forward`` is one method of
   all-reduce of the trained gradients per optimiser step, averaged over the P ranks;
 * every parameter and buffer is broadcast from rank 0 once, at wrapping (tiny random models and freshly
   initialised parts are then the same on every rank; a resumed checkpoint is read by every rank anyway);
-* buffers are not re-broadcast at every forward (``broadcast_buffers=False``: the restorers' buffers are
-  constants), so rank 0 can validate with the bare network while the others wait;
+* buffers are not re-broadcast at every forward (``forward_sync_buffers=False``: the restorers' buffers are
+  constants), so a forward is no collective and rank 0 can validate with the bare network while the others wait;
 * ``gradient_as_bucket_view``: the gradients are views into DDP's buckets, no second copy. DDP keeps those buckets
   allocated for the whole run (one gradient-sized buffer, also between steps).
 
@@ -59,7 +59,7 @@ def wrap_for_training(module: nn.Module, method: str, opt: Mapping, device: torc
         return step
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == 'cuda' else None
-    return DistributedDataParallel(step, device_ids=device_ids, broadcast_buffers=False,
+    return DistributedDataParallel(step, device_ids=device_ids, forward_sync_buffers=False,
                                    find_unused_parameters=bool(opt.get('find_unused_parameters', False)),
                                    gradient_as_bucket_view=True)
 
