@@ -22,12 +22,21 @@ in phase 1 only: each is stale once its optimiser steps and is released then (``
     peak = weights without casts + AdamW states (generator + FRM)
            + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
+``--world-size P`` prints one GPU's budget in a P-process run (``--launcher``, one rank per GPU), counted: every rank
+holds the whole model; with ``train.shard_optimizer_states`` each holds its share of both AdamW states (the largest
+share under ZeroRedundancyOptimizer's partition, :func:`drward.models.parallel.zero_shard_bytes`); DDP keeps the
+generator's gradients in its buckets for the whole run, through the FRM update too:
+
+    peak = weights without casts + sharded states + generator gradients
+           + max(casts + generator graph, FRM-update graph + FRM gradients)
+
 Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
 AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
 
     python benchmarks/memory_budget.py --skip-activations                 # SD 2.1 sizes, both restorers, counted
     python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)
     python benchmarks/memory_budget.py --size tiny --restorer both        # the same at tiny size (seconds)
+    python benchmarks/memory_budget.py --skip-activations --world-size 4  # per GPU, 4 ranks, sharded AdamW states
 """
 from __future__ import annotations
 
@@ -193,7 +202,8 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[D
 # ---------------------------------------------------------------------------------------------------- the budget
 @dataclass
 class Budget:
-    """Everything the table shows, in bytes. ``activations``: keyed by checkpointing on/off; None when skipped."""
+    """Everything the table shows, in bytes. ``activations``: keyed by checkpointing on/off; None when skipped.
+    ``*_share``: the trained bytes whose AdamW states one GPU holds (all of them unless ``world_size`` > 1)."""
 
     components: List[Component]
     generator_trained: int
@@ -203,6 +213,13 @@ class Budget:
     casts_in_components: int = 0
     #: the FRM's casts when the count was made on the meta device (made at its first reward call, so not held yet)
     frm_casts_to_come: int = 0
+    world_size: int = 1
+    generator_share: Optional[int] = None
+    frm_share: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.generator_share = self.generator_trained if self.generator_share is None else self.generator_share
+        self.frm_share = self.frm_trained if self.frm_share is None else self.frm_share
 
     @property
     def weights(self) -> int:
@@ -210,7 +227,12 @@ class Budget:
 
     @property
     def optimiser_states(self) -> int:
-        return 2 * (self.generator_trained + self.frm_trained)
+        return 2 * (self.generator_share + self.frm_share)
+
+    @property
+    def held_gradients(self) -> int:
+        """Gradients alive through both phases: DDP's buckets of the generator's (multi-GPU only)."""
+        return self.generator_trained if self.world_size > 1 else 0
 
     @property
     def casts(self) -> int:
@@ -219,8 +241,9 @@ class Budget:
     def total(self, checkpointing: bool) -> int:
         """The predicted peak (module docstring); without measured activations, its lower bound."""
         acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
-        phases = max(self.casts + acts.generator + self.generator_trained, acts.frm_update + self.frm_trained)
-        return self.weights - self.casts_in_components + self.optimiser_states + phases
+        phases = max(self.casts + acts.generator + self.generator_trained - self.held_gradients,
+                     acts.frm_update + self.frm_trained)
+        return self.weights - self.casts_in_components + self.optimiser_states + self.held_gradients + phases
 
 
 def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
@@ -228,6 +251,7 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     components = count_components(named_components(net, frm, losses))
     frm_trained = next(c.trained_bytes for c in components if c.name == 'FRM')
     generator_trained = sum(c.trained_bytes for c in components) - frm_trained
+    shares = sharded_shares(net, frm, args.world_size)
     activations = None
     if not args.skip_activations:
         activations, components = measure_activations(args, spec)
@@ -236,7 +260,19 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     frm_bf16 = any('bfloat16' in c.frozen for c in components if c.name == 'FRM')
     no_cache = not any(c.name == FRM_CASTS for c in components)
     to_come = frm_trained // 2 if frm_bf16 and no_cache else 0
-    return Budget(components, generator_trained, frm_trained, activations, casts, to_come)
+    return Budget(components, generator_trained, frm_trained, activations, casts, to_come, args.world_size, *shares)
+
+
+def sharded_shares(net: nn.Module, frm: nn.Module, world_size: int) -> Tuple[Optional[int], Optional[int]]:
+    """The largest per-GPU share of the generator's and of the FRM's trained bytes under ZeroRedundancyOptimizer
+    over ``world_size`` ranks (its parameter groups as the models build them); (None, None) for one GPU."""
+    if world_size <= 1:
+        return None, None
+    from drward.models.frm_optim import frm_param_groups
+    from drward.models.parallel import zero_shard_bytes
+    generator = zero_shard_bytes([list(net.trainable_parameters())], world_size)
+    frm_groups = [group['params'] for group in frm_param_groups(frm, 0.0)]
+    return max(generator), max(zero_shard_bytes(frm_groups, world_size))
 
 
 def _describe(parts: Dict[str, int], scale: float) -> str:
@@ -256,19 +292,28 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
                      *cells(budget.frm_casts_to_come, budget.frm_casts_to_come)])
     acts = budget.activations
     not_measured = ['not measured'] * 2
+    p = budget.world_size
+    shared = f', sharded over {p} GPUs (largest share)' if p > 1 else ''
     rows += [
-        ['gradients: generator', 'one per trained parameter (phase 1)',
-         *cells(budget.generator_trained, budget.generator_trained)],
-        ['AdamW states: generator', '2 × trained', *cells(2 * budget.generator_trained, 2 * budget.generator_trained)],
+        ['gradients: generator', 'DDP buckets, held through both phases' if p > 1 else
+         'one per trained parameter (phase 1)', *cells(budget.generator_trained, budget.generator_trained)],
+        ['AdamW states: generator', f'2 × trained{shared}',
+         *cells(2 * budget.generator_share, 2 * budget.generator_share)],
         ['gradients: FRM', 'FRM update (phase 2)', *cells(budget.frm_trained, budget.frm_trained)],
-        ['AdamW states: FRM', '2 × FRM trained', *cells(2 * budget.frm_trained, 2 * budget.frm_trained)],
+        ['AdamW states: FRM', f'2 × FRM trained{shared}', *cells(2 * budget.frm_share, 2 * budget.frm_share)],
         ['saved activations: generator graph (N = 1)', 'measured (phase 1)',
          *(cells(acts[False].generator, acts[True].generator) if acts else not_measured)],
         ['saved activations: FRM update', 'measured (phase 2)',
          *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
-    rows.append([total, 'weights + states + max(phase 1, phase 2); the casts count in phase 1 only '
+    if p > 1:
+        total = total.replace('**total', f'**total per GPU ({p} GPUs)')
+        saved = 2 * (budget.generator_trained + budget.frm_trained) - budget.optimiser_states
+        rows.append(['(sharding saves per GPU, not added)', f'AdamW states unsharded − sharded over {p}',
+                     *cells(saved, saved)])
+    held = ' + generator gradients' if p > 1 else ''
+    rows.append([total, f'weights + states{held} + max(phase 1, phase 2); the casts count in phase 1 only '
                  f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
     if acts and acts[False].cuda_peak is not None:
         rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
@@ -293,7 +338,7 @@ def closing_line(budget: Budget) -> str:
                     f'generator: −{budget.generator_trained * 2 * 3 / 4 / GIB:,.2f} GiB')
     measures.append(f'FRM AdamW states kept on the CPU between updates (every n = 10 steps): '
                     f'−{2 * budget.frm_trained / GIB:,.2f} GiB')
-    measures.append('sharding optimiser states across GPUs (comes with multi-GPU training)')
+    measures.append('multi-GPU training with `train.shard_optimizer_states` (the per-GPU budget: `--world-size P`)')
     return f'**Over the {GOAL_GIB} GiB goal by {over / GIB:,.2f} GiB.** What closes it: ' + '; '.join(measures) + '.'
 
 
@@ -311,8 +356,9 @@ def _weight_dtype_note(args: argparse.Namespace, spec: RestorerSpec) -> str:
 
 def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     scale, unit = (GIB, 'GiB') if args.size == 'sd21' else (2 ** 20, 'MiB')
+    per_gpu = f', per GPU of {args.world_size} (sharded AdamW states)' if args.world_size > 1 else ''
     header = (f'## Memory budget: {spec.title} + FRM ({size_title(args.size)}), {args.resolution}², batch '
-              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}')
+              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}{per_gpu}')
     table = markdown_table(['component', 'what', f'no checkpointing {unit}', f'checkpointing {unit}'],
                            budget_rows(budget, scale), align='llrr')
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
@@ -344,6 +390,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--skip-activations', action='store_true', help='count only; run no step')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--world-size', type=int, default=1,
+                        help='one GPU of a P-rank run: AdamW states sharded over P, DDP gradient buckets (counted)')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
     args = parser.parse_args(argv)
     args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)

@@ -151,6 +151,11 @@ def build(opt: dict):
     return build_model(opt)
 
 
+def local_share_bytes(optimizer) -> int:
+    """Bytes of the parameters whose states this rank's ZeroRedundancyOptimizer keeps."""
+    return sum(p.numel() * p.element_size() for group in optimizer.optim.param_groups for p in group['params'])
+
+
 def resumed_opt(root: str, rank: int, shard: bool) -> dict:
     """Options resuming rank 0's sharded run at iteration ``ITERS`` (every rank reads rank 0's files)."""
     opt = refl_opt(os.path.join(root, f'rank{rank}', 'resumed'), rank, WORLD, shard=shard)
@@ -178,6 +183,7 @@ def worker(rank: int, root: str, noise: list) -> None:
         sharded = build(refl_opt(os.path.join(mine, 'sharded'), rank, WORLD, shard=True))
         train_refl(sharded, rank_indices(rank), [states[rank] for states in noise])
         results['sharded'] = snapshot(sharded)
+        results['shares'] = [local_share_bytes(o) for o in sharded.optimizers]
         sharded.save(0, ITERS)
         dist.barrier()  # rank 0's files are complete before both ranks resume from them
         opt = resumed_opt(root, rank, shard=True)

@@ -109,6 +109,17 @@ def test_sharded_adamw_states_train_the_same_and_resume_on_two_ranks_or_one(runs
     assert 'l_total' in one.get_current_log()
 
 
+def test_the_memory_budget_counts_the_shares_zero_gives_each_rank(runs):
+    from drward.models.frm_optim import frm_param_groups
+    from drward.models.parallel import zero_shard_bytes
+    model = H.build(H.refl_opt(str(runs['root'] / 'count')))
+    groups = [[list(model.net_g.trainable_parameters())],
+              [g['params'] for g in frm_param_groups(model.frm, 0.0)]]
+    counted = [zero_shard_bytes(g, H.WORLD) for g in groups]  # per optimiser, per rank
+    for rank, results in enumerate(runs['ranks']):
+        assert results['shares'] == [shares[rank] for shares in counted]
+
+
 def files_under(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names)
 
@@ -127,3 +138,16 @@ def test_only_rank_zero_writes_and_its_state_holds_every_ranks_random_streams(ru
     assert sorted(streams) == [0, 1]
     sampling = [streams[r]['generators']['restorer_sampling'] for r in (0, 1)]
     assert not torch.equal(*sampling)  # each rank its own noise
+
+
+def test_launcher_backend_follows_the_option_files_device():
+    import basicsr.utils.options
+
+    from drward.utils import basicsr_compat, distributed
+    from drward.utils.options import OptionError
+    assert (distributed.choose_backend('cpu'), distributed.choose_backend('cuda')) == ('gloo', 'nccl')
+    assert not distributed.trains_on_cuda({'num_gpu': 0})  # the tiny option files: gloo even on a GPU machine
+    with pytest.raises(OptionError, match='accepted keys'):
+        distributed.configure({'dist_params': {'bakend': 'gloo'}})
+    basicsr_compat.install()  # BasicSR's parse_options now starts the group with drward's init_dist
+    assert basicsr.utils.options.init_dist is distributed.init_dist

@@ -18,7 +18,7 @@ with the same FRM: the FRM starts as rank 0's (broadcast once, here), and after 
 all-reduced (:func:`~drward.utils.distributed.average_gradients`, ×P for the official summed loss:
 :func:`~drward.models.frm_optim.global_batch_scale`) before the clip and the AdamW step, which every rank then
 computes identically. Why all-reduced gradients and not a DDP-wrapped FRM: DDP keeps its gradient buckets (one
-buffer the size of the FRM's unlocked weights, 2.4 GiB for ViT-H-14's 20 unlocked groups) allocated for the whole
+buffer the size of the FRM's unlocked weights: 1.92 GiB for ViT-H-14's, ``benchmarks/memory_budget.py``) allocated for the whole
 run, also through the generator's steps, which is when memory peaks; here the FRM's gradients exist only during
 the update (``set_to_none``), and the update runs once every ``every`` steps, so DDP's overlap of communication with
 the backward would save little. ``shard_optimizer_states`` splits its AdamW states across the ranks.
