@@ -2,7 +2,7 @@
 
 One ``torch.multiprocessing.spawn`` of :func:`worker` trains, in each of two ranks, on that rank's own faces:
 ReFL (toy restorer + tiny FRM) with plain AdamW, the same with sharded AdamW states (then resumed from the
-consolidated state on both ranks), and FRMModel. Every rank saves what it ended with to
+consolidated state on both ranks), and FRMModel with plain and with sharded AdamW states. Every rank saves what it ended with to
 ``<root>/results_rank<r>.pt``; rank ``r`` writes its run folders under ``<root>/rank<r>/`` so that a test can see
 that rank 1 wrote nothing. The single-process references run in the test process with the same helpers.
 """
@@ -56,13 +56,15 @@ def refl_opt(folder: str, rank: int = 0, world: int = 1, accum: int = 1, shard: 
             'val': {'seed': 0}}
 
 
-def frm_opt(folder: str, rank: int = 0, world: int = 1) -> dict:
+def frm_opt(folder: str, rank: int = 0, world: int = 1, shard: bool = False) -> dict:
+    """FRMModel on a tiny FRM, with warm-up and a cosine schedule (the learning rate changes every step)."""
     return {'name': 'dist_frm', 'model_type': 'FRMModel', **dist_keys(rank, world),
             'network_frm': {'type': 'FaceRewardModel', 'model_name': 'tiny', 'unlocked_image_groups': 3,
                             'unlocked_text_layers': 2},
             'path': {**run_paths(folder, 'frm'), 'pretrain_network_frm': None},
-            'train': {'warmup_iter': -1, 'grad_clip': 1.0, 'optim_frm': {'lr': 5e-4, 'eps': EPS},
-                      'pref_opt': {'type': 'PreferenceLoss', 'reduction': 'sum'}},
+            'train': {'warmup_iter': 2, 'grad_clip': 1.0, 'optim_frm': {'lr': 5e-4, 'eps': EPS},
+                      'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [ITERS], 'eta_min': 1e-5},
+                      'shard_optimizer_states': shard, 'pref_opt': {'type': 'PreferenceLoss', 'reduction': 'sum'}},
             'val': {'val_freq': 100}}
 
 
@@ -111,6 +113,7 @@ def train_refl(model, indices, noise=None) -> None:
 
 def train_frm(model, indices) -> None:
     for it in range(1, ITERS + 1):
+        model.update_learning_rate(it, warmup_iter=model.opt['train']['warmup_iter'])  # as BasicSR's loop does
         model.feed_data(pairs(it, indices))
         model.optimize_parameters(it)
 
@@ -195,6 +198,9 @@ def worker(rank: int, root: str, noise: list) -> None:
         train_frm(frm_model, rank_indices(rank))
         results['frm'] = snapshot(frm_model, restorer=False)
         frm_model.save(0, ITERS)
+        frm_sharded = build(frm_opt(os.path.join(mine, 'frm_sharded'), rank, WORLD, shard=True))
+        train_frm(frm_sharded, rank_indices(rank))
+        results['frm_sharded'] = snapshot(frm_sharded, restorer=False)
         torch.save(results, os.path.join(root, f'results_rank{rank}.pt'))
     finally:
         dist.destroy_process_group()

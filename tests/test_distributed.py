@@ -92,8 +92,11 @@ def test_two_ranks_of_b_faces_make_the_update_of_one_process_on_2b_faces(runs):
 
 def test_sharded_adamw_states_train_the_same_and_resume_on_two_ranks_or_one(runs):
     rank0, rank1 = runs['ranks']
-    # ZeRO steps each rank's share with the same AdamW arithmetic, then broadcasts it
+    # ZeRO steps each rank's share with the same AdamW arithmetic (at the scheduler's learning rate), then
+    # broadcasts it
     assert_close(trained(rank0['sharded']), trained(rank0['refl']))
+    assert_close(trained(rank0['frm_sharded']), trained(rank0['frm']))
+    assert_identical(rank1['frm_sharded']['frm'], rank0['frm_sharded']['frm'])
     assert rank1['sharded']['optimizers'] == [None, None]  # consolidated on rank 0 only
     assert_identical(trained(rank0['resumed']), trained(rank0['sharded']))  # 2 ranks, sharded, from the file
     assert_identical(rank1['resumed']['g'], rank0['sharded']['g'])
