@@ -169,6 +169,23 @@ def resumed_opt(root: str, rank: int, shard: bool) -> dict:
     return opt
 
 
+def collective_writes_reach_caches(rank: int, sharded) -> dict:
+    """Caches keyed by version counters (bf16 casts) see what collectives wrote: a broadcast FRM (each rank built
+    another one first), and the parameters a sharded optimiser's step received from the other rank."""
+    from drward.archs.frm_arch import build_frm
+    from drward.utils.distributed import broadcast_module_
+    torch.manual_seed(rank)
+    frm = build_frm({'model_name': 'tiny', 'weight_dtype': 'bf16'})
+    frm._detached_parameters()  # this rank's own weights, cast and cached
+    broadcast_module_(frm)
+    casts = frm._detached_parameters()
+    fresh = all(torch.equal(casts[n], p.detach().to(torch.bfloat16)) for n, p in frm.clip.named_parameters())
+    params = list(sharded.net_g.trainable_parameters())
+    versions = [p._version for p in params]
+    sharded.optimizer_g.step()
+    return {'frm_casts_fresh': fresh, 'zero_step_marks_all': all(p._version > v for p, v in zip(params, versions))}
+
+
 def worker(rank: int, root: str, noise: list) -> None:
     """One rank: the three runs of the module docstring; results to ``<root>/results_rank<rank>.pt``."""
     from drward.utils.safe_load import load_training_state
@@ -193,6 +210,7 @@ def worker(rank: int, root: str, noise: list) -> None:
         resumed = build(opt)
         resumed.resume_training(load_training_state(opt['path']['resume_state']))
         results['resumed'] = snapshot(resumed)
+        results['caches'] = collective_writes_reach_caches(rank, sharded)
 
         frm_model = build(frm_opt(mine, rank, WORLD))
         train_frm(frm_model, rank_indices(rank))

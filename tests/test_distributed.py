@@ -112,6 +112,11 @@ def test_sharded_adamw_states_train_the_same_and_resume_on_two_ranks_or_one(runs
     assert 'l_total' in one.get_current_log()
 
 
+def test_weights_written_by_collectives_refresh_the_cached_bf16_casts(runs):
+    for results in runs['ranks']:
+        assert results['caches'] == {'frm_casts_fresh': True, 'zero_step_marks_all': True}
+
+
 def test_the_memory_budget_counts_the_shares_zero_gives_each_rank(runs):
     from drward.models.frm_optim import frm_param_groups
     from drward.models.parallel import zero_shard_bytes

@@ -12,14 +12,17 @@ wraps a :class:`TrainingForward` — a module whose ``forward`` is one method of
 * buffers are not re-broadcast at every forward (``forward_sync_buffers=False``: the restorers' buffers are
   constants), so a forward is no collective and rank 0 can validate with the bare network while the others wait;
 * ``gradient_as_bucket_view``: the gradients are views into DDP's buckets, no second copy. DDP keeps those buckets
-  allocated for the whole run (one gradient-sized buffer, also between steps).
+  allocated for the whole run (one gradient-sized buffer, also between steps);
+* what the broadcast wrote is marked changed (:func:`~drward.utils.distributed.mark_changed`): cached bf16 casts
+  of the weights are rebuilt.
 
 The model keeps the bare network (``self.net_g``) for everything else: validation, checkpoints, the reward report.
 Gradient accumulation over micro-batches: :func:`sync_on_last` gives ``no_sync()`` for all but the last one.
 
 **Sharded AdamW states** (``train.shard_optimizer_states``): :func:`make_optimizer` builds a
 ``torch.distributed.optim.ZeroRedundancyOptimizer`` — each rank keeps the states (``exp_avg``, ``exp_avg_sq``) of
-its share of the parameters, steps that share and broadcasts it. Saving a training state first gathers every
+its share of the parameters, steps that share and broadcasts it (:class:`ShardedOptimizer` then marks every
+parameter changed, for the same reason as above). Saving a training state first gathers every
 share on rank 0 (:func:`consolidate`), so the file holds an ordinary optimiser ``state_dict``: it resumes on any
 number of ranks, sharded or not. :func:`zero_shard_bytes` counts the per-rank share the way ZeRO partitions
 (largest parameter first, to the least-loaded rank), for the memory budget.
@@ -31,9 +34,10 @@ from typing import Any, ContextManager, Dict, Iterable, List, Mapping, Sequence,
 
 import torch
 from torch import nn
+from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
-from drward.utils.distributed import is_dist
+from drward.utils.distributed import is_dist, mark_changed
 
 ParamsOrGroups = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 
@@ -59,9 +63,11 @@ def wrap_for_training(module: nn.Module, method: str, opt: Mapping, device: torc
         return step
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == 'cuda' else None
-    return DistributedDataParallel(step, device_ids=device_ids, forward_sync_buffers=False,
-                                   find_unused_parameters=bool(opt.get('find_unused_parameters', False)),
-                                   gradient_as_bucket_view=True)
+    wrapped = DistributedDataParallel(step, device_ids=device_ids, forward_sync_buffers=False,
+                                      find_unused_parameters=bool(opt.get('find_unused_parameters', False)),
+                                      gradient_as_bucket_view=True)
+    mark_changed([*module.parameters(), *module.buffers()])  # rank 0's, written by DDP's broadcast
+    return wrapped
 
 
 def sync_on_last(wrapped: nn.Module, index: int, count: int) -> ContextManager:
@@ -81,6 +87,16 @@ def optimizer_class(optim_type: str) -> type:
     return cls
 
 
+class ShardedOptimizer(ZeroRedundancyOptimizer):
+    """``ZeroRedundancyOptimizer`` whose step marks every parameter changed: the shares it receives from the other
+    ranks arrive by broadcast, which bumps no version counter."""
+
+    def step(self, closure=None, **kwargs):
+        loss = super().step(closure, **kwargs)
+        mark_changed(self._all_params)
+        return loss
+
+
 def make_optimizer(optim_type: str, params: ParamsOrGroups, shard: bool, **kwargs) -> torch.optim.Optimizer:
     """``torch.optim.<optim_type>(params, **kwargs)``, or with ``shard`` (and a process group) a
     ``ZeroRedundancyOptimizer`` holding this rank's share of its states."""
@@ -88,13 +104,11 @@ def make_optimizer(optim_type: str, params: ParamsOrGroups, shard: bool, **kwarg
     if 'betas' in kwargs:  # option files give lists; BasicSR's GFPGAN fix: floats, not ints
         kwargs['betas'] = tuple(float(b) for b in kwargs['betas'])
     if shard and is_dist():
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-        return ZeroRedundancyOptimizer(list(params), optimizer_class=cls, **kwargs)
+        return ShardedOptimizer(list(params), optimizer_class=cls, **kwargs)
     return cls(params, **kwargs)
 
 
 def is_sharded(optimizer: torch.optim.Optimizer) -> bool:
-    from torch.distributed.optim import ZeroRedundancyOptimizer
     return isinstance(optimizer, ZeroRedundancyOptimizer)
 
 
@@ -119,5 +133,5 @@ def zero_shard_bytes(groups: Sequence[Sequence[torch.Tensor]], world_size: int) 
     return owned
 
 
-__all__: List[str] = ['TrainingForward', 'wrap_for_training', 'sync_on_last', 'optimizer_class', 'make_optimizer',
-                      'is_sharded', 'consolidate', 'zero_shard_bytes']
+__all__: List[str] = ['TrainingForward', 'wrap_for_training', 'sync_on_last', 'ShardedOptimizer', 'optimizer_class',
+                       'make_optimizer', 'is_sharded', 'consolidate', 'zero_shard_bytes']

@@ -9,6 +9,10 @@ CUDA, where it binds process ``LOCAL_RANK`` to its GPU. The option file's top-le
 ``SLURM_NODELIST``; the first node of the list is the master).
 
 Every helper below is a no-op (or the identity) in a single process, so models call them unconditionally.
+
+A collective writes into a tensor's memory without bumping its version counter, and drward caches casts of
+weights by version (the bf16 compute copy of a trained branch, the FRM's frozen casts): whatever a collective
+writes into weights is marked changed afterwards (:func:`mark_changed`).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.autograd.graph import increment_version
 
 from drward.utils.options import check_keys
 
@@ -138,15 +143,22 @@ def average_gradients(parameters: Iterable[torch.Tensor], scale: float = 1.0) ->
         g.mul_(factor)
 
 
+def mark_changed(tensors: Iterable[torch.Tensor]) -> None:
+    """Bump the version counters of tensors a collective wrote into, so version-keyed caches recompute."""
+    tensors = list(tensors)
+    if tensors:
+        increment_version(tensors)
+
+
 def broadcast_module_(module: nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place). Call it before the module
-    runs: caches keyed by tensor versions (cast copies) do not see a collective write."""
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (in place)."""
     if not is_dist():
         return
-    tensors = [t.detach() for t in (*module.parameters(), *module.buffers())]
-    handles = [dist.broadcast(t, src, async_op=True) for t in tensors]
+    tensors = [*module.parameters(), *module.buffers()]
+    handles = [dist.broadcast(t.detach(), src, async_op=True) for t in tensors]
     for handle in handles:
         handle.wait()
+    mark_changed(tensors)
 
 
 def gather_by_rank(obj: Any) -> Dict[int, Any]:
@@ -185,5 +197,5 @@ def rank_zero_first() -> Iterator[None]:
 
 
 __all__: List[str] = ['configure', 'choose_backend', 'init_dist', 'is_dist', 'rank', 'world_size', 'comm_device',
-                      'all_ranks_agree', 'mean_over_ranks', 'average_gradients', 'broadcast_module_',
+                      'all_ranks_agree', 'mean_over_ranks', 'average_gradients', 'mark_changed', 'broadcast_module_',
                       'gather_by_rank', 'broadcast_object', 'barrier', 'rank_zero_first', 'trains_on_cuda']
