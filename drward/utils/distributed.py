@@ -71,14 +71,18 @@ def _slurm_environment(port: Optional[int]) -> None:
 def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
     """Start the default process group for ``launcher`` (``pytorch`` or ``slurm``) on the configured device.
 
-    Same signature as BasicSR's ``init_dist``; ``backend`` / ``port`` given here win over ``dist_params``.
+    Same signature as BasicSR's ``init_dist``; ``backend`` / ``port`` given here win over ``dist_params``. On CUDA,
+    as BasicSR, data-loader workers are spawned, not forked; on the CPU they fork (a spawned worker re-imports
+    drward: ~20 s per epoch on a small CPU).
     """
     if launcher not in ('pytorch', 'slurm'):
         raise ValueError(f'--launcher {launcher!r}: drward knows pytorch and slurm')
+    device = _SETTINGS['device']
+    if device == 'cuda' and torch.multiprocessing.get_start_method(allow_none=True) is None:
+        torch.multiprocessing.set_start_method('spawn')  # as BasicSR: no forked data-loader workers under CUDA
     params = {**_SETTINGS['dist_params'], **kwargs}
     if launcher == 'slurm':
         _slurm_environment(params.get('port'))
-    device = _SETTINGS['device']
     backend = backend or params.get('backend') or choose_backend(device)
     if device == 'cuda':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
