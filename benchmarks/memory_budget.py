@@ -22,13 +22,9 @@ in phase 1 only: each is stale once its optimiser steps and is released then (``
     peak = weights without casts + AdamW states (generator + FRM)
            + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
-``--world-size P`` prints one GPU's budget in a P-process run (``--launcher``, one rank per GPU), counted: every rank
-holds the whole model; with ``train.shard_optimizer_states`` each holds its share of both AdamW states (the largest
-share under ZeroRedundancyOptimizer's partition, :func:`drward.models.parallel.zero_shard_bytes`); DDP keeps the
-generator's gradients in its buckets for the whole run, through the FRM update too:
-
-    peak = weights without casts + sharded states + generator gradients
-           + max(casts + generator graph, FRM-update graph + FRM gradients)
+``--world-size P``: one GPU of a P-process run, counted (:mod:`benchmarks.budget_sharding`): sharded AdamW states,
+and DDP's generator-gradient buckets alive in both phases (peak = weights without casts + sharded states +
+generator gradients + max(casts + generator graph, FRM-update graph + FRM gradients)).
 
 Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
 AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
@@ -56,6 +52,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.budget_sharding import per_gpu_total, sharded_shares, sharing_note  # noqa: E402
 from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
                                      build_refl_model, make_batch, set_checkpointing, size_title)
 from benchmarks.common import (PartClock, SavedTensorMeter, emit_report, markdown_table,  # noqa: E402
@@ -263,17 +260,6 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     return Budget(components, generator_trained, frm_trained, activations, casts, to_come, args.world_size, *shares)
 
 
-def sharded_shares(net: nn.Module, frm: nn.Module, world_size: int) -> Tuple[Optional[int], Optional[int]]:
-    """The largest per-GPU share of the generator's and of the FRM's trained bytes under ZeroRedundancyOptimizer
-    over ``world_size`` ranks (its parameter groups as the models build them); (None, None) for one GPU."""
-    if world_size <= 1:
-        return None, None
-    from drward.models.frm_optim import frm_param_groups
-    from drward.models.parallel import zero_shard_bytes
-    generator = zero_shard_bytes([list(net.trainable_parameters())], world_size)
-    frm_groups = [group['params'] for group in frm_param_groups(frm, 0.0)]
-    return max(generator), max(zero_shard_bytes(frm_groups, world_size))
-
 
 def _describe(parts: Dict[str, int], scale: float) -> str:
     return ' + '.join(f'{b / scale:,.2f} {dtype}' for dtype, b in sorted(parts.items()))
@@ -293,7 +279,7 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
     acts = budget.activations
     not_measured = ['not measured'] * 2
     p = budget.world_size
-    shared = f', sharded over {p} GPUs (largest share)' if p > 1 else ''
+    shared = sharing_note(p)
     rows += [
         ['gradients: generator', 'DDP buckets, held through both phases' if p > 1 else
          'one per trained parameter (phase 1)', *cells(budget.generator_trained, budget.generator_trained)],
@@ -307,12 +293,7 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
          *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
-    if p > 1:
-        total = total.replace('**total', f'**total per GPU ({p} GPUs)')
-        saved = 2 * (budget.generator_trained + budget.frm_trained) - budget.optimiser_states
-        rows.append(['(sharding saves per GPU, not added)', f'AdamW states unsharded − sharded over {p}',
-                     *cells(saved, saved)])
-    held = ' + generator gradients' if p > 1 else ''
+    total, held = per_gpu_total(rows, budget, total, cells)
     rows.append([total, f'weights + states{held} + max(phase 1, phase 2); the casts count in phase 1 only '
                  f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
     if acts and acts[False].cuda_peak is not None:
