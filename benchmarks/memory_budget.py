@@ -22,12 +22,17 @@ in phase 1 only: each is stale once its optimiser steps and is released then (``
     peak = weights without casts + AdamW states (generator + FRM)
            + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
+``--world-size P``: one GPU of a P-process run, counted (:mod:`benchmarks.budget_sharding`): sharded AdamW states,
+and DDP's generator-gradient buckets alive in both phases (peak = weights without casts + sharded states +
+generator gradients + max(casts + generator graph, FRM-update graph + FRM gradients)).
+
 Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
 AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
 
     python benchmarks/memory_budget.py --skip-activations                 # SD 2.1 sizes, both restorers, counted
     python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)
     python benchmarks/memory_budget.py --size tiny --restorer both        # the same at tiny size (seconds)
+    python benchmarks/memory_budget.py --skip-activations --world-size 4  # per GPU, 4 ranks, sharded AdamW states
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from benchmarks.budget_sharding import per_gpu_total, sharded_shares, sharing_note  # noqa: E402
 from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
                                      build_refl_model, make_batch, set_checkpointing, size_title)
 from benchmarks.common import (PartClock, SavedTensorMeter, emit_report, markdown_table,  # noqa: E402
@@ -193,7 +199,8 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[D
 # ---------------------------------------------------------------------------------------------------- the budget
 @dataclass
 class Budget:
-    """Everything the table shows, in bytes. ``activations``: keyed by checkpointing on/off; None when skipped."""
+    """Everything the table shows, in bytes. ``activations``: keyed by checkpointing on/off; None when skipped.
+    ``*_share``: the trained bytes whose AdamW states one GPU holds (all of them unless ``world_size`` > 1)."""
 
     components: List[Component]
     generator_trained: int
@@ -203,6 +210,13 @@ class Budget:
     casts_in_components: int = 0
     #: the FRM's casts when the count was made on the meta device (made at its first reward call, so not held yet)
     frm_casts_to_come: int = 0
+    world_size: int = 1
+    generator_share: Optional[int] = None
+    frm_share: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        self.generator_share = self.generator_trained if self.generator_share is None else self.generator_share
+        self.frm_share = self.frm_trained if self.frm_share is None else self.frm_share
 
     @property
     def weights(self) -> int:
@@ -210,7 +224,12 @@ class Budget:
 
     @property
     def optimiser_states(self) -> int:
-        return 2 * (self.generator_trained + self.frm_trained)
+        return 2 * (self.generator_share + self.frm_share)
+
+    @property
+    def held_gradients(self) -> int:
+        """Gradients alive through both phases: DDP's buckets of the generator's (multi-GPU only)."""
+        return self.generator_trained if self.world_size > 1 else 0
 
     @property
     def casts(self) -> int:
@@ -219,8 +238,9 @@ class Budget:
     def total(self, checkpointing: bool) -> int:
         """The predicted peak (module docstring); without measured activations, its lower bound."""
         acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
-        phases = max(self.casts + acts.generator + self.generator_trained, acts.frm_update + self.frm_trained)
-        return self.weights - self.casts_in_components + self.optimiser_states + phases
+        phases = max(self.casts + acts.generator + self.generator_trained - self.held_gradients,
+                     acts.frm_update + self.frm_trained)
+        return self.weights - self.casts_in_components + self.optimiser_states + self.held_gradients + phases
 
 
 def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
@@ -228,6 +248,7 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     components = count_components(named_components(net, frm, losses))
     frm_trained = next(c.trained_bytes for c in components if c.name == 'FRM')
     generator_trained = sum(c.trained_bytes for c in components) - frm_trained
+    shares = sharded_shares(net, frm, args.world_size)
     activations = None
     if not args.skip_activations:
         activations, components = measure_activations(args, spec)
@@ -236,7 +257,8 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     frm_bf16 = any('bfloat16' in c.frozen for c in components if c.name == 'FRM')
     no_cache = not any(c.name == FRM_CASTS for c in components)
     to_come = frm_trained // 2 if frm_bf16 and no_cache else 0
-    return Budget(components, generator_trained, frm_trained, activations, casts, to_come)
+    return Budget(components, generator_trained, frm_trained, activations, casts, to_come, args.world_size, *shares)
+
 
 
 def _describe(parts: Dict[str, int], scale: float) -> str:
@@ -256,19 +278,23 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
                      *cells(budget.frm_casts_to_come, budget.frm_casts_to_come)])
     acts = budget.activations
     not_measured = ['not measured'] * 2
+    p = budget.world_size
+    shared = sharing_note(p)
     rows += [
-        ['gradients: generator', 'one per trained parameter (phase 1)',
-         *cells(budget.generator_trained, budget.generator_trained)],
-        ['AdamW states: generator', '2 × trained', *cells(2 * budget.generator_trained, 2 * budget.generator_trained)],
+        ['gradients: generator', 'DDP buckets, held through both phases' if p > 1 else
+         'one per trained parameter (phase 1)', *cells(budget.generator_trained, budget.generator_trained)],
+        ['AdamW states: generator', f'2 × trained{shared}',
+         *cells(2 * budget.generator_share, 2 * budget.generator_share)],
         ['gradients: FRM', 'FRM update (phase 2)', *cells(budget.frm_trained, budget.frm_trained)],
-        ['AdamW states: FRM', '2 × FRM trained', *cells(2 * budget.frm_trained, 2 * budget.frm_trained)],
+        ['AdamW states: FRM', f'2 × FRM trained{shared}', *cells(2 * budget.frm_share, 2 * budget.frm_share)],
         ['saved activations: generator graph (N = 1)', 'measured (phase 1)',
          *(cells(acts[False].generator, acts[True].generator) if acts else not_measured)],
         ['saved activations: FRM update', 'measured (phase 2)',
          *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
-    rows.append([total, 'weights + states + max(phase 1, phase 2); the casts count in phase 1 only '
+    total, held = per_gpu_total(rows, budget, total, cells)
+    rows.append([total, f'weights + states{held} + max(phase 1, phase 2); the casts count in phase 1 only '
                  f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
     if acts and acts[False].cuda_peak is not None:
         rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
@@ -293,7 +319,7 @@ def closing_line(budget: Budget) -> str:
                     f'generator: −{budget.generator_trained * 2 * 3 / 4 / GIB:,.2f} GiB')
     measures.append(f'FRM AdamW states kept on the CPU between updates (every n = 10 steps): '
                     f'−{2 * budget.frm_trained / GIB:,.2f} GiB')
-    measures.append('sharding optimiser states across GPUs (comes with multi-GPU training)')
+    measures.append('multi-GPU training with `train.shard_optimizer_states` (the per-GPU budget: `--world-size P`)')
     return f'**Over the {GOAL_GIB} GiB goal by {over / GIB:,.2f} GiB.** What closes it: ' + '; '.join(measures) + '.'
 
 
@@ -311,8 +337,9 @@ def _weight_dtype_note(args: argparse.Namespace, spec: RestorerSpec) -> str:
 
 def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     scale, unit = (GIB, 'GiB') if args.size == 'sd21' else (2 ** 20, 'MiB')
+    per_gpu = f', per GPU of {args.world_size} (sharded AdamW states)' if args.world_size > 1 else ''
     header = (f'## Memory budget: {spec.title} + FRM ({size_title(args.size)}), {args.resolution}², batch '
-              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}')
+              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}{per_gpu}')
     table = markdown_table(['component', 'what', f'no checkpointing {unit}', f'checkpointing {unit}'],
                            budget_rows(budget, scale), align='llrr')
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
@@ -344,6 +371,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--skip-activations', action='store_true', help='count only; run no step')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
+    parser.add_argument('--world-size', type=int, default=1,
+                        help='one GPU of a P-rank run: AdamW states sharded over P, DDP gradient buckets (counted)')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
     args = parser.parse_args(argv)
     args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)

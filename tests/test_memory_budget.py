@@ -77,3 +77,27 @@ def test_casts_of_trained_weights_count_in_phase_one_only():
     assert budget.total(False) == 7 * G + 10 * G + int(9.5 * G)
     budget.activations = {False: memory_budget.Activations(generator=0, frm_update=20 * G)}
     assert budget.total(False) == 7 * G + 10 * G + 21 * G  # phase 2 the larger: no casts in it
+
+
+def test_world_size_rows_hold_one_gpus_share_of_the_adamw_states():
+    from drward.models.frm_optim import frm_param_groups
+    from drward.models.parallel import zero_shard_bytes
+    argv = ['--size', 'tiny', '--restorer', 'diffbir', '--skip-activations', '--world-size', '2']
+    _, rows = table_starting_with(memory_budget.main(argv), 'component')
+    by_label = {row[0]: row for row in rows}
+    net, frm, _ = bench_models.build_on_meta(memory_budget.parse_args(argv), bench_models.SPECS['diffbir'])
+    share_g = max(zero_shard_bytes([list(net.trainable_parameters())], 2))
+    share_frm = max(zero_shard_bytes([g['params'] for g in frm_param_groups(frm, 0.0)], 2))
+    trained_g = sum(p.numel() * p.element_size() for p in net.trainable_parameters())
+    trained_frm = sum(p.numel() * p.element_size() for p in frm.trainable_parameters())
+    assert trained_g / 2 <= share_g < trained_g and trained_frm / 2 <= share_frm < trained_frm
+    assert float(by_label['AdamW states: generator'][2]) * MIB == pytest.approx(2 * share_g, abs=0.005 * MIB)
+    assert float(by_label['AdamW states: FRM'][2]) * MIB == pytest.approx(2 * share_frm, abs=0.005 * MIB)
+    saved = float(by_label['(sharding saves per GPU, not added)'][2]) * MIB
+    assert saved == pytest.approx(2 * (trained_g + trained_frm - share_g - share_frm), abs=0.01 * MIB)
+    # per GPU: weights + sharded states + DDP's generator gradients + the FRM update's gradients (the larger phase
+    # without activations)
+    weights = sum(column(rows, 'weights: ', 2))
+    expected = weights + (2 * (share_g + share_frm) + trained_g + max(0, trained_frm)) / MIB
+    total = float(by_label['**total per GPU (2 GPUs) without activations (lower bound)**'][2])
+    assert total == pytest.approx(expected, abs=0.01 * len(rows))

@@ -12,6 +12,16 @@ One component, used by every model that trains a generator against the FRM (``Re
 ``RewardSRGANModel``). Checkpoints: the FRM goes to ``net_frm_<iter>.pth`` in the official HPS v2 / FRM layout
 (``save_frm``); the optimiser is one of the owning model's ``optimizers``, so BasicSR's training state carries it;
 on resume, the FRM saved beside the resumed iteration replaces the one built from the options.
+
+Across P processes (``--launcher``) every rank contributes the pairs of its own faces and every rank ends the update
+with the same FRM: the FRM starts as rank 0's (broadcast once, here), and after the backward each gradient is
+all-reduced (:func:`~drward.utils.distributed.average_gradients`, ×P for the official summed loss:
+:func:`~drward.models.frm_optim.global_batch_scale`) before the clip and the AdamW step, which every rank then
+computes identically. Why all-reduced gradients and not a DDP-wrapped FRM: DDP keeps its gradient buckets (one
+buffer the size of the FRM's unlocked weights: 1.92 GiB for ViT-H-14's, ``benchmarks/memory_budget.py``) allocated for the whole
+run, also through the generator's steps, which is when memory peaks; here the FRM's gradients exist only during
+the update (``set_to_none``), and the update runs once every ``every`` steps, so DDP's overlap of communication with
+the backward would save little. ``shard_optimizer_states`` splits its AdamW states across the ranks.
 """
 from __future__ import annotations
 
@@ -24,7 +34,8 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 
 from drward.archs.frm_arch import FaceRewardModel, save_frm
-from drward.models.frm_optim import build_frm_optimizer, preference_step
+from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
+from drward.utils.distributed import average_gradients, broadcast_module_
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import check_keys
 
@@ -43,10 +54,11 @@ class DynamicFRMUpdate:
             ``optim`` (:data:`OFFICIAL_FRM_OPTIM`).
         owner: the model's name, for messages.
         autocast: a context-manager factory the preference step runs under (the owner's mixed precision).
+        shard: split the AdamW states across the ranks (``ZeroRedundancyOptimizer``; one process: ignored).
     """
 
     def __init__(self, frm: FaceRewardModel, opt: Optional[Mapping] = None, owner: str = 'model',
-                 autocast: Callable[[], ContextManager] = nullcontext):
+                 autocast: Callable[[], ContextManager] = nullcontext, shard: bool = False):
         opt = dict(opt or {})
         check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
         self.frm, self.owner, self.autocast = frm, owner, autocast
@@ -54,7 +66,8 @@ class DynamicFRMUpdate:
         self.grad_clip = opt.get('grad_clip', 1.0)
         self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
                                 'reduction': opt.get('reduction', 'sum')})
-        self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM)
+        broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
+        self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM, shard=shard)
         self.updates = 0
         self.skipped = 0
 
@@ -73,7 +86,7 @@ class DynamicFRMUpdate:
         labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
         with self.autocast():
             stats = preference_step(self.frm, self.optimizer, self.loss, restored, gt.detach(), list(captions),
-                                    labels, grad_clip=self.grad_clip)
+                                    labels, grad_clip=self.grad_clip, after_backward=self._combine_gradients)
         if stats.pop('frm_skipped', 0.0):  # a non-finite loss or gradient: nothing was stepped
             self.skipped += 1
             get_root_logger().warning(f'dynamic FRM update: non-finite step ({stats}); skipped '
@@ -84,6 +97,10 @@ class DynamicFRMUpdate:
         release_host_memory()  # the step's freed gradients and activations go back to the system (CPU runs)
         stats['frm_updates'] = float(self.updates)
         return stats
+
+    def _combine_gradients(self) -> None:
+        """The global batch's gradient on every rank (nothing in one process)."""
+        average_gradients(self.frm.trainable_parameters(), scale=global_batch_scale(self.loss.reduction))
 
     def maybe_step(self, current_iter: int, restored: torch.Tensor, gt: torch.Tensor,
                    captions: Sequence[str]) -> Dict[str, float]:

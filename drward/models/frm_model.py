@@ -17,6 +17,11 @@ Validation: pair accuracy (pairs with a decisive label, ``y ≠ 0.5``, whose hig
 and the mean ``L_FRM`` on held-out pairs, logged and written to tensorboard (``metrics/<dataset>/pair_acc``,
 ``metrics/<dataset>/val_loss``); ``val.val_at_start`` also measures the starting FRM before the first step.
 
+Across P processes (``--launcher``): the global batch is P × ``batch_size_per_gpu`` pairs; the unlocked groups are
+synchronised by DistributedDataParallel (:func:`~drward.models.parallel.wrap_for_training` around
+``preference_logits``; ×P after DDP's average when ``pref_opt`` sums over its pairs), logs are averaged over the
+ranks, rank 0 alone validates and writes; ``train.shard_optimizer_states`` splits the AdamW states across ranks.
+
 Checkpoints: ``net_frm_<iter>.pth`` (``net_frm_latest.pth`` at the end) in the official HPS v2 / FRM layout
 ``{'state_dict': clip weights}``, what ``RewardLoss``'s ``frm.checkpoint`` loads; training states hold the
 optimiser (and scheduler), so BasicSR's ``--auto_resume`` restores both.
@@ -37,13 +42,16 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from drward.archs.frm_arch import FaceRewardModel, build_frm, save_frm
 from drward.losses.preference_loss import PreferenceLoss
-from drward.models.frm_optim import build_frm_optimizer, preference_step
-from drward.utils.curves import CurveRecorder
+from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
+from drward.models.parallel import wrap_for_training
 from drward.models.training_state import ResumableStateMixin
+from drward.utils.curves import CurveRecorder
+from drward.utils.distributed import mean_over_ranks
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import base_name, register
 
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'optim_frm', 'pref_opt', 'grad_clip', 'mixed_precision')
+TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'optim_frm', 'pref_opt', 'grad_clip', 'mixed_precision',
+              'shard_optimizer_states')
 VAL_KEYS = ('val_freq', 'save_img', 'val_at_start', 'batch_size', 'pbar')
 BATCH_KEYS = ('img_a', 'img_b', 'caption', 'label')
 #: HPS v2's optimiser (configs/HPSv2.sh: lr 3.3e-6, wd 0.35; open_clip's ViT defaults: betas, eps).
@@ -81,9 +89,6 @@ class FRMModel(ResumableStateMixin, BaseModel):
 
     def __init__(self, opt):
         super().__init__(opt)
-        if opt.get('dist') and opt.get('is_train'):
-            raise OptionError('FRMModel trains on one device: distributed training (--launcher) is not implemented; '
-                              'on a small card use network_frm.gradient_checkpointing and train.mixed_precision bf16')
         frm_opt = self._frm_options()
         self.frm: FaceRewardModel = build_frm(frm_opt).to(self.device)
         n_all = sum(p.numel() for p in self.frm.parameters())
@@ -135,7 +140,9 @@ class FRMModel(ResumableStateMixin, BaseModel):
             raise OptionError(f'FRMModel train.mixed_precision: one of {list(AUTOCAST_DTYPES)}, got {precision!r}')
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
         self.cri_pref = build_loss(dict(train_opt.get('pref_opt') or {'type': 'PreferenceLoss'})).to(self.device)
-        self.optimizer_frm = build_frm_optimizer(self.frm, {**HPS_V2_OPTIM, **(train_opt.get('optim_frm') or {})})
+        self.frm_train = wrap_for_training(self.frm, 'preference_logits', self.opt, self.device)  # DDP when dist
+        self.optimizer_frm = build_frm_optimizer(self.frm, {**HPS_V2_OPTIM, **(train_opt.get('optim_frm') or {})},
+                                                 shard=bool(train_opt.get('shard_optimizer_states', False)))
         self.optimizers.append(self.optimizer_frm)
         if train_opt.get('scheduler'):
             self.setup_schedulers()
@@ -181,7 +188,8 @@ class FRMModel(ResumableStateMixin, BaseModel):
             self.validate_at_start(current_iter - 1)
         with self._autocast():
             stats = preference_step(self.frm, self.optimizer_frm, self.cri_pref, self.img_a, self.img_b,
-                                    self.captions, self.labels, grad_clip=self.grad_clip)
+                                    self.captions, self.labels, grad_clip=self.grad_clip, forward=self.frm_train,
+                                    after_backward=self._global_batch_gradient)
         if stats.pop('frm_skipped', 0.0):
             self.skipped_steps += 1
             get_root_logger().warning(f'FRMModel: non-finite L_FRM at iter {current_iter}; step skipped '
@@ -190,8 +198,15 @@ class FRMModel(ResumableStateMixin, BaseModel):
         log = OrderedDict(stats)
         log['logit_scale'] = float(self.frm.clip.logit_scale.detach())
         log['inv_temperature'] = float(self.frm.logit_scale_exp.detach())
-        self.log_dict = log
+        self.log_dict = log = OrderedDict(mean_over_ranks(log))  # one process: unchanged
         self.curves.train(current_iter, log)
+
+    def _global_batch_gradient(self) -> None:
+        """DDP averages the ranks' gradients; a loss summed over its pairs wants their sum (× P)."""
+        scale = global_batch_scale(self.cri_pref.reduction)
+        for p in self.frm.trainable_parameters():
+            if scale != 1 and p.grad is not None:
+                p.grad.mul_(scale)
 
     def extra_training_state(self) -> Dict[str, int]:
         return {'skipped_steps': self.skipped_steps}
@@ -288,8 +303,11 @@ class FRMModel(ResumableStateMixin, BaseModel):
         return osp.join(self.opt['path']['models'], f'net_frm_{it}.pth')
 
     def save(self, epoch: int, current_iter: int) -> None:
-        """The FRM in the official ``{'state_dict': ...}`` layout, and (BasicSR) the optimiser's training state."""
-        save_frm(self.frm, self.checkpoint_path(current_iter))
+        """The FRM in the official ``{'state_dict': ...}`` layout, and (BasicSR) the optimiser's training state;
+        every rank calls it (the training state gathers from all), rank 0 alone writes."""
+        writes = self.opt.get('rank', 0) == 0
+        if writes:
+            save_frm(self.frm, self.checkpoint_path(current_iter))
         self.save_training_state(epoch, current_iter)
-        if current_iter == -1:  # BasicSR's save at the end of training
+        if current_iter == -1 and writes:  # BasicSR's save at the end of training
             self.curves.draw()

@@ -125,11 +125,21 @@ class HackMonitor:
                     f'{self.owner}: possible reward hacking at iter {current_iter} ({stream}): {key} = '
                     f'{values[key]:.4f} > {threshold:g} for {self.patience} consecutive logs')
 
+    def due(self, current_iter: int) -> bool:
+        """True at the training steps the monitor measures (every ``print_freq``; never when disabled)."""
+        return self.enabled and current_iter % self.log_every == 0
+
+    def check_step(self, log: Mapping[str, float], current_iter: int) -> None:
+        """:meth:`check` on the training stream, at the steps that measured (a multi-process model averages the
+        ranks' values first)."""
+        if self.due(current_iter):
+            self.check(log, current_iter)
+
     def log_step(self, frm, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
                  current_iter: int) -> Dict[str, float]:
         """At log steps, :meth:`measure` then :meth:`check` on the training stream; the values go into the model's
         log dict (so to the console, the tb logger and the training curves). Other steps: nothing."""
-        if not self.enabled or current_iter % self.log_every:
+        if not self.due(current_iter):
             return {}
         values = self.measure(frm, restored, gt, captions)
         self.check(values, current_iter)

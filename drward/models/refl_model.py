@@ -21,6 +21,18 @@ pair only. Since the other micro-batches change nothing, that mode restores only
 quarter of the compute). Their FRM loss is divided by ``grad_accum`` too (``0.1·CE/4``): that is the option
 ``frm_update.loss_weight: 0.025`` (``options/refl_diffbir_authors.yml``), not something this mode changes.
 
+Across P processes (``tools/train.py --launcher pytorch`` under ``torchrun``, or ``slurm``; BasicSR's
+``opt['dist']``) it trains one model on a global batch of P × ``batch_size_per_gpu`` faces: each rank restores its
+own faces (BasicSR's ``EnlargedSampler`` share) with its own noise, stop step and η (its sampling generator is
+seeded ``manual_seed + rank``); the restorer's trained part is synchronised by DistributedDataParallel over those
+parameters only (:func:`~drward.models.parallel.wrap_for_training`), with ``no_sync()`` on all but the last
+micro-batch, so one all-reduce per optimiser step; a non-finite loss on any rank skips the step on all of them;
+the dynamic FRM update combines every rank's pairs (:class:`DynamicFRMUpdate`); the logged values are averaged
+over the ranks; rank 0 alone writes checkpoints, training states (with every rank's random streams), images and
+runs validation. ``train.shard_optimizer_states`` splits both AdamW states across the ranks
+(``ZeroRedundancyOptimizer``; training states hold them consolidated). Learning rates and ``frm_update.every``
+count optimiser steps, as in one process.
+
 ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
 Checkpoints hold only the restorer's trained part (``net_g_<iter>.safetensors``; older runs' ``.pth`` files still
 load) and the FRM (``net_frm_<iter>.pth``, the official ``state_dict`` layout, loadable by ``RewardLoss`` and HPS v2's
@@ -45,16 +57,18 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
 from drward.models.dynamic_frm import DynamicFRMUpdate
 from drward.models.hack_monitor import HackMonitor
+from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
 from drward.utils.curves import CurveRecorder
+from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update', 'hack_monitor')
+              'frm_update', 'hack_monitor', 'shard_optimizer_states')
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
@@ -113,11 +127,14 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         if train_opt.get('gradient_checkpointing', False):
             self.net_g.set_gradient_checkpointing(True)
             self.frm.set_gradient_checkpointing(True)
+        self.net_g_train = wrap_for_training(self.net_g, 'restore', self.opt, self.device)  # DDP when dist
+        shard = bool(train_opt.get('shard_optimizer_states', False))
         optim_g = dict(train_opt.get('optim_g') or {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01})
-        self.optimizer_g = self.get_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()),
-                                              **optim_g)
+        self.optimizer_g = make_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()), shard,
+                                          **optim_g)
         self.optimizers.append(self.optimizer_g)
-        self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast)
+        self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast,
+                                           shard=shard)
         self.frm_update.resume(self.opt['path'])
         self.optimizer_frm = self.frm_update.optimizer
         self.optimizers.append(self.optimizer_frm)
@@ -172,26 +189,10 @@ class ReFLModel(ResumableStateMixin, BaseModel):
     def optimize_parameters(self, current_iter: int) -> None:
         chunks, divisor = self.microbatches()
         self.optimizer_g.zero_grad(set_to_none=True)
-        log: Dict[str, float] = OrderedDict()
-        restored = []
-        for chunk in chunks:
-            captions = self.captions[chunk] if self.captions is not None else None
-            with self._autocast():
-                out = self.net_g.restore(self.lq[chunk], captions, grad_steps=self.grad_steps,
-                                         generator=self.generator)
-                terms = self.generator_terms(out, self.gt[chunk], captions)
-                total = sum(terms.values())
-            if not torch.isfinite(total):
-                self._skip_step(current_iter, terms)
-                return
-            (total / divisor).backward()
-            for name, value in list(terms.items()) + [('l_total', total)]:
-                log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
-            log['reward_restored'] = log.get('reward_restored', 0.0) + float(
-                self.criteria['l_reward'].last_reward.mean()) / len(chunks)
-            restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
-            for key, value in out.info.items():
-                log[key] = float(value)
+        passed = self._generator_backward(chunks, divisor, current_iter)
+        if passed is None:
+            return
+        log, restored = passed
         if self.grad_clip_g:
             log['grad_norm_g'] = float(torch.nn.utils.clip_grad_norm_(self.optimizer_g.param_groups[0]['params'],
                                                                     self.grad_clip_g))
@@ -199,15 +200,44 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.optimizer_g.zero_grad(set_to_none=True)
         self.net_g.release_compute_caches()  # stale casts of the old weights: free during the FRM update
         release_host_memory()
-        restored = torch.cat(restored)
         with torch.no_grad(), self._autocast():
             log['reward_gt'] = float(self.frm.similarity(self.gt, self._captions(len(restored))).float().mean())
         if self.frm_update.due(current_iter):
             log.update(self.update_frm(restored, self.gt))
-        log.update(self.hack_monitor.log_step(self.frm, restored, self.gt, self._captions(len(restored)),
-                                              current_iter))
+        if self.hack_monitor.due(current_iter):
+            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored))))
+        log = OrderedDict(mean_over_ranks(log))  # one process: unchanged
+        self.hack_monitor.check_step(log, current_iter)
         self.log_dict = log
         self.curves.train(current_iter, log)
+
+    def _generator_backward(self, chunks: List[slice], divisor: int,
+                            current_iter: int) -> Optional[Tuple[Dict[str, float], torch.Tensor]]:
+        """Forward and backward of every micro-batch (DDP all-reduces the gradient sum at the last one); the
+        per-micro-batch mean of the logged terms and the restored images in [0, 1]. None when a loss is not finite
+        on some rank: then every rank skips the step."""
+        log: Dict[str, float] = OrderedDict()
+        restored = []
+        for index, chunk in enumerate(chunks):
+            captions = self.captions[chunk] if self.captions is not None else None
+            with sync_on_last(self.net_g_train, index, len(chunks)):
+                with self._autocast():
+                    out = self.net_g_train(self.lq[chunk], captions, grad_steps=self.grad_steps,
+                                           generator=self.generator)
+                    terms = self.generator_terms(out, self.gt[chunk], captions)
+                    total = sum(terms.values())
+                if not all_ranks_agree(bool(torch.isfinite(total))):
+                    self._skip_step(current_iter, terms)
+                    return None
+                (total / divisor).backward()
+            for name, value in list(terms.items()) + [('l_total', total)]:
+                log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
+            log['reward_restored'] = log.get('reward_restored', 0.0) + float(
+                self.criteria['l_reward'].last_reward.mean()) / len(chunks)
+            restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
+            for key, value in out.info.items():
+                log[key] = float(value)
+        return log, torch.cat(restored)
 
     def _captions(self, n: int) -> List[str]:
         return self.criteria['l_reward'].captions_for(n, self.captions)
@@ -242,13 +272,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         return osp.join(self.opt['path']['models'], f'net_{label}_{it}{ext}')
 
     def save(self, epoch: int, current_iter: int) -> None:
-        """Write the restorer's trained part, the FRM, and (BasicSR) both optimisers' training state."""
-        os.makedirs(self.opt['path']['models'], exist_ok=True)
-        save_trained_part(self.net_g, self._model_path('g', current_iter, '.safetensors'))
-        if self.frm is not None:
-            self.frm_update.save(self._model_path('frm', current_iter))
+        """Write the restorer's trained part, the FRM, and (BasicSR) both optimisers' training state; every rank
+        calls it (the training state gathers from all), rank 0 alone writes."""
+        writes = self.opt.get('rank', 0) == 0
+        if writes:
+            os.makedirs(self.opt['path']['models'], exist_ok=True)
+            save_trained_part(self.net_g, self._model_path('g', current_iter, '.safetensors'))
+            if self.frm is not None:
+                self.frm_update.save(self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)
-        if current_iter == -1:  # BasicSR's save at the end of training
+        if current_iter == -1 and writes:  # BasicSR's save at the end of training
             self.curves.draw()
 
     # ------------------------------------------------------------------------------------------------ resume

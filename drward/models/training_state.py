@@ -6,23 +6,27 @@ from that is not the run that was interrupted: the random streams start afresh. 
 
 * ``random[rank]``: the model's own generators (:meth:`~ResumableStateMixin.random_generators`, e.g. ReFL's
   sampling generator) and the process-wide ones (torch CPU and CUDA, numpy, Python ``random``), keyed by the
-  process rank so that each rank of a multi-GPU run can keep its own streams;
+  process rank: in a multi-process run rank 0 gathers every rank's streams into its file, and each rank takes
+  its own back on resume (a rank the file lacks, in a run resumed on more processes, warns and draws afresh);
 * ``manual_seed``: the seed the data order and degradations are keyed by (see ``drward.data.resumable_sampler``);
 * ``model``: the model's counters (:meth:`~ResumableStateMixin.extra_training_state`);
 
 and writes the file atomically (:func:`drward.utils.atomic_io.atomic_save`). Everything is stored as tensors,
-numbers and tuples, so the file loads with ``torch.load(weights_only=True)``.
+numbers and tuples, so the file loads with ``torch.load(weights_only=True)``. Sharded optimisers
+(``ZeroRedundancyOptimizer``) are consolidated on rank 0 first, so the file holds whole optimiser states.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 from basicsr.utils import get_root_logger
 
+from drward.models.parallel import consolidate
 from drward.utils.atomic_io import atomic_save
+from drward.utils.distributed import gather_by_rank
 
 
 def capture_random_state(generators: Mapping[str, torch.Generator]) -> Dict[str, Any]:
@@ -73,21 +77,30 @@ class ResumableStateMixin:
     def load_extra_training_state(self, state: Mapping[str, Any]) -> None:
         """Put back :meth:`extra_training_state` (override)."""
 
-    def training_state(self, epoch: int, current_iter: int) -> Dict[str, Any]:
-        """BasicSR's state (epoch, iter, optimisers, schedulers) plus the random streams and the model's extras."""
+    def training_state(self, epoch: int, current_iter: int,
+                       random_by_rank: Optional[Mapping[int, Any]] = None) -> Dict[str, Any]:
+        """BasicSR's state (epoch, iter, optimisers, schedulers) plus the random streams (``random_by_rank``, by
+        default this process's) and the model's extras."""
+        if random_by_rank is None:
+            random_by_rank = {int(self.opt.get('rank', 0)): capture_random_state(self.random_generators())}
         return {'epoch': epoch, 'iter': current_iter,
                 'optimizers': [o.state_dict() for o in self.optimizers],
                 'schedulers': [s.state_dict() for s in self.schedulers],
                 'manual_seed': self.opt.get('manual_seed'),
-                'random': {int(self.opt.get('rank', 0)): capture_random_state(self.random_generators())},
+                'random': dict(random_by_rank),
                 'model': self.extra_training_state()}
 
     def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """Write ``training_states/<iter>.state`` atomically (rank 0 only, as BasicSR; nothing for iter −1)."""
-        if current_iter == -1 or self.opt.get('rank', 0) != 0:
+        """Write ``training_states/<iter>.state`` atomically (rank 0 only, as BasicSR; nothing for iter −1). Every
+        rank must call it: sharded optimisers are consolidated and the random streams gathered first."""
+        if current_iter == -1:
+            return
+        consolidate(self.optimizers)
+        streams = gather_by_rank(capture_random_state(self.random_generators()))
+        if self.opt.get('rank', 0) != 0:
             return
         path = f"{self.opt['path']['training_states']}/{current_iter}.state"
-        atomic_save(self.training_state(epoch, current_iter), path)
+        atomic_save(self.training_state(epoch, current_iter, streams), path)
 
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """BasicSR's optimiser/scheduler resume, then the random streams and the model's extras."""

@@ -17,6 +17,11 @@ GFPGAN's ``GFPGANModel`` passes Adam ``betas=(0**1, 0.99**1)`` = ``(0, 0.99)``, 
 PyTorch ≥ 2.6 rejects ("betas must be either both floats or both Tensors"); :func:`float_betas` makes
 ``BaseModel.get_optimizer`` pass them as floats (the same values).
 
+Multi-process runs (``--launcher pytorch`` / ``slurm``): BasicSR's ``init_dist`` hard-codes NCCL and
+``torch.cuda.set_device``; :func:`drward.utils.distributed.init_dist` (gloo on the CPU, nccl on CUDA) takes its
+place. ``--auto_resume`` searches on rank 0 and every rank loads the state rank 0 chose; the datasets are built by
+rank 0 first (a dataset may write shared files, such as the demo faces), then by the others.
+
 BasicSR's logger must not be created before its pipeline does so (it would lose its log file), so the resume
 search's warnings are logged when the data loaders are built, right after.
 """
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from basicsr.utils import check_resume
 
 from drward.data.resumable_sampler import ResumableSampler
+from drward.utils import distributed
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 
 _PENDING: Dict[str, Any] = {'notes': [], 'resume': None}
@@ -46,11 +52,16 @@ def load_resume_state(opt: dict):
     state = None
     if opt['auto_resume']:
         folder = osp.join('experiments', opt['name'])
-        path, state, notes = newest_loadable_state(osp.join(folder, 'training_states'), osp.join(folder, 'models'),
-                                                   load=lambda p: load_state_file(p, _location()))
-        _PENDING['notes'] = notes
+        path = None
+        if distributed.rank() == 0:  # one search (it removes torn temporary files), every rank loads its choice
+            path, state, notes = newest_loadable_state(osp.join(folder, 'training_states'),
+                                                       osp.join(folder, 'models'),
+                                                       load=lambda p: load_state_file(p, _location()))
+            _PENDING['notes'] = notes
+        path = distributed.broadcast_object(path)
         if path is not None:
             opt['path']['resume_state'] = path
+            state = state if state is not None else load_state_file(path, _location())
     elif opt['path'].get('resume_state'):
         state = load_state_file(opt['path']['resume_state'], _location())
     _PENDING['resume'] = None if state is None else (state['epoch'], state['iter'])
@@ -70,7 +81,8 @@ def create_train_val_dataloader(opt: dict, logger):
     for note in _PENDING['notes']:
         logger.warning(f'resume: {note}')
     _PENDING['notes'] = []
-    result = list(_BASICSR['create_train_val_dataloader'](opt, logger))
+    with distributed.rank_zero_first():
+        result = list(_BASICSR['create_train_val_dataloader'](opt, logger))
     loader, sampler = result[0], result[1]
     if loader is not None:
         resumable = ResumableSampler(sampler.dataset, sampler.num_replicas, sampler.rank,
@@ -138,12 +150,15 @@ _BASICSR: Dict[str, Any] = {}
 
 def install() -> None:
     """Route BasicSR's train pipeline through :func:`load_resume_state` and :func:`create_train_val_dataloader`,
-    pass optimiser betas as floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
+    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, pass optimiser betas as
+    floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
     import basicsr.train
+    import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     _BASICSR.setdefault('create_train_val_dataloader', basicsr.train.create_train_val_dataloader)
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.utils.options.init_dist = distributed.init_dist  # parse_options calls it by this name
     BaseModel.get_optimizer = float_betas(BaseModel.get_optimizer)
     use_native_fused_leaky_relu()
 

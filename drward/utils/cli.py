@@ -27,8 +27,8 @@ def import_host_packages(opt: Optional[dict]) -> List[str]:
 
 def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     """Resolve ``-opt`` against the caller's folder, move to the repo root, stop early on missing weight files,
-    import the option file's host packages, register drward's components and make BasicSR's resume work on the
-    CPU."""
+    import the option file's host packages, register drward's components, make BasicSR's resume work on the CPU
+    and its ``--launcher`` choose the process-group backend from the option file's device."""
     if '-opt' in argv:
         i = argv.index('-opt') + 1
         if i < len(argv):
@@ -37,7 +37,10 @@ def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     from drward.utils.options import check_weights_before_run, option_file_from_argv
     check_weights_before_run(argv)
-    import_host_packages(option_file_from_argv(argv))  # drward is already imported: its names never clash
+    opt = option_file_from_argv(argv)
+    from drward.utils import distributed
+    distributed.configure(opt)  # --launcher: gloo on the CPU, nccl on CUDA
+    import_host_packages(opt)  # drward is already imported: its names never clash
     import drward  # noqa: F401  (registers archs, losses, datasets, metrics, models)
     from drward.utils import basicsr_compat
     basicsr_compat.install()
