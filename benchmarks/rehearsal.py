@@ -1,6 +1,6 @@
 """Rehearse every real option file at real size, here: what a user does on a GPU box, with random weights.
 
-    python benchmarks/rehearsal.py --workdir /scratch/rehearsal [--device cpu|cuda] [--jobs refl_diffbir ...]
+    python benchmarks/rehearsal.py --workdir /scratch/rehearsal [--device cpu|cuda] [--jobs refl_diffbir ...] [--trace]
 
 1. ``WORKDIR/weights/``: real-size random weights in the official layouts (:mod:`drward.weights.synthetic`;
    deterministic; files already there are reused).
@@ -128,9 +128,11 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str) -> List[Job
     ]
 
 
-def run_job(job: Job, logdir: str) -> Dict:
-    """Run one job as a subprocess; its exit code, wall time, peak RSS (``wait4``'s ``ru_maxrss``) and log."""
-    command = [sys.executable, osp.join(ROOT, 'tools', f'{job.tool}.py'), '-opt', job.option_file,
+def run_job(job: Job, logdir: str, trace: bool = False) -> Dict:
+    """Run one job as a subprocess; its exit code, wall time, peak RSS (``wait4``'s ``ru_maxrss``) and log.
+    ``trace``: through ``benchmarks/rss_trace.py``, which logs RSS and time at the step's boundaries."""
+    tracer = [osp.join(ROOT, 'benchmarks', 'rss_trace.py')] if trace else []
+    command = [sys.executable, *tracer, osp.join(ROOT, 'tools', f'{job.tool}.py'), '-opt', job.option_file,
                '--force_yml', *job.overrides]
     log_path = osp.join(logdir, f'{job.name}.log')
     start = time.time()
@@ -182,6 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--workdir', required=True, help='weights, data and logs go here (reused on a rerun)')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--jobs', nargs='*', default=None, help='a subset of the job names (default: all)')
+    parser.add_argument('--trace', action='store_true',
+                        help='run each job through benchmarks/rss_trace.py: RSS and time at the step boundaries, '
+                             'in the job\'s log')
     args = parser.parse_args(argv)
     from drward.weights.synthetic import write_real_size_weights
     workdir = osp.abspath(args.workdir)
@@ -192,7 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     selected = [j for j in jobs(weights, data, args.device) if not args.jobs or j.name in args.jobs]
     for job in selected:
         print(f'== {job.name}: tools/{job.tool}.py -opt {job.option_file} ...', flush=True)
-        job.result = run_job(job, logdir)
+        job.result = run_job(job, logdir, args.trace)
         status = 'pass' if job.result['ok'] else f'FAIL (exit {job.result["returncode"]}; log {job.result["log"]})'
         print(f'   {status}, {job.result["seconds"]:.0f} s, peak {job.result["peak_gib"]:.1f} GiB', flush=True)
         if not job.result['ok']:

@@ -91,9 +91,25 @@ def create_train_val_dataloader(opt: dict, logger):
         loader = basicsr.train.build_dataloader(sampler.dataset, opt['datasets']['train'], num_gpu=opt['num_gpu'],
                                                 dist=opt['dist'], sampler=resumable, seed=opt['manual_seed'])
         loader.generator = resumable.loader_generator
+        start_cpu_workers_from_fork_server(loader, opt, logger)
         _start_where_resumed(resumable, loader, logger)
         result[0], result[1] = loader, resumable
     return tuple(result)
+
+
+def start_cpu_workers_from_fork_server(loader, opt: dict, logger) -> None:
+    """On a CPU run, data-loader workers start from a fork server, not by forking the trainer.
+
+    BasicSR's workers start at the first iteration, after the model is built: forked then, each worker shares the
+    trainer's memory copy-on-write, and every page the trainer writes afterwards (optimiser steps, reused
+    activation memory) is duplicated, the worker keeping the old one. With real-size weights in host memory that
+    measured 5 GiB per worker within one DiffBIR ReFL step (the rehearsal's OOM). A fork server is a fresh small
+    process; its workers import what they need (seconds, once per epoch). On CUDA the weights live on the GPU and
+    forking stays cheap (BasicSR's default).
+    """
+    if loader.num_workers > 0 and (not opt.get('num_gpu') or not torch.cuda.is_available()):
+        loader.multiprocessing_context = 'forkserver'
+        logger.info(f'data loader: {loader.num_workers} worker(s) start from a fork server (CPU run)')
 
 
 def _start_where_resumed(sampler: ResumableSampler, loader, logger) -> None:
