@@ -127,3 +127,22 @@ def test_frozen_scores_work_under_gradient_checkpointing():
     images = torch.rand(2, 3, 64, 64, requires_grad=True)
     frm.similarity(images, ['a', 'b'], frozen=True).sum().backward()
     assert images.grad.abs().sum() > 0 and all(p.grad is None for p in frm.parameters())
+
+
+def test_sequence_first_attention_gives_the_batch_first_scores():
+    # the FRM runs open_clip's transformers sequence-first (a layout change for speed): same weights, same scores
+    torch.manual_seed(0)
+    frm = FaceRewardModel(model_name='tiny', unlocked_image_groups=2, unlocked_text_layers=1).train()
+    transformers = [m for m in frm.clip.modules() if isinstance(m, open_clip.transformer.Transformer)]
+    assert transformers and not any(t.batch_first for t in transformers)
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    captions = ['a face', 'a smiling face', 'an old face']
+    with torch.no_grad():
+        sequence_first = frm.similarity(images, captions)
+        for t in transformers:
+            t.batch_first = True
+            for block in t.resblocks:
+                block.attn.batch_first = True
+        batch_first = frm.similarity(images, captions)
+    # fp32, the same products in another memory layout: rounding-level differences only
+    torch.testing.assert_close(sequence_first, batch_first, rtol=0, atol=1e-5)

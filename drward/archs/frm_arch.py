@@ -73,6 +73,25 @@ def resize_for_clip(images: torch.Tensor, size: int, mode: str = 'bicubic_antial
     return F.interpolate(images, size=new_hw, mode='bicubic', align_corners=False, antialias=True)
 
 
+def sequence_first_attention(clip: nn.Module) -> None:
+    """Run every open_clip ``Transformer`` of ``clip`` sequence-first (L, N, D), transposed once contiguously.
+
+    Built batch-first, each ``nn.MultiheadAttention`` outside its inference fast path (any training-mode or
+    gradient call) transposes its input to (L, N, D) as a strided view; its input projection then cannot fold the
+    batch into one matrix product and multiplies the L positions one by one against a materialised L-fold copy of
+    the weight. Measured on the CPU (ViT-B-16, bf16, batch 4): 21.4 s per reward call batch-first, 2.5 s
+    sequence-first; batch 1 is unaffected. Same weights, same maths; only the memory layout changes.
+    """
+    for module in clip.modules():
+        if not (isinstance(module, open_clip.transformer.Transformer) and getattr(module, 'batch_first', False)):
+            continue
+        attentions = [getattr(block, 'attn', None) for block in module.resblocks]
+        if all(isinstance(a, nn.MultiheadAttention) for a in attentions):  # other attention kinds: left as built
+            module.batch_first = False
+            for attention in attentions:
+                attention.batch_first = False
+
+
 def resolve_clip_config(model_name: str, model_cfg: Optional[Mapping] = None) -> Dict:
     """The open_clip model config for ``model_name`` (``'tiny'`` → :data:`TINY_FRM_CONFIG`), or ``model_cfg``."""
     if model_cfg is not None:
@@ -135,6 +154,7 @@ class FaceRewardModel(nn.Module):
         self._frozen_casts = (None, {})
         with empty_weights(bool(checkpoint)):
             self.clip = open_clip.CLIP(**cfg)
+        sequence_first_attention(self.clip)
         self.tokenizer = open_clip.SimpleTokenizer(context_length=cfg['text_cfg'].get('context_length', 77))
         self.image_size = int(self.clip.visual.image_size[0])
         self.register_buffer('pixel_mean', torch.tensor(OPENAI_DATASET_MEAN).view(1, 3, 1, 1), persistent=False)
