@@ -70,6 +70,8 @@ def make_datasets(workdir: str) -> Dict[str, str]:
                 src, dst = osp.join(faces, name[:-4] + suffix), osp.join(folders[key], name[:-4] + suffix)
                 if osp.exists(src) and not osp.exists(dst):
                     os.link(src, dst)
+    for stale in glob.glob(osp.join(folders['test_gt'], '*.txt')):  # captions a workdir of an older version left
+        os.remove(stale)
     for name in split['test_gt']:  # a blurred, down-up-sampled LQ: enough to exercise the test pipeline
         lq = osp.join(folders['test_lq'], name)
         if not osp.exists(lq):
