@@ -107,7 +107,7 @@ def start_cpu_workers_from_fork_server(loader, opt: dict, logger) -> None:
     process; its workers import what they need (seconds, once per epoch). On CUDA the weights live on the GPU and
     forking stays cheap (BasicSR's default).
     """
-    if loader.num_workers > 0 and (not opt.get('num_gpu') or not torch.cuda.is_available()):
+    if loader.num_workers > 0 and not distributed.trains_on_cuda(opt):
         loader.multiprocessing_context = 'forkserver'
         logger.info(f'data loader: {loader.num_workers} worker(s) start from a fork server (CPU run)')
 
