@@ -10,14 +10,20 @@ GroupNorm has 32 groups); the tiny UNet/ControlNet use 16 groups in diffusers so
 """
 from __future__ import annotations
 
-from drward.archs.sd_config import SDConfig
+import copy
 
-TINY_LDM_UNET = dict(in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[4, 2, 1],
-                     num_res_blocks=2, channel_mult=[1, 1, 1, 2], num_head_channels=16, use_spatial_transformer=True,
-                     use_linear_in_transformer=True, transformer_depth=1, context_dim=32, legacy=False)
-TINY_LDM_VAE = dict(double_z=True, z_channels=4, resolution=64, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 2, 2],
-                    num_res_blocks=1, attn_resolutions=[], dropout=0.0)
-TINY_TEXT = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=3)
+from drward.archs.sd_config import SD21_LDM_UNET, SD21_LDM_VAE, VIT_H_14_TEXT, SDConfig
+
+
+def _narrower(real: dict, **widths) -> dict:
+    """``real``'s topology (its own copy: no list shared with the real configuration) with ``widths`` changed."""
+    return {**copy.deepcopy(real), **widths}
+
+
+TINY_LDM_UNET = _narrower(SD21_LDM_UNET, model_channels=32, channel_mult=[1, 1, 1, 2], num_head_channels=16,
+                          context_dim=32)
+TINY_LDM_VAE = _narrower(SD21_LDM_VAE, resolution=64, ch=32, ch_mult=[1, 1, 2, 2], num_res_blocks=1)
+TINY_TEXT = _narrower(VIT_H_14_TEXT, width=32, heads=2, layers=3)
 
 TINY_SD = SDConfig(unet=TINY_LDM_UNET, vae=TINY_LDM_VAE, text=TINY_TEXT, name='tiny-sd',
                    unet_overrides=dict(norm_num_groups=16))
