@@ -25,6 +25,8 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from drward.utils.host_memory import release_host_memory  # noqa: E402
+
 GIB = 2 ** 30
 PAGE = os.sysconf('SC_PAGE_SIZE')
 
@@ -57,7 +59,6 @@ class RSSSampler:
         self.peak = max(self.peak, peak)
         trimmed = ''
         if self.trim:
-            from drward.utils.host_memory import release_host_memory
             release_host_memory()
             now = self.read()
             trimmed = f', after malloc_trim {now / GIB:6.2f} GiB'
