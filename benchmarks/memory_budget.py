@@ -22,12 +22,10 @@ in phase 1 only: each is stale once its optimiser steps and is released then (``
     peak = weights without casts + AdamW states (generator + FRM)
            + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
-``--world-size P``: one GPU of a P-process run, counted (:mod:`benchmarks.budget_sharding`): sharded AdamW states,
-and DDP's generator-gradient buckets alive in both phases (peak = weights without casts + sharded states +
-generator gradients + max(casts + generator graph, FRM-update graph + FRM gradients)).
-
-Not counted (small next to the rest, or outside PyTorch's allocator): transient workspace (attention, convolution,
-AdamW's foreach temporaries), the recomputation of one checkpointed region during backward, the CUDA context.
+``--world-size P``: one GPU of a P-process run (:mod:`benchmarks.budget_sharding`): sharded AdamW states; DDP's
+generator-gradient buckets live in both phases. Not counted (small, or outside PyTorch's allocator): transient
+workspace (attention, convolution, AdamW's foreach temporaries), one checkpointed region's recomputation, the CUDA
+context.
 
     python benchmarks/memory_budget.py --skip-activations                 # SD 2.1 sizes, both restorers, counted
     python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)

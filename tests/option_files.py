@@ -12,9 +12,14 @@ import yaml
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 
 
-def load_option_file(name: str, tmp_path, is_train: bool = True) -> dict:
+def read_option_file(name: str) -> dict:
+    """``options/<name>`` as a dict, as written (no paths changed)."""
     with open(osp.join(ROOT, 'options', name)) as f:
-        opt = yaml.safe_load(f)
+        return yaml.safe_load(f)
+
+
+def load_option_file(name: str, tmp_path, is_train: bool = True) -> dict:
+    opt = read_option_file(name)
     opt.update(is_train=is_train, dist=False, rank=0, world_size=1, auto_resume=False)
     for phase, dataset in opt.get('datasets', {}).items():
         dataset['phase'] = 'train' if phase.startswith('train') else 'val'
@@ -42,8 +47,7 @@ def short_training_option(name: str, tmp_path, run_name: str, total_iter: int, e
     """Repo option file ``name`` cut to a quick tools/train.py run: ``total_iter`` iterations, the FRM update and
     checkpoints every ``every``, a log line per iteration, no validation, faces under ``tmp_path/faces``; its
     experiment folder is ``ROOT/experiments/<run_name>`` (BasicSR's layout)."""
-    with open(osp.join(ROOT, 'options', name)) as f:
-        opt = yaml.safe_load(f)
+    opt = read_option_file(name)
     opt['name'] = run_name
     opt['train'].update(total_iter=total_iter)
     opt['train']['frm_update']['every'] = every
@@ -58,8 +62,7 @@ def short_training_option(name: str, tmp_path, run_name: str, total_iter: int, e
 def tools_train_experiment(name: str, prefix: str):
     """Yield ``(opt, experiment folder)``: option file ``name`` as a dict, renamed ``<prefix>_<pid>`` so parallel runs
     don't collide; its ``experiments/`` and ``tb_logger/`` folders under the repo root are removed afterwards."""
-    with open(osp.join(ROOT, 'options', name)) as f:
-        opt = yaml.safe_load(f)
+    opt = read_option_file(name)
     opt['name'] = f'{prefix}_{os.getpid()}'
     try:
         yield opt, osp.join(ROOT, 'experiments', opt['name'])
