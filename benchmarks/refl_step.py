@@ -71,7 +71,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-full-chain', action='store_true', help='skip the full-chain (N = K) baseline')
     parser.add_argument('--batch', type=int, default=1, help='images per step (authors: 1, accumulation 4)')
     parser.add_argument('--repeats', type=int, default=3, help='measured steps per variant (median reported)')
-    parser.add_argument('--warmup', type=int, default=1, help='unmeasured steps per variant first')
+    parser.add_argument('--warmup', type=int, default=1, help='unmeasured steps first, of the cheapest variant (N = 1)')
     parser.add_argument('--device', choices=('cpu', 'cuda'), default='cpu')
     parser.add_argument('--dtype', choices=('fp32', 'bf16'), default='fp32',
                         help="bf16 = ReFLModel's mixed_precision: bf16 (autocast)")

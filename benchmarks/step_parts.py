@@ -266,10 +266,14 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 def measure(model, batch: Dict, clock: PartClock, variants: Sequence[int], repeats: int, warmup: int,
             seed: int) -> Dict[int, VariantResult]:
-    """Run every variant ``warmup + repeats`` times, interleaved (round robin) so slow drifts hit all alike."""
+    """``warmup`` unmeasured steps of the cheapest variant (N = 1: the same kernels, caches and optimiser states as
+    every other N, at a fraction of a full chain's cost), then every variant ``repeats`` times, interleaved (round
+    robin) so slow drifts hit all alike."""
     results = {n: VariantResult(n) for n in variants}
     with instrument(model, clock):
-        for repeat in range(warmup + repeats):
+        for _ in range(warmup):
+            run_step(model, batch, clock, min(variants), seed)
+        for _ in range(repeats):
             for n, result in results.items():
                 if result.failure:
                     continue
@@ -284,10 +288,9 @@ def measure(model, batch: Dict, clock: PartClock, variants: Sequence[int], repea
                     _release(model)
                     continue
                 result.grad_calls = int(model.log_dict.get('grad_calls', n))
-                if repeat >= warmup:
-                    result.runs.append(parts)
-                    result.totals.append(clock.total_seconds)
-                    result.peaks.append(clock.peak_bytes)
+                result.runs.append(parts)
+                result.totals.append(clock.total_seconds)
+                result.peaks.append(clock.peak_bytes)
     return results
 
 
