@@ -9,10 +9,16 @@
 3. Each job runs as a subprocess exactly as a user types it — ``tools/train.py -opt options/refl_diffbir.yml`` — with
    BasicSR's ``--force_yml`` changing only paths, dataset size and run length (one or two iterations, one FRM update,
    one checkpoint); K = 50, N = 1, the losses, the FRM update and the weight precision stay as in the real files. Runs
-   land in ``experiments/rehearsal_<job>/`` (``results/`` for the test jobs) like any BasicSR run.
+   land in ``WORKDIR/experiments/rehearsal_<job>/`` (``WORKDIR/results/`` for the test jobs), BasicSR's layout under
+   the workdir (``path:experiments_root`` / ``path:results_root``), so the checkout stays clean.
 4. A table: job, pass/fail, seconds per iteration (per image for tests), peak RSS of the job's process (its
    ``ru_maxrss``: RAM is the budget here as VRAM is on a GPU), checkpoint sizes. Exit status 1 if a job failed; the
    last line reads ``rehearsal: N/N jobs passed, peak X.X GiB``.
+
+Disk: a real-size training job writes up to ~13 GB of checkpoints (``net_frm`` 3.9 GB, a training state with two
+AdamW states). Each job checks the workdir's free space first (``Job.disk_gib``) and fails with a clear line
+instead of dying mid-write; once measured, a job's checkpoints (random weights) are deleted unless
+``--keep-checkpoints``, so the whole rehearsal needs the weights (~12 GB) plus one job's checkpoints.
 
 Random weights: the runs prove the files, shapes, memory and cost, not restoration quality.
 """
@@ -49,6 +55,7 @@ class Job:
     overrides: List[str]
     units: int
     unit: str = 'iter'
+    disk_gib: float = 1.0  # what the job writes, at most (measured on a rehearsal), checked before it starts
     result: Dict = field(default_factory=dict)
 
 
@@ -92,10 +99,12 @@ def make_datasets(workdir: str) -> Dict[str, str]:
     return {**folders, 'pairs': pairs}
 
 
-def jobs(weights: Dict[str, str], data: Dict[str, str], device: str) -> List[Job]:
-    """The real option files with run-length, data and path overrides only."""
+def jobs(weights: Dict[str, str], data: Dict[str, str], device: str, workdir: str = ROOT) -> List[Job]:
+    """The real option files with run-length, data and path overrides only; runs land under ``workdir``."""
     gpu = '1' if device == 'cuda' else '0'
-    common = [f'num_gpu={gpu}', 'logger:print_freq=1', 'logger:use_tb_logger=false', 'val:val_freq=1000000']
+    runs = [f'path:experiments_root={osp.join(workdir, "experiments")}']
+    results = [f'path:results_root={osp.join(workdir, "results")}']
+    common = [f'num_gpu={gpu}', 'logger:print_freq=1', 'logger:use_tb_logger=false', 'val:val_freq=1000000'] + runs
     paths = [f'network_g:sd_checkpoint={weights["sd"]}', f'train:lpips_opt:backbone_path={weights["vgg16"]}',
              f'train:reward_opt:frm:checkpoint={weights["frm"]}',
              f'datasets:train:dataroot_gt={data["train"]}', f'datasets:val:dataroot_gt={data["val"]}',
@@ -109,30 +118,50 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str) -> List[Job
         Job('refl_diffbir', 'train', 'options/refl_diffbir.yml',
             common + paths + refl_run + ['name=rehearsal_refl_diffbir',
                                          f'network_g:diffbir_checkpoint={weights["diffbir"]}',
-                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 1),
+                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 1, disk_gib=14),
         Job('refl_osediff', 'train', 'options/refl_osediff.yml',
             common + paths + refl_run + ['name=rehearsal_refl_osediff',
-                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 1),
+                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 1, disk_gib=10),
         Job('train_frm', 'train', 'options/train_frm.yml',
             common + ['name=rehearsal_train_frm', f'network_frm:checkpoint={weights["frm"]}',
                       f'datasets:train:pairs_file={data["pairs"]}', f'datasets:val:pairs_file={data["pairs"]}',
                       'datasets:train:batch_size_per_gpu=4', 'datasets:train:num_worker_per_gpu=1',
                       'train:total_iter=2', 'train:warmup_iter=0',  # --force_yml reads '-1' as a string 'train:scheduler:periods=[2]',
-                      'val:val_at_start=false', 'logger:save_checkpoint_freq=2'], 2),
+                      'val:val_at_start=false', 'logger:save_checkpoint_freq=2'], 2, disk_gib=10),
         Job('test_celeba', 'test', 'options/test_celeba.yml',
             [f'num_gpu={gpu}', 'name=rehearsal_test_celeba', f'network_g:diffbir_checkpoint={weights["diffbir"]}',
-             f'network_g:swinir_checkpoint={weights["swinir"]}', 'compare=~'] + test_paths,
+             f'network_g:swinir_checkpoint={weights["swinir"]}', 'compare=~'] + test_paths + results,
             TEST_FACES, 'image'),
         Job('test_celeba_osediff', 'test', 'options/test_celeba_osediff.yml',
             [f'num_gpu={gpu}', 'name=rehearsal_test_celeba_osediff',
-             f'network_g:osediff_checkpoint={weights["osediff"]}', 'compare=~'] + test_paths,
+             f'network_g:osediff_checkpoint={weights["osediff"]}', 'compare=~'] + test_paths + results,
             TEST_FACES, 'image'),
     ]
 
 
-def run_job(job: Job, logdir: str, trace: bool = False) -> Dict:
+def free_gib(folder: str) -> float:
+    stat = os.statvfs(folder)
+    return stat.f_bavail * stat.f_frsize / GIB
+
+
+def not_enough_disk(job: Job, workdir: str) -> Optional[Dict]:
+    """A failed result without running the job when the workdir's disk has less than ``job.disk_gib`` free."""
+    free = free_gib(workdir)
+    if free >= job.disk_gib:
+        return None
+    message = (f'not run: {free:.1f} GiB free on the disk of {workdir}, the job writes up to {job.disk_gib:.0f} GiB '
+               f'(checkpoints of real-size models); free some space or choose another --workdir')
+    return {'ok': False, 'returncode': None, 'seconds': 0.0, 'peak_gib': 0.0, 'per_unit': None, 'log': '-',
+            'checkpoints': '-', 'tail': message}
+
+
+def run_job(job: Job, logdir: str, workdir: str, trace: bool = False, keep_checkpoints: bool = False) -> Dict:
     """Run one job as a subprocess; its exit code, wall time, peak RSS (``wait4``'s ``ru_maxrss``) and log.
-    ``trace``: through ``benchmarks/rss_trace.py``, which logs RSS and time at the step's boundaries."""
+    ``trace``: through ``benchmarks/rss_trace.py``, which logs RSS and time at the step's boundaries. The job's
+    checkpoints are measured, then deleted unless ``keep_checkpoints``."""
+    refused = not_enough_disk(job, workdir)
+    if refused:
+        return refused
     tracer = [osp.join(ROOT, 'benchmarks', 'rss_trace.py')] if trace else []
     command = [sys.executable, *tracer, osp.join(ROOT, 'tools', f'{job.tool}.py'), '-opt', job.option_file,
                '--force_yml', *job.overrides]
@@ -147,9 +176,14 @@ def run_job(job: Job, logdir: str, trace: bool = False) -> Dict:
     seconds = time.time() - start
     with open(log_path, errors='replace') as log:
         text = log.read()
+    files = checkpoint_files(job, workdir)
+    sizes = ', '.join(f'{osp.basename(f)} {osp.getsize(f) / 1e6:,.0f} MB' for f in files) or '-'
+    if not keep_checkpoints:
+        for path in files:
+            os.remove(path)
     return {'ok': process.returncode == 0, 'returncode': process.returncode, 'seconds': seconds,
             'peak_gib': usage.ru_maxrss * 1024 / GIB, 'per_unit': per_unit_seconds(text, job), 'log': log_path,
-            'checkpoints': checkpoint_sizes(job), 'tail': text[-1500:]}
+            'checkpoints': sizes, 'tail': text[-1500:]}
 
 
 def per_unit_seconds(log_text: str, job: Job) -> Optional[float]:
@@ -162,12 +196,11 @@ def per_unit_seconds(log_text: str, job: Job) -> Optional[float]:
     return float(per_image[-1]) if per_image else None
 
 
-def checkpoint_sizes(job: Job) -> str:
-    """Files a training job wrote under ``experiments/<name>/models`` and ``training_states``, with sizes."""
+def checkpoint_files(job: Job, workdir: str) -> List[str]:
+    """Files a training job wrote under ``WORKDIR/experiments/<name>/models`` and ``training_states``."""
     name = next((o.split('=', 1)[1] for o in job.overrides if o.startswith('name=')), job.name)
-    files = sorted(glob.glob(osp.join(ROOT, 'experiments', name, 'models', '*')) +
-                   glob.glob(osp.join(ROOT, 'experiments', name, 'training_states', '*')))
-    return ', '.join(f'{osp.basename(f)} {osp.getsize(f) / 1e6:,.0f} MB' for f in files) or '-'
+    runs = osp.join(workdir, 'experiments', name)
+    return sorted(glob.glob(osp.join(runs, 'models', '*')) + glob.glob(osp.join(runs, 'training_states', '*')))
 
 
 def report(done: Sequence[Job]) -> str:
@@ -189,6 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--trace', action='store_true',
                         help='run each job through benchmarks/rss_trace.py: RSS and time at the step boundaries, '
                              'in the job\'s log')
+    parser.add_argument('--keep-checkpoints', action='store_true',
+                        help='keep each training job\'s checkpoints (random weights, up to ~13 GB per job)')
     args = parser.parse_args(argv)
     from drward.weights.synthetic import write_real_size_weights
     workdir = osp.abspath(args.workdir)
@@ -196,10 +231,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.makedirs(logdir, exist_ok=True)
     weights = {k: osp.abspath(v) for k, v in write_real_size_weights(osp.join(workdir, 'weights')).items()}
     data = make_datasets(workdir)
-    selected = [j for j in jobs(weights, data, args.device) if not args.jobs or j.name in args.jobs]
+    selected = [j for j in jobs(weights, data, args.device, workdir) if not args.jobs or j.name in args.jobs]
     for job in selected:
         print(f'== {job.name}: tools/{job.tool}.py -opt {job.option_file} ...', flush=True)
-        job.result = run_job(job, logdir, args.trace)
+        job.result = run_job(job, logdir, workdir, args.trace, args.keep_checkpoints)
         status = 'pass' if job.result['ok'] else f'FAIL (exit {job.result["returncode"]}; log {job.result["log"]})'
         print(f'   {status}, {job.result["seconds"]:.0f} s, peak {job.result["peak_gib"]:.1f} GiB', flush=True)
         if not job.result['ok']:

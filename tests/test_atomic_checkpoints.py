@@ -16,11 +16,15 @@ from drward.utils.resume import newest_loadable_state, samples_done_in_epoch
 def test_a_writer_failing_mid_file_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / 'net_g_10.pth'
     atomic_save({'params': {'w': torch.ones(3)}}, path)
-    with pytest.raises(RuntimeError, match='disk full'):
+    with pytest.raises(RuntimeError, match='disk full') as failure:
         with atomic_write(str(path)) as tmp:
             with open(tmp, 'wb') as handle:
                 handle.write(b'half a checkpoint')
             raise RuntimeError('disk full')
+    # the error says how much had been written and what the disk has left (a full disk is otherwise a bare
+    # zip-writer 'unexpected pos' error)
+    note = ' '.join(getattr(failure.value, '__notes__', []))
+    assert str(tmp_path) in note and 'GiB free' in note and 'destination file is unchanged' in note
     assert torch.equal(torch.load(path, weights_only=True)['params']['w'], torch.ones(3))
     assert os.listdir(tmp_path) == ['net_g_10.pth']
 

@@ -59,11 +59,23 @@ def atomic_write(path: str) -> Iterator[str]:
             raise FileNotFoundError(f'atomic_write: the writer did not create {tmp} (destination {path})')
         _fsync_path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        written = osp.getsize(tmp) if osp.exists(tmp) else 0
         if osp.exists(tmp):
             os.remove(tmp)
+        if isinstance(error, (OSError, RuntimeError)):
+            error.add_note(disk_space_note(folder, written))
         raise
     _fsync_path(folder, directory=True)
+
+
+def disk_space_note(folder: str, written: int) -> str:
+    """What the disk had when a write failed: a full disk shows up as a bare iostream or zip-writer error
+    (``unexpected pos ...``) otherwise."""
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize if hasattr(os, 'statvfs') else None
+    free_text = f'{free / 2 ** 30:.2f} GiB free' if free is not None else 'free space unknown'
+    return (f'atomic_write: writing into {folder} failed after {written / 2 ** 30:.2f} GiB; {free_text} there now '
+            f'(a full disk gives this error too); the destination file is unchanged')
 
 
 def atomic_save(obj: Any, path: str, metadata: Optional[Dict[str, str]] = None) -> str:
