@@ -15,10 +15,11 @@
    ``ru_maxrss``: RAM is the budget here as VRAM is on a GPU), checkpoint sizes. Exit status 1 if a job failed; the
    last line reads ``rehearsal: N/N jobs passed, peak X.X GiB``.
 
-Disk: a real-size training job writes up to ~13 GB of checkpoints (``net_frm`` 3.9 GB, a training state with two
-AdamW states). Each job checks the workdir's free space first (``Job.disk_gib``) and fails with a clear line
-instead of dying mid-write; once measured, a job's checkpoints (random weights) are deleted unless
-``--keep-checkpoints``, so the whole rehearsal needs the weights (~12 GB) plus one job's checkpoints.
+Disk: a real-size training job writes up to ~18 GB of checkpoints (``net_frm`` 3.9 GB, twice with BasicSR's
+``_latest`` copy; a training state with two AdamW states, 7 GB for DiffBIR). Each job checks the workdir's free
+space first (``Job.disk_gib``) and fails with a clear line instead of dying mid-write; once measured, a job's
+checkpoints (random weights) are deleted unless ``--keep-checkpoints``, so the whole rehearsal needs the weights
+(~12 GB) plus one job's checkpoints.
 
 Random weights: the runs prove the files, shapes, memory and cost, not restoration quality.
 """
@@ -118,16 +119,16 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str, workdir: st
         Job('refl_diffbir', 'train', 'options/refl_diffbir.yml',
             common + paths + refl_run + ['name=rehearsal_refl_diffbir',
                                          f'network_g:diffbir_checkpoint={weights["diffbir"]}',
-                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 1, disk_gib=14),
+                                         f'network_g:swinir_checkpoint={weights["swinir"]}'], 1, disk_gib=18),
         Job('refl_osediff', 'train', 'options/refl_osediff.yml',
             common + paths + refl_run + ['name=rehearsal_refl_osediff',
-                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 1, disk_gib=10),
+                                         f'network_g:osediff_checkpoint={weights["osediff"]}'], 1, disk_gib=13),
         Job('train_frm', 'train', 'options/train_frm.yml',
             common + ['name=rehearsal_train_frm', f'network_frm:checkpoint={weights["frm"]}',
                       f'datasets:train:pairs_file={data["pairs"]}', f'datasets:val:pairs_file={data["pairs"]}',
                       'datasets:train:batch_size_per_gpu=4', 'datasets:train:num_worker_per_gpu=1',
-                      'train:total_iter=2', 'train:warmup_iter=0',  # --force_yml reads '-1' as a string 'train:scheduler:periods=[2]',
-                      'val:val_at_start=false', 'logger:save_checkpoint_freq=2'], 2, disk_gib=10),
+                      'train:total_iter=2', 'train:warmup_iter=0',  # not -1: --force_yml would read it as a string
+                      'val:val_at_start=false', 'logger:save_checkpoint_freq=2'], 2, disk_gib=12),
         Job('test_celeba', 'test', 'options/test_celeba.yml',
             [f'num_gpu={gpu}', 'name=rehearsal_test_celeba', f'network_g:diffbir_checkpoint={weights["diffbir"]}',
              f'network_g:swinir_checkpoint={weights["swinir"]}', 'compare=~'] + test_paths + results,
@@ -223,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='run each job through benchmarks/rss_trace.py: RSS and time at the step boundaries, '
                              'in the job\'s log')
     parser.add_argument('--keep-checkpoints', action='store_true',
-                        help='keep each training job\'s checkpoints (random weights, up to ~13 GB per job)')
+                        help='keep each training job\'s checkpoints (random weights, up to ~18 GB per job)')
     args = parser.parse_args(argv)
     from drward.weights.synthetic import write_real_size_weights
     workdir = osp.abspath(args.workdir)
