@@ -190,6 +190,9 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[D
                 measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes, peak)
     finally:
         probe.close()
+    # the generator step released the restorer's compute copy (stale after its optimiser step); phase 1 holds it
+    # again from the next restore on, so it is remade here before counting
+    getattr(model.net_g, 'refresh_compute', lambda with_grad: None)(False)
     losses = [c for key, c in model.criteria.items() if c is not None and key != 'l_reward']
     return measured, count_components(named_components(model.net_g, model.frm, losses))
 
@@ -256,7 +259,6 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     no_cache = not any(c.name == FRM_CASTS for c in components)
     to_come = frm_trained // 2 if frm_bf16 and no_cache else 0
     return Budget(components, generator_trained, frm_trained, activations, casts, to_come, args.world_size, *shares)
-
 
 
 def _describe(parts: Dict[str, int], scale: float) -> str:
