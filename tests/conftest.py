@@ -30,6 +30,22 @@ def _seed():
     yield
 
 
+@pytest.fixture(scope='session')
+def browser():
+    """Headless Chromium (the system's, see browser_helpers) through Playwright; skips with the reason if absent."""
+    from browser_helpers import chromium_executable, why_no_browser
+    reason = why_no_browser()
+    if reason:
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_executable(), args=['--no-sandbox'])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
 @pytest.fixture
 def basicsr_warnings(caplog):
     """caplog for BasicSR's logger, which does not propagate to the root logger."""

@@ -22,6 +22,14 @@ py="$venv/bin/python"
 job="${1:-}"; shift || true
 case "$job" in
   demo) exec "$py" tools/demo.py "$@" ;;
-  test) exec "$py" -m pytest -q tests "$@" ;;
+  test)
+    # The web-page tests drive a real browser (tests/browser_helpers.py): install Debian's chromium when it is
+    # missing and we may (root, apt); otherwise those tests skip and -rs prints why.
+    if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "tools/run.sh: installing chromium with apt for the browser tests (about 1 min)"
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || echo "tools/run.sh: chromium could not be installed; the browser tests will skip"
+    fi
+    exec "$py" -m pytest -q -rs tests "$@" ;;
   *) echo "usage: tools/run.sh {demo|test} [extra args]" >&2; exit 2 ;;
 esac
