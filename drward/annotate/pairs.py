@@ -18,6 +18,12 @@ Fields
     ``confidence``           (optional) in [0, 1]: 1 for human labels, the SVM's probability of the label it
                              chose for ``svm`` rows.
 
+Label-log fields (the labelling page's ``--out`` file, :mod:`drward.annotate.label_log`)
+    ``event``                ``"label"``, ``"skip"`` or ``"undo"``: one decision of one person, appended in order;
+    ``annotator``, ``shown_left`` (``"image_a"`` or ``"image_b"``: which one was on the left), ``seconds`` (time
+    on the pair) and ``time`` (UTC, ISO 8601) describe it. A file holding such records is a label log:
+    :func:`read_pairs` yields its labels in effect (skips and undone labels removed), one row per pair.
+
 Malformed lines raise :class:`PairsFormatError` naming the file and line number.
 """
 from __future__ import annotations
@@ -27,10 +33,12 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 LABEL_SOURCES = ('human', 'svm')
 PAIR_FIELDS = ('image_a', 'image_b', 'caption', 'caption_key', 'reference', 'label', 'source', 'confidence')
+LOG_FIELDS = ('event', 'annotator', 'shown_left', 'seconds', 'time')
+LOG_EVENTS = ('label', 'skip', 'undo')
 
 
 class PairsFormatError(ValueError):
@@ -83,9 +91,10 @@ def pair_from_json(obj: Any) -> PreferencePair:
     """Validate one decoded line; raise ``ValueError`` with what is wrong (without the location)."""
     if not isinstance(obj, dict):
         raise ValueError(f'expected a JSON object, got {type(obj).__name__}')
-    unknown = sorted(set(obj) - set(PAIR_FIELDS))
+    unknown = sorted(set(obj) - set(PAIR_FIELDS) - set(LOG_FIELDS))
     if unknown:
-        raise ValueError(f'unknown field(s) {unknown}; accepted fields: {list(PAIR_FIELDS)}')
+        raise ValueError(f'unknown field(s) {unknown}; accepted fields: {list(PAIR_FIELDS + LOG_FIELDS)}')
+    _check_log_fields(obj)
     pair = PreferencePair(
         image_a=_check_text(obj.get('image_a'), 'image_a', required=True),
         image_b=_check_text(obj.get('image_b'), 'image_b', required=True),
@@ -107,19 +116,57 @@ def pair_from_json(obj: Any) -> PreferencePair:
     return pair
 
 
-def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
-    """Read and validate a pairs file. Blank lines and lines starting with ``#`` are skipped."""
-    pairs = []
+def _check_log_fields(obj: dict) -> None:
+    """The label-log fields of one line (see the module docstring), if it has any."""
+    event = obj.get('event')
+    if event is None:
+        extra = sorted(set(obj) & set(LOG_FIELDS))
+        if extra:
+            raise ValueError(f'label-log field(s) {extra} need "event" in {list(LOG_EVENTS)}')
+        return
+    if event not in LOG_EVENTS:
+        raise ValueError(f'"event" must be one of {list(LOG_EVENTS)}, got {event!r}')
+    _check_text(obj.get('annotator'), 'annotator', required=True)
+    if (event == 'label') != (obj.get('label') is not None):
+        raise ValueError('a "label" event needs "label"; "skip" and "undo" events carry none')
+    if obj.get('shown_left') not in (None, 'image_a', 'image_b'):
+        raise ValueError(f'"shown_left" must be "image_a" or "image_b", got {obj["shown_left"]!r}')
+    seconds = obj.get('seconds')
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0):
+        raise ValueError(f'"seconds" must be a number >= 0, got {seconds!r}')
+    _check_text(obj.get('time'), 'time', required=False)
+
+
+def parse_pair_lines(path: str | os.PathLike) -> Iterator[Tuple[int, Any, Optional[PreferencePair], Optional[str]]]:
+    """``(line number, decoded object, pair, error)`` of every line that is not blank or a ``#`` comment; a
+    malformed line has ``pair = None`` and the error, so callers choose to raise or to report and go on."""
     with open(path, encoding='utf-8') as f:
         for line_no, line in enumerate(f, start=1):
             text = line.strip()
             if not text or text.startswith('#'):
                 continue
             try:
-                pairs.append(pair_from_json(json.loads(text)))
+                obj = json.loads(text)
+                yield line_no, obj, pair_from_json(obj), None
             except ValueError as err:  # json.JSONDecodeError is a ValueError
-                raise PairsFormatError(f'{path}, line {line_no}: {err}') from None
-    return pairs
+                yield line_no, None, None, str(err)
+
+
+def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
+    """Read and validate a pairs file. Blank lines and lines starting with ``#`` are skipped.
+
+    A label log (lines with ``event``) yields its labels in effect, one per pair
+    (:func:`drward.annotate.label_log.labels_in_effect`); ordinary lines are yielded as written.
+    """
+    rows = []
+    for line_no, obj, pair, error in parse_pair_lines(path):
+        if error is not None:
+            raise PairsFormatError(f'{path}, line {line_no}: {error}')
+        rows.append((line_no, obj, pair))
+    if any('event' in obj for _, obj, _ in rows):
+        from drward.annotate.label_log import labels_in_effect
+        return labels_in_effect(rows)
+    return [pair for _, _, pair in rows]
 
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[PreferencePair]) -> int:
