@@ -3,7 +3,7 @@
     python tools/label_pairs.py --pairs TASK/pairs.jsonl --out TASK/human.jsonl --annotator ana
     python tools/label_pairs.py --demo experiments/label_demo --port 7860          # a tiny task, then serve it
     python tools/label_pairs.py --pairs TASK/pairs.jsonl --order uncertainty --refit-every 20   # SVM picks
-    python tools/label_pairs.py --report TASK/human.jsonl --pairs TASK/pairs.jsonl             # agreement, bias
+    python tools/label_pairs.py --report TASK/human.jsonl          # per annotator: kappa, position bias, time, SVM
 
 Every decision is one line appended to --out (fsync'ed): `label` 1 / 0 / 0.5 = P(the file's image_a preferred),
 `source: "human"`, plus annotator, shown_left, seconds and time; skips and undos are lines too and never count as
@@ -35,7 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--overlap', type=float, default=0.1, help='share of pairs every annotator labels [0.1]')
     parser.add_argument('--seed', type=int, default=0, help='seed of the order, the overlap and the sides [0]')
     parser.add_argument('--refit-every', type=int, default=20, help='uncertainty: refit the SVM every N labels [20]')
-    parser.add_argument('--metrics', default='no_face', help='uncertainty: metric preset of the SVM [no_face]')
+    parser.add_argument('--metrics', default='no_face', help='uncertainty and --report: metric preset of the SVM (report: none = no SVM) [no_face]')
     parser.add_argument('--host', default='127.0.0.1', help='address to bind [127.0.0.1: this machine only]')
     parser.add_argument('--port', type=int, default=7860)
     parser.add_argument('--auth', metavar='USER:PASS', help='ask for this login (needed off this machine)')
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     try:
         if args.report:
             from drward.annotate.label_report import print_report
-            return print_report(args.report, args.pairs, args.metrics)
+            return print_report(args.report, None if args.metrics == 'none' else args.metrics)
         if args.export_label_studio:
             from drward.annotate.label_studio import export_tasks
             pairs, _ = task_pairs(args)
