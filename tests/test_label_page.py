@@ -1,8 +1,8 @@
 """The labelling page in headless Chromium: buttons and keys, the JSONL written, kill + relaunch, two annotators."""
-import json
-import os
 import importlib.util
+import json
 import multiprocessing
+import os
 import signal
 import urllib.error
 import urllib.request

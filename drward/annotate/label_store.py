@@ -65,7 +65,7 @@ def overlap_indices(n_pairs: int, fraction: float, seed: int = 0) -> frozenset:
     """The seeded ``round(fraction · n)`` pairs every annotator labels (independent of the order)."""
     if not 0.0 <= fraction <= 1.0:
         raise OptionError(f'overlap must be in [0, 1], got {fraction}')
-    permutation = np.random.default_rng(seed).permutation(n_pairs)
+    permutation = np.random.default_rng((seed, 0x0F)).permutation(n_pairs)  # not the orders' permutations
     return frozenset(int(i) for i in permutation[:int(round(fraction * n_pairs))])
 
 
