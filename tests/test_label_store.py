@@ -100,3 +100,13 @@ def test_overlap_pairs_yield_the_mean_label(tmp_path):
     for who, label in (('ana', 1.0), ('bo', 0.0)):
         append_record(out, {**pair.to_json(), 'label': label, 'source': 'human', 'event': 'label', 'annotator': who})
     assert [p.label for p in read_pairs(out)] == [0.5]
+
+
+def test_non_loopback_without_auth_warns_and_auth_parses():
+    from drward.annotate.label_page import exposure_warning, parse_auth
+    assert exposure_warning('127.0.0.1', None) is None and exposure_warning('localhost', None) is None
+    assert exposure_warning('::1', None) is None and exposure_warning('0.0.0.0', ('u', 'p')) is None
+    assert '--auth' in exposure_warning('0.0.0.0', None) and '192.168.1.5' in exposure_warning('192.168.1.5', None)
+    assert parse_auth('ana:secret:x') == ('ana', 'secret:x') and parse_auth(None) is None
+    with pytest.raises(ValueError, match='USER:PASS'):
+        parse_auth('ana')

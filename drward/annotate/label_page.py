@@ -58,6 +58,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, auth: Optional[Tuple[str, str]]) -> Optional[str]:
+    """The warning for serving on a non-loopback ``host`` without ``auth``, else ``None``."""
+    if is_loopback(host) or auth is not None:
+        return None
+    return (f'WARNING: serving on {host} without --auth: anyone who can reach this address can see the images '
+            'and write labels; pass --auth USER:PASS')
+
+
 def _view(store: LabelStore, annotator: str, shown: Optional[Shown], note: str = '') -> tuple:
     """The page's outputs for ``annotator`` showing ``shown``: progress, caption, images, slider, token, status."""
     mine, everyone, total = store.progress(annotator)
@@ -131,9 +139,9 @@ def launch_page(page: gr.Blocks, store: LabelStore, host: str = '127.0.0.1', por
                 auth: Optional[Tuple[str, str]] = None, prevent_thread_lock: bool = False,
                 quiet: bool = False) -> None:
     """Serve ``page`` on ``host:port`` with the task's image folders as the only allowed paths."""
-    if not is_loopback(host) and auth is None:
-        print(f'WARNING: serving on {host} without --auth: anyone who can reach this address can see the images '
-              'and write labels; pass --auth USER:PASS', file=sys.stderr)
+    warning = exposure_warning(host, auth)
+    if warning:
+        print(warning, file=sys.stderr)
     keys = '{' + ', '.join(f'{k!r}: {v!r}' for k, v in KEYS.items()) + '}'
     page.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=prevent_thread_lock,
                 allowed_paths=image_folders(store), quiet=quiet, head=KEY_SCRIPT % keys, css=CSS,
