@@ -186,3 +186,17 @@ def test_two_annotators_in_two_browser_contexts_share_only_overlap_pairs(browser
         for context in contexts:
             context.close()
         app.close()
+
+
+def test_renaming_on_the_page_releases_the_old_names_pair(browser, task, tmp_path):
+    store, app, url = _serve(task.pairs, tmp_path / 'human.jsonl', order='file')
+    try:
+        page = _open(browser, url)
+        assert store._shown['ana'].index == _shown(page) == 0
+        page.get_by_label('Annotator').fill('carla')
+        page.get_by_label('Annotator').press('Enter')
+        page.wait_for_function("() => document.querySelector('#progress').innerText.startsWith('carla: 0 labelled')")
+        assert 'ana' not in store._shown and store._shown['carla'].index == 0  # pair 0 is free again: carla's
+        page.close()
+    finally:
+        app.close()

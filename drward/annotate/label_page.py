@@ -88,11 +88,13 @@ def build_page(store: LabelStore, default_annotator: str = 'annotator') -> gr.Bl
 
     def on_load(annotator: str, request: gr.Request) -> tuple:
         name = name_of((request.query_params.get('annotator') if request else None) or annotator)
-        return (name,) + _view(store, name, store.current(name))
+        return (name, name) + _view(store, name, store.current(name))
 
-    def on_rename(annotator: str) -> tuple:
+    def on_rename(annotator: str, previous: str) -> tuple:
         name = name_of(annotator)
-        return _view(store, name, store.current(name))
+        if previous and previous != name:
+            store.release(previous)  # the pair the old name had on screen goes back to the pool
+        return (name,) + _view(store, name, store.current(name))
 
     def on_button(action: str):
         def handler(annotator: str, token: str) -> tuple:
@@ -125,10 +127,11 @@ def build_page(store: LabelStore, default_annotator: str = 'annotator') -> gr.Bl
         token = gr.Textbox(visible='hidden', elem_id='shown-pair')
         with gr.Accordion('Slider view (drag to compare A and B)', open=False):
             slider = gr.ImageSlider(type='filepath', label='A | B', buttons=[])
+        session_name = gr.State('')
         outputs = [progress, caption, left, right, slider, reference, token, status]
-        page.load(on_load, [annotator], [annotator] + outputs)
-        annotator.submit(on_rename, [annotator], outputs)
-        annotator.blur(on_rename, [annotator], outputs)
+        page.load(on_load, [annotator], [annotator, session_name] + outputs)
+        annotator.submit(on_rename, [annotator, session_name], [session_name] + outputs)
+        annotator.blur(on_rename, [annotator, session_name], [session_name] + outputs)
         show_reference.change(lambda on: gr.update(visible=on), [show_reference], [reference])
         for action, button in buttons.items():
             button.click(on_button(action), [annotator, token], outputs)
