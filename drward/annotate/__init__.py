@@ -6,5 +6,11 @@ nothing), :mod:`~drward.annotate.features` (the 12-D pair feature), :mod:`~drwar
 agreement, labels with confidence), :mod:`~drward.annotate.pipeline` (all of it in one call; ``tools/annotate.py``
 is its command line) and :mod:`~drward.annotate.demo` (synthetic pairs from the bundled demo faces).
 
+The human half (docs/labelling.md): :mod:`~drward.annotate.candidates` (``tools/make_candidates.py``),
+:mod:`~drward.annotate.label_log` (the append-only label log), :mod:`~drward.annotate.label_store` (resume,
+assignment, overlap), :mod:`~drward.annotate.label_page` (the Gradio page of ``tools/label_pairs.py``),
+:mod:`~drward.annotate.active` (uncertainty order), :mod:`~drward.annotate.label_report` and
+:mod:`~drward.annotate.label_studio`.
+
 Nothing is imported here, so reading a pairs file does not import scikit-learn.
 """
