@@ -55,8 +55,17 @@ def where_to_get(path: str) -> str:
     return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see README.md, section "Weights"')
 
 
-def missing_weight_message(path: str, key: str) -> str:
-    return f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}'
+FETCH_COMMAND = 'python tools/download_weights.py'
+
+
+def fetch_command(option_file: Optional[str] = None) -> str:
+    """The command that fetches (and verifies) the weight files an option file names."""
+    return f'{FETCH_COMMAND} -opt {option_file}' if option_file else f'{FETCH_COMMAND} --all'
+
+
+def missing_weight_message(path: str, key: str, option_file: Optional[str] = None) -> str:
+    return (f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}; '
+            f'fetch it with: {fetch_command(option_file)}')
 
 
 def require_file(path: str, key: str) -> str:
@@ -74,6 +83,11 @@ def _weight_entries(node: Any, prefix: str = '') -> Iterable[tuple]:
                 yield name, value
             else:
                 yield from _weight_entries(value, name)
+
+
+def weight_paths(opt: Mapping[str, Any]) -> list:
+    """All ``(option key, path)`` that name a weight file (``~`` / null values left out)."""
+    return [(key, path) for key, path in _weight_entries(opt) if path]
 
 
 def find_missing_weights(opt: Mapping[str, Any]) -> list:
@@ -108,6 +122,12 @@ def apply_force_yml(opt: dict, entry: str) -> None:
     node[last] = _postprocess_yml_value(value.strip())
 
 
+def _option_path(argv: list) -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt', type=str)
+    return parser.parse_known_args(argv[1:])[0].opt
+
+
 def check_weights_before_run(argv: list) -> None:
     """Parse ``-opt`` from the command line; print one line per missing weight file and exit(1) if any."""
     opt = option_file_from_argv(argv)
@@ -115,8 +135,9 @@ def check_weights_before_run(argv: list) -> None:
         return
     missing = find_missing_weights(opt)
     if missing:
+        option_file = os.path.relpath(_option_path(argv))
         for key, path in missing:
-            print(missing_weight_message(path, key))
+            print(missing_weight_message(path, key, option_file))
         raise SystemExit(1)
 
 
