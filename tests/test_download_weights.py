@@ -10,7 +10,7 @@ import yaml
 from drward.utils.options import OptionError, check_weights_before_run
 from drward.weights.download import MIRROR_ENV, mirrored, part_path
 from drward.weights.manifest import files_for_options, load_manifest, parse_manifest, real_option_files
-from tests.weights_server import CONFIRM_TOKEN, DRIVE_DOWNLOAD, WeightsServer
+from weights_server import CONFIRM_TOKEN, DRIVE_DOWNLOAD, WeightsServer
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 spec = importlib.util.spec_from_file_location('download_weights', osp.join(ROOT, 'tools', 'download_weights.py'))
