@@ -52,7 +52,7 @@ def check_keys(owner: str, opts: Mapping[str, Any], accepted: Iterable[str], req
 
 def where_to_get(path: str) -> str:
     """The published source of a weight file, by its file name."""
-    return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see README.md, section "Weights"')
+    return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see docs/weights.md')
 
 
 FETCH_COMMAND = 'python tools/download_weights.py'
