@@ -153,3 +153,34 @@ def test_the_missing_weight_error_names_the_fetch_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         check_weights_before_run(['train.py', '-opt', str(opt)])
     assert f'fetch it with: python tools/download_weights.py -opt {osp.relpath(opt)}' in capsys.readouterr().out
+
+
+def test_without_a_mirror_hugging_face_goes_through_huggingface_hub_and_drive_through_gdown(tmp_path, monkeypatch):
+    import gdown
+    import huggingface_hub
+    from drward.weights.download import fetch_file
+    from drward.weights.manifest import WeightFile
+    calls = []
+    cached = tmp_path / 'hub_cache_file'
+    cached.write_bytes(DATA['c.pt'])
+
+    def hf_hub_download(repo_id, filename, revision):
+        calls.append(('hf', repo_id, filename, revision))
+        return str(cached)
+
+    def download(id, output, quiet, resume):  # noqa: A002  (gdown's keyword)
+        calls.append(('gdown', id, resume))
+        with open(output, 'wb') as f:
+            f.write(DATA['d.pth'])
+        return output
+
+    monkeypatch.setattr(huggingface_hub, 'hf_hub_download', hf_hub_download)
+    monkeypatch.setattr(gdown, 'download', download)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    hub = WeightFile('c.pt', ['https://' + SOURCES['c.pt']], size=len(DATA['c.pt']))
+    drive = WeightFile('d.pth', [f'https://drive.google.com/uc?export=download&id={DRIVE_ID}'],
+                       sha256=hashlib.sha256(DATA['d.pth']).hexdigest())
+    assert fetch_file(hub, str(tmp_path / 'w' / 'c.pt'), progress=False).status == 'fetched'
+    assert fetch_file(drive, str(tmp_path / 'w' / 'd.pth'), progress=False).status == 'fetched'
+    assert calls == [('hf', 'owner/repo', 'c.pt', 'main'), ('gdown', DRIVE_ID, True)]
+    assert (tmp_path / 'w' / 'c.pt').read_bytes() == DATA['c.pt'] and cached.exists()  # the hub's cache is kept

@@ -61,7 +61,8 @@ def prepare_uploads(paths: List[str], folder: str, limits: PageLimits) -> Tuple[
         try:
             img = read_rgb(path)
         except (OSError, ValueError) as error:
-            notes.append(f'{name}: not an image this page can read ({str(error).splitlines()[0]}), not restored')
+            reason = str(error).splitlines()[0].replace(path, name)  # the upload's temporary path means nothing
+            notes.append(f'{name}: not an image this page can read ({reason}), not restored')
             continue
         height, width = img.shape[:2]
         if max(height, width) > limits.max_side:

@@ -60,12 +60,12 @@ class Outcome:
 
 # --- checking -------------------------------------------------------------------------------------------------
 
-def file_digests(path: str, progress: bool = False) -> dict:
+def file_digests(path: str, progress: bool = False, label: Optional[str] = None) -> dict:
     """``{'sha256': hex, 'git_sha1': hex, 'size': bytes}`` of a file, read once. The git blob id is
     ``sha1(b"blob <size>\\0" + content)``."""
     size = osp.getsize(path)
     sha256, git_sha1 = hashlib.sha256(), hashlib.sha1(b'blob %d\0' % size)
-    with open(path, 'rb') as f, _bar(size, f'verify {osp.basename(path)}', progress) as bar:
+    with open(path, 'rb') as f, _bar(size, f'verify {label or osp.basename(path)}', progress) as bar:
         while chunk := f.read(CHUNK):
             sha256.update(chunk)
             git_sha1.update(chunk)
@@ -81,7 +81,7 @@ def mismatch(wf: WeightFile, path: str, progress: bool = False) -> Optional[tupl
         return 'size', str(wf.size), str(osp.getsize(path))
     if wf.verified_by == 'size only':
         return None
-    digests = file_digests(path, progress)
+    digests = file_digests(path, progress, wf.name)
     key = 'sha256' if wf.sha256 else 'git_sha1'
     expected = getattr(wf, key)
     return None if digests[key] == expected else (key, expected, digests[key])
