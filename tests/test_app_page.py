@@ -1,5 +1,5 @@
-"""tools/app.py in a real browser: upload the demo photo, press Restore, get before/after images; a text file gives
-a message and the next restore still works. Tiny random restorer at 64² faces and 2 DDIM steps to stay fast."""
+"""tools/app.py in a real browser: upload the demo photo, press Restore, get before/after images; a text file and a
+photo without a face give a message, and the next restore still works. Tiny random restorer at 64² faces and 2 DDIM steps to stay fast."""
 import importlib.util
 import os.path as osp
 
@@ -17,11 +17,15 @@ def message_matches(page, js_test: str) -> None:
     page.wait_for_function(f"() => {{ const t = ({MESSAGE})(); return !!t && ({js_test}); }}", timeout=60_000)
 
 
-def test_photo_restored_in_the_browser_and_a_text_file_gives_a_message(browser, tmp_path, monkeypatch):
+def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a_message(browser, tmp_path, monkeypatch):
     from drward.inference.demo_inputs import write_demo_inputs
     photo, _ = write_demo_inputs(str(tmp_path / 'demo'), aligned_size=64)
     text_file = tmp_path / 'notes.txt'
     text_file.write_text('not a photo')
+    import numpy as np
+    from drward.inference.photos import write_rgb
+    blank = str(tmp_path / 'blank.png')
+    write_rgb(blank, np.full((96, 96, 3), 128, np.uint8))  # no face in it
     monkeypatch.chdir(ROOT)  # build() moves to the repo root, as the tool does
     demo = app_tool.build(app_tool.parse_args(['--tiny', '--face-size', '64', '--steps', '2', '--device', 'cpu']))
     port = free_port()
@@ -41,9 +45,9 @@ def test_photo_restored_in_the_browser_and_a_text_file_gives_a_message(browser, 
         page.wait_for_function("() => document.querySelectorAll('img[src*=\"astronaut\"]').length >= 2")
 
         page.get_by_label('Clear').first.click()
-        upload.set_input_files(str(text_file))
+        upload.set_input_files([str(text_file), blank])
         restore.click()
-        message_matches(page, "t.includes('notes.txt: not an image')")
+        message_matches(page, "t.includes('notes.txt: not an image') && t.includes('blank: no face found')")
 
         page.get_by_label('Clear').first.click()
         upload.set_input_files(photo)

