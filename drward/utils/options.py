@@ -65,8 +65,11 @@ def fetch_command(option_file: Optional[str] = None) -> str:
 
 
 def missing_weight_message(path: str, key: str, option_file: Optional[str] = None) -> str:
-    return (f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}; '
-            f'fetch it with: {fetch_command(option_file)}')
+    """One line naming the absent file, its option key, where it is published and, for a published file, the
+    command that fetches it (files a run writes, such as ``net_g_*``, get no fetch command)."""
+    fetch = (f'; fetch it with: {fetch_command(option_file)}' if os.path.basename(str(path)) in WEIGHT_SOURCES
+             else '')
+    return f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}{fetch}'
 
 
 def require_file(path: str, key: str) -> str:
