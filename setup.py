@@ -23,7 +23,7 @@ setup(
     long_description=Path(__file__).with_name('README.md').read_text() if Path('README.md').exists() else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['drward', 'drward.*']),
-    package_data={'drward': ['assets/*', 'archs/configs/*.json']},
+    package_data={'drward': ['assets/*', 'archs/configs/*.json', 'weights/manifest.yml']},
     include_package_data=True,
     python_requires='>=3.10',
     install_requires=read_requirements('requirements.txt'),

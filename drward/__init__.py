@@ -6,13 +6,13 @@ Importing this package registers every arch, loss, dataset, metric and model in 
 """
 import importlib.util as _util
 
-# BasicSR ≥ 1.4 modules drward builds on; CodeFormer's BasicSR fork ships neither (README: "Using drward inside
+# BasicSR ≥ 1.4 modules drward builds on; CodeFormer's BasicSR fork ships neither (docs/hosts.md: "Using drward inside
 # GFPGAN or CodeFormer" says which two files to copy in).
 _NEEDED = ('basicsr.archs.swinir_arch', 'basicsr.data.degradations')
 _missing = [name for name in _NEEDED if _util.find_spec(name) is None]
 if _missing:
     raise ImportError(f'drward needs BasicSR >= 1.4 modules {_missing}, absent from the installed basicsr '
-                      "(CodeFormer's fork lacks them): copy them from BasicSR's master (README.md, "
+                      "(CodeFormer's fork lacks them): copy them from BasicSR's master (docs/hosts.md, "
                       '"Using drward inside GFPGAN or CodeFormer")')
 
 from drward import archs, data, losses, metrics, models  # noqa: F401,E402  (import registers)

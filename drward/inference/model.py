@@ -66,9 +66,12 @@ def read_network_options(opt_path: str) -> Dict:
     return copy.deepcopy(dict(opt['network_g']))
 
 
-def check_weight_files(network_opt: Mapping, checkpoint: Optional[str]) -> None:
-    """Raise :class:`MissingWeightsError` with one line per absent weight file (``network_g`` keys, checkpoint)."""
-    lines = [missing_weight_message(path, f'network_g.{key}') for key, path in find_missing_weights(network_opt)]
+def check_weight_files(network_opt: Mapping, checkpoint: Optional[str], opt_path: Optional[str] = None) -> None:
+    """Raise :class:`MissingWeightsError` with one line per absent weight file (``network_g`` keys, checkpoint),
+    each naming the command that fetches the option file's weights."""
+    option_file = os.path.relpath(opt_path) if opt_path else None
+    lines = [missing_weight_message(path, f'network_g.{key}', option_file)
+             for key, path in find_missing_weights(network_opt)]
     if checkpoint and not os.path.isfile(trained_part_file(checkpoint)):
         lines.append(f'missing checkpoint file {checkpoint} (--checkpoint; a net_g_<iter>.safetensors written by '
                      'ReFL training)')
@@ -115,7 +118,7 @@ def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, rest
     if tiny and not opt_path:
         opt_path = TINY_OPTION_FILES[restorer]
     network_opt = read_network_options(opt_path)
-    check_weight_files(network_opt, checkpoint)
+    check_weight_files(network_opt, checkpoint, opt_path)
     accepted = arch_option_keys(network_opt.get('type', ''))
     notes = []
     if steps is not None:

@@ -103,3 +103,12 @@ def remove_stale_temp_files(folder: str) -> List[str]:
     for path in stale:
         os.remove(path)
     return stale
+
+
+def place_file(src: str, dest: str) -> str:
+    """Move a finished file (in ``dest``'s folder) onto ``dest`` atomically: fsync it, rename it, fsync the folder.
+    A reader sees the old ``dest`` or the complete new one."""
+    _fsync_path(src)
+    os.replace(src, dest)
+    _fsync_path(osp.dirname(osp.abspath(dest)), directory=True)
+    return dest

@@ -21,7 +21,7 @@ def import_host_packages(opt: Optional[dict]) -> List[str]:
             importlib.import_module(name)
         except ImportError as error:
             raise SystemExit(f'option {HOST_PACKAGES_KEY}: cannot import {name!r} ({error}); install it first '
-                             '(README.md, "Using drward inside GFPGAN or CodeFormer")') from error
+                             '(docs/hosts.md, "Using drward inside GFPGAN or CodeFormer")') from error
     return list(names)
 
 

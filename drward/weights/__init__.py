@@ -4,6 +4,8 @@
 * :mod:`drward.weights.diffbir` — DiffBIR ``v1_face.pth`` / ``v2.pth`` → IRControlNet; ``face_swinir_v1.ckpt`` →
   :class:`~drward.archs.face_swinir.FaceSwinIR`;
 * :mod:`drward.weights.testing` — tiny checkpoints in the official key layouts, for tests.
+* :mod:`drward.weights.manifest` / :mod:`drward.weights.download` — the published files (``manifest.yml``: sources,
+  sha256 / git blob id / size) and their verified download (``tools/download_weights.py``).
 
 Every loader returns a :class:`ConversionReport`: keys loaded, known-ignored, left unused, and model keys missing.
 """

@@ -1,0 +1,56 @@
+"""README.md and docs/*.md point only at things that exist: every relative link (and its #anchor), and every
+``tools/``, ``options/`` and ``benchmarks/`` path they name."""
+import glob
+import os.path as osp
+import re
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PAGES = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))
+LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
+# a repo path: not part of a longer path or URL, ends in a word character (not in a trailing dot or slash)
+REPO_PATH = re.compile(r'(?<![\w./<-])((?:tools|options|benchmarks)/[\w./-]*\w)')
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped (``-`` and ``_`` kept), spaces to ``-``."""
+    text = re.sub(r'[^\w\- ]', '', heading.strip().lower())
+    return text.replace(' ', '-')
+
+
+def anchors(path: str) -> set:
+    text = re.sub(r'```.*?```', '', open(path, encoding='utf-8').read(), flags=re.S)
+    return {slug(m.group(1)) for m in re.finditer(r'^#{1,6} (.+)$', text, flags=re.M)}
+
+
+def relative_links(path: str) -> list:
+    text = open(path, encoding='utf-8').read()
+    return [t for t in LINK.findall(text) if not re.match(r'^[a-z][a-z0-9+.-]*:', t)]
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: osp.relpath(p, ROOT))
+def test_every_relative_link_and_anchor_exists(page):
+    broken = []
+    for target in relative_links(page):
+        file_part, _, anchor = target.partition('#')
+        dest = osp.normpath(osp.join(osp.dirname(page), file_part)) if file_part else page
+        if not osp.exists(dest):
+            broken.append(f'{target}: no {osp.relpath(dest, ROOT)}')
+        elif anchor and dest.endswith('.md') and anchor not in anchors(dest):
+            broken.append(f'{target}: no heading #{anchor} in {osp.relpath(dest, ROOT)}')
+    assert not broken, f'{osp.relpath(page, ROOT)}: ' + '; '.join(broken)
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: osp.relpath(p, ROOT))
+def test_every_tools_options_and_benchmarks_path_named_exists(page):
+    named = set(REPO_PATH.findall(open(page, encoding='utf-8').read()))
+    missing = sorted(p for p in named if not osp.exists(osp.join(ROOT, p)))
+    assert not missing, f'{osp.relpath(page, ROOT)} names paths that do not exist: {missing}'
+
+
+def test_the_readme_fits_on_a_few_screens_and_shows_the_page():
+    text = open(PAGES[0], encoding='utf-8').read()
+    assert len(text.splitlines()) <= 250
+    assert '](docs/app_page.png)' in text
+    assert '`tools/run.sh demo`' in text or 'tools/run.sh demo' in text

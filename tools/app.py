@@ -1,0 +1,85 @@
+"""A restoration web page (Gradio): upload photos, press Restore, compare before / after, download the results.
+
+    python tools/app.py --opt options/refl_diffbir.yml \
+        --checkpoint experiments/refl_diffbir/models/net_g_3500.safetensors     # http://127.0.0.1:7860
+    python tools/app.py --tiny                                                  # tiny random models, CPU
+
+The restorer is built once at start-up; requests queue for one worker. The page binds 127.0.0.1 unless --host says
+otherwise (--auth USER:PASSWORD to ask for a login). Same pipeline as tools/restore.py (drward/inference/).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
+sys.path.insert(0, ROOT)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    model = parser.add_argument_group('restorer (built once)')
+    model.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
+    model.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
+    model.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
+    model.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
+    model.add_argument('--steps', type=int, help="default DDIM steps on the page (default: the option file's)")
+    model.add_argument('--seed', type=int, default=0, help='default seed on the page')
+    model.add_argument('--weight-dtype', choices=('fp32', 'bf16'), help="default: the option file's")
+    model.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
+    model.add_argument('--face-size', type=int, help='side of the aligned faces (default 512; 128 with --tiny)')
+    model.add_argument('--detector', choices=('auto', 'facexlib', 'dlib'), default='auto')
+    page = parser.add_argument_group('page')
+    page.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1: this machine only)')
+    page.add_argument('--port', type=int, default=7860)
+    page.add_argument('--auth', help='USER:PASSWORD asked by the page')
+    page.add_argument('--max-files', type=int, default=8, help='images per request')
+    page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
+    page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
+    return parser.parse_args(argv)
+
+
+def build(args):
+    """The page's Gradio Blocks for these arguments (the restorer built, nothing launched)."""
+    for key in ('opt', 'checkpoint'):
+        if getattr(args, key):
+            setattr(args, key, osp.abspath(getattr(args, key)))
+    os.chdir(ROOT)  # option files name weights relative to the repo root
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    import drward  # noqa: F401  (registers the restorers)
+    from drward.face.detect import build_face_detector
+    from drward.inference.model import build_face_restorer
+    from drward.inference.page import PageLimits, RestorationPage, build_page
+    from drward.inference.photos import photo_face_detector
+    model = build_face_restorer(args.opt, args.tiny, args.restorer, args.checkpoint, args.steps, args.seed,
+                                args.weight_dtype, args.device)
+    detector = photo_face_detector(build_face_detector(args.detector, 'weights/facexlib', str(model.device)))
+    face_size = args.face_size or (128 if args.tiny and not args.opt else 512)
+    limits = PageLimits(args.max_files, args.max_file_mb, args.max_side)
+    sampler = getattr(model.net, 'sampler', None)
+    return build_page(RestorationPage(model, detector, face_size, limits),
+                      default_steps=sampler.num_steps if sampler is not None else None)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from drward.utils.options import MissingWeightsError, OptionError
+    auth = None
+    if args.auth:
+        user, sep, password = args.auth.partition(':')
+        if not sep:
+            print('--auth takes USER:PASSWORD', file=sys.stderr)
+            return 1
+        auth = (user, password)
+    try:
+        demo = build(args)
+    except (MissingWeightsError, OptionError, FileNotFoundError) as error:
+        print(error, file=sys.stderr)
+        return 1
+    demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=f'{args.max_file_mb:g}mb',
+                share=False)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
