@@ -55,6 +55,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
+from drward.models.batched_prefix import BATCHED_PREFIX_KEYS, BatchedPrefix
 from drward.models.dynamic_frm import DynamicFRMUpdate
 from drward.models.hack_monitor import HackMonitor
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
@@ -68,7 +69,7 @@ from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update', 'hack_monitor', 'shard_optimizer_states')
+              'frm_update', 'hack_monitor', 'shard_optimizer_states') + BATCHED_PREFIX_KEYS
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
@@ -139,6 +140,7 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.optimizer_frm = self.frm_update.optimizer
         self.optimizers.append(self.optimizer_frm)
         self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), 'ReFLModel', self.opt.get('logger'))
+        self.batched_prefix = BatchedPrefix(train_opt, self.net_g)  # train.batched_prefix: one prefix for all chunks
         if train_opt.get('scheduler'):
             self.setup_schedulers()
         self.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
@@ -218,12 +220,14 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         on some rank: then every rank skips the step."""
         log: Dict[str, float] = OrderedDict()
         restored = []
+        with self._autocast():
+            prefixes = self.batched_prefix.run(self.lq, chunks, self.grad_steps, self.generator)
         for index, chunk in enumerate(chunks):
             captions = self.captions[chunk] if self.captions is not None else None
             with sync_on_last(self.net_g_train, index, len(chunks)):
                 with self._autocast():
                     out = self.net_g_train(self.lq[chunk], captions, grad_steps=self.grad_steps,
-                                           generator=self.generator)
+                                           generator=self.generator, **prefixes[index])
                     terms = self.generator_terms(out, self.gt[chunk], captions)
                     total = sum(terms.values())
                 if not all_ranks_agree(bool(torch.isfinite(total))):
