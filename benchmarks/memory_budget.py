@@ -31,6 +31,8 @@ context.
     python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)
     python benchmarks/memory_budget.py --size tiny --restorer both        # the same at tiny size (seconds)
     python benchmarks/memory_budget.py --skip-activations --world-size 4  # per GPU, 4 ranks, sharded AdamW states
+    python benchmarks/memory_budget.py --restorer diffbir --weight-dtype bf16 --activations-gib 5.47 2.75 1.36
+                                                                          # counted, with activations measured before
 """
 from __future__ import annotations
 
@@ -236,12 +238,17 @@ class Budget:
     def casts(self) -> int:
         return self.casts_in_components + self.frm_casts_to_come
 
-    def total(self, checkpointing: bool) -> int:
-        """The predicted peak (module docstring); without measured activations, its lower bound."""
+    def total(self, checkpointing: bool, offload_frm: bool = False) -> int:
+        """The predicted peak (module docstring); without measured activations, its lower bound. ``offload_frm``
+        (``train.frm_update.offload``): the FRM's AdamW states on the GPU in phase 2 only, the generator's in
+        phase 1 only (host memory otherwise)."""
         acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
-        phases = max(self.casts + acts.generator + self.generator_trained - self.held_gradients,
-                     acts.frm_update + self.frm_trained)
-        return self.weights - self.casts_in_components + self.optimiser_states + self.held_gradients + phases
+        phase1 = self.casts + acts.generator + self.generator_trained - self.held_gradients
+        phase2 = acts.frm_update + self.frm_trained
+        base = self.weights - self.casts_in_components + self.held_gradients
+        if offload_frm:  # each optimiser's states on the GPU in its own phase only (drward/models/state_offload.py)
+            return base + max(phase1 + 2 * self.generator_share, phase2 + 2 * self.frm_share)
+        return base + self.optimiser_states + max(phase1, phase2)
 
 
 def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
@@ -251,7 +258,10 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     generator_trained = sum(c.trained_bytes for c in components) - frm_trained
     shares = sharded_shares(net, frm, args.world_size)
     activations = None
-    if not args.skip_activations:
+    if getattr(args, 'activations_gib', None):
+        off, on, frm_graph = (int(v * GIB) for v in args.activations_gib)
+        activations = {False: Activations(off, frm_graph), True: Activations(on, frm_graph)}
+    elif not args.skip_activations:
         activations, components = measure_activations(args, spec)
     casts = sum(c.total for c in components if c.name in (HELD_OUTSIDE, FRM_CASTS))
     # before its first reward call the FRM holds no casts: one bf16 copy of its fp32 trained half comes then
@@ -296,6 +306,9 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
     total, held = per_gpu_total(rows, budget, total, cells)
     rows.append([total, f'weights + states{held} + max(phase 1, phase 2); the casts count in phase 1 only '
                  f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
+    rows.append([total.replace('**total', '**total, FRM AdamW states offloaded'),
+                 'train.frm_update.offload: max(phase 1 + generator states, phase 2 + FRM states)',
+                 *cells(budget.total(False, True), budget.total(True, True))])
     if acts and acts[False].cuda_peak is not None:
         rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
                      *cells(acts[False].cuda_peak, acts[True].cuda_peak)])
@@ -345,7 +358,10 @@ def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
     goal = (f'Goal: {GOAL_GIB} GiB{in_unit}. Phase 1 = the generator\'s forward and backward, phase 2 = the dynamic '
             f'FRM update; never alive together.')
-    if budget.activations:
+    if getattr(args, 'activations_gib', None):
+        goal += (' Activations as given (--activations-gib, measured earlier); weights counted on the meta-device '
+                 'build.')
+    elif budget.activations:
         goal += (f' Activations measured on one real step on {args.device} with K = {args.steps} (the N = 1 graph '
                  f'does not depend on K); weights counted on that model after its steps.')
     else:
@@ -369,6 +385,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--steps', type=int, default=50, help='K; the N = 1 graph does not depend on it')
     parser.add_argument('--resolution', type=int, default=None, help='image side (default: 512 sd21, 64 tiny)')
     parser.add_argument('--skip-activations', action='store_true', help='count only; run no step')
+    parser.add_argument('--activations-gib', type=float, nargs=3, default=None,
+                        metavar=('GEN_OFF', 'GEN_ON', 'FRM'),
+                        help='count only, with activations measured earlier (GiB: generator graph without / with '
+                             'checkpointing, FRM update graph), e.g. the README\'s 5.47 2.75 1.36 for DiffBIR')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--world-size', type=int, default=1,

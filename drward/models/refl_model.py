@@ -135,7 +135,7 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                                           **optim_g)
         self.optimizers.append(self.optimizer_g)
         self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast,
-                                           shard=shard)
+                                           shard=shard, idle_optimizers=[self.optimizer_g])
         self.frm_update.resume(self.opt['path'])
         self.optimizer_frm = self.frm_update.optimizer
         self.optimizers.append(self.optimizer_frm)
