@@ -112,3 +112,24 @@ def test_refl_step_with_and_without_batched_prefix_agree(tmp_path):
 def test_prefix_batch_size_below_one_is_refused():
     with pytest.raises(OptionError, match='prefix_batch_size'):
         BatchedPrefix({'batched_prefix': True, 'prefix_batch_size': 0}, _restorer())
+
+
+def test_compile_option_compiles_the_no_grad_denoiser_once_and_keeps_the_results(monkeypatch, caplog):
+    """network_g.compile: the plumbing, with torch.compile replaced by a recording identity (a real inductor compile
+    of even the tiny UNet takes minutes on this CPU; benchmarks/refl_step.py --compile measures the real one)."""
+    compiled = []
+
+    def fake_compile(fn, **kwargs):
+        compiled.append(kwargs)
+        return fn
+    monkeypatch.setattr(torch, 'compile', fake_compile)
+    plain = _restorer()
+    net = DiffBIRRestorer(tiny=True, num_steps=STEPS, stop_window=WINDOW, seed=0, compile=True).train()
+    lq = _lq()
+    expected, _ = _batched(plain, lq, 3)
+    with caplog.at_level('INFO', logger='basicsr'):
+        got, _ = _batched(net, lq, 3)
+    assert compiled == [{'dynamic': True}]  # once, for every later call and batch size
+    assert 'compiled the no-grad denoiser' in caplog.text
+    for a, b in zip(expected, got):
+        assert torch.equal(a.latent, b.latent)  # the same eager kernels: bit-identical

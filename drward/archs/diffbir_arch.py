@@ -32,6 +32,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from drward.archs.compiled import CompiledOnce
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.image_sizes import resize_short_side, resize_to
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
@@ -49,7 +50,7 @@ from drward.utils.registry import register
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
                 min_short_side=None, gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0,
-                weight_dtype='fp32', eta_per_update=True, random_weights=False)
+                weight_dtype='fp32', eta_per_update=True, random_weights=False, compile=False)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 MIN_SHORT_SIDE = 512  # DiffBIR's SwinIRPipeline: stage 1 runs on inputs whose short side is at least this
@@ -85,7 +86,8 @@ class DiffBIRRestorer(Restorer):
 
     Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
     :mod:`drward.archs.materialize`). ``random_weights``: real sizes without the required weight files, RANDOM
-    weights (benchmarks only).
+    weights (benchmarks only). ``compile``: ``torch.compile`` the no-grad denoiser calls (UNet + IRControlNet;
+    :mod:`drward.archs.compiled`), false by default (unmeasured at real size).
     """
 
     family = 'diffbir'
@@ -124,6 +126,7 @@ class DiffBIRRestorer(Restorer):
         self.controlnet_ref = copy_frozen(self.controlnet, dtype)
         self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
         self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 else None
+        self._eps_no_grad = CompiledOnce(self._eps, 'DiffBIRRestorer') if opt['compile'] else self._eps
 
     # -- construction ------------------------------------------------------------------------------------------
     def _load_weights(self, paths: Dict[str, str]) -> None:
@@ -244,15 +247,23 @@ class DiffBIRRestorer(Restorer):
         """``denoise(z_t, t, with_grad) -> ε``; at ``with_grad`` calls it appends the 13 ``(c_k^θ, c_k^{θ₀})``."""
         def denoise(z_t: torch.Tensor, t: torch.Tensor, with_grad: bool) -> torch.Tensor:
             z_t = z_t.to(cond.dtype)
+            if not with_grad:
+                return self._eps_no_grad(z_t, t, cond, context)
             residuals = self._trained_branch()(z_t, cond, t, context)
-            if with_grad:
-                with torch.no_grad():
-                    reference = self.controlnet_ref(z_t, cond, t, context)
-                pairs.extend(zip(residuals, reference))
-            down, mid = scale_residuals(residuals, self.control_scales)
-            return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                                mid_block_additional_residual=mid).sample
+            with torch.no_grad():
+                reference = self.controlnet_ref(z_t, cond, t, context)
+            pairs.extend(zip(residuals, reference))
+            return self._eps(z_t, t, cond, context, residuals)
         return denoise
+
+    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, context: torch.Tensor,
+             residuals: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """``ε = UNet(z_t, t, ctx; + s_k·c_k)`` with ``c_k`` = ``residuals``, or the trained branch's when None."""
+        if residuals is None:
+            residuals = self._trained_branch()(z_t, cond, t, context)
+        down, mid = scale_residuals(residuals, self.control_scales)
+        return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid).sample
 
     def _trained_branch(self) -> nn.Module:
         """The IRControlNet as it runs: the fp32 masters, or their bf16 compute copy."""
