@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import time
@@ -55,6 +56,12 @@ def _tail_line(pattern: str) -> Callable[[str], str]:
     return read
 
 
+def _per_iteration(log: str) -> str:
+    """BasicSR's running mean of the iteration time, from the last log line that has it."""
+    found = re.findall(r'time \(data\): ([0-9.]+)', log)
+    return f'{float(found[-1]):.1f} s / iteration (BasicSR\'s mean), exit 0' if found else 'exit 0'
+
+
 def _prefix_summary(path: str) -> Callable[[str], str]:
     def read(_log: str) -> str:
         if not osp.exists(path):
@@ -69,13 +76,26 @@ def _prefix_summary(path: str) -> Callable[[str], str]:
 
 
 def _budget_summary(path: str) -> Callable[[str], str]:
+    """Per restorer, with checkpointing: the predicted peak, with offloading, and (CUDA) the measured peak."""
+    labels = (('| **total = predicted', 'predicted'), ('| **total, FRM AdamW', 'offloaded'),
+              ('| measured CUDA peak of the step', 'measured allocated'), ('| measured CUDA peak reserved', 'reserved'))
+
     def read(_log: str) -> str:
         if not osp.exists(path):
             return ''
-        rows = [line for line in open(path) if line.startswith('| **total = predicted') or
-                line.startswith('| measured CUDA peak') or line.startswith('| measured peak RSS')]
-        cells = [' '.join(c.strip().strip('*') for c in row.strip('|\n').split('|')[::2]) for row in rows]
-        return '; '.join(cells)[:300]
+        parts, unit = [], 'GiB'
+        for line in open(path):
+            if line.startswith('## Memory budget: '):
+                parts.append(line[len('## Memory budget: '):].split(' (')[0] + ':')
+            elif line.startswith('| component'):
+                unit = 'MiB' if 'MiB' in line else 'GiB'
+            for prefix, label in labels:
+                if line.startswith(prefix):
+                    parts.append(f"{label} {line.strip().strip('|').split('|')[-1].strip()} {unit}")
+        text = ' '.join(parts)
+        for label in ('offloaded', 'measured allocated', 'reserved'):
+            text = text.replace(f' {label} ', f', {label} ')
+        return text.replace('iB OSEDiff', 'iB; OSEDiff') + ' (checkpointing)' if parts else ''
     return read
 
 
@@ -118,7 +138,7 @@ def training_checks(args: argparse.Namespace, workdir: str):
     jobs and weights), the tiny files at tiny size (demo faces made under the workdir)."""
     from drward.data.demo_faces import ensure_demo_faces
     over = training_overrides(args.size, workdir, args.device)
-    per_iter = _tail_line('time (data)')
+    per_iter = _per_iteration
     if args.size == 'tiny':
         faces = ensure_demo_faces(osp.join(workdir, 'faces64'), size=64, count=8)
         test_faces = ensure_demo_faces(osp.join(workdir, 'faces128'), size=128, count=2)
