@@ -51,3 +51,20 @@ def test_gradients_are_all_reduced_in_a_few_buckets_of_one_dtype():
     assert [t for b in buckets for t in b] == grads  # every tensor once, in order
     big = gradient_buckets([torch.zeros(200_000)], bucket_bytes=400_000)
     assert len(big) == 1  # a tensor larger than a bucket goes alone
+
+
+def test_metric_models_default_to_the_gpu_and_are_released_after_validation(monkeypatch):
+    """Simulated: with CUDA available the face and IQA metrics resolve 'auto' to cuda; release_gpu_metrics forgets
+    the cached models built on cuda (the validation's last step) and keeps the CPU ones."""
+    from drward.metrics import face_models, metric_utils
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: None)
+    assert metric_utils.resolve_device('auto') == 'cuda' and metric_utils.resolve_device('cpu') == 'cpu'
+    metric_utils.clear_built_metrics()
+    metric_utils.built_once('pyiqa:musiq', {'device': 'cuda'}, object)
+    kept = metric_utils.built_once('pyiqa:musiq', {'device': 'cpu'}, object)
+    released = metric_utils.release_gpu_metrics()
+    assert released == 1
+    assert metric_utils.built_once('pyiqa:musiq', {'device': 'cpu'}, lambda: None) is kept
+    metric_utils.clear_built_metrics()
+    face_models.build_face_models.cache_clear()
