@@ -118,7 +118,7 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str, workdir: st
                   f'network_g:sd_checkpoint={weights["sd"]}', 'val:pbar=false']
     return [
         Job('refl_diffbir', 'train', 'options/refl_diffbir.yml',
-            common + paths + refl_run + ['name=rehearsal_refl_diffbir', 'train:batched_prefix=true',
+            common + paths + refl_run + ['name=rehearsal_refl_diffbir', 'train:batched_prefix=True',
                                          f'network_g:diffbir_checkpoint={weights["diffbir"]}',
                                          f'network_g:swinir_checkpoint={weights["swinir"]}'], 1, disk_gib=18),
         Job('refl_osediff', 'train', 'options/refl_osediff.yml',
