@@ -33,7 +33,10 @@ class BatchedPrefix:
     """
 
     def __init__(self, train_opt: Mapping, net: Restorer, owner: str = 'ReFLModel'):
-        self.enabled = bool(train_opt.get('batched_prefix', False)) and bool(getattr(net, 'has_prefix', False))
+        batched = train_opt.get('batched_prefix', False)
+        if not isinstance(batched, bool):
+            raise OptionError(f'{owner}: train.batched_prefix must be true or false, got {batched!r}')
+        self.enabled = batched and bool(getattr(net, 'has_prefix', False))
         cap = train_opt.get('prefix_batch_size')
         if cap is not None and int(cap) < 1:
             raise OptionError(f'{owner}: train.prefix_batch_size must be >= 1 (or null: no cap), got {cap!r}')
