@@ -3,15 +3,17 @@ batched or not (``train.batched_prefix``), optionally with the prefix's denoiser
 
 Reached through ``benchmarks/refl_step.py --grad-accum 4 --batched-prefix on|off | --compare-batched-prefix
 [--compile] [--json FILE]`` (the other flags of refl_step.py apply: size, device, dtype, weight dtype, checkpointing).
-Each variant is one ReFLModel built the same way (:mod:`benchmarks.bench_models`, same seed, same weights), on a
-batch of ``grad_accum`` faces; the variants are measured in one process, their steps interleaved, medians reported:
+One ReFLModel (:mod:`benchmarks.bench_models`; one model, so that SD 2.1 sizes fit a 24 GiB machine) on a batch of
+``grad_accum`` faces; the variants switch its ``batched_prefix`` between steps, their steps interleaved, each step
+drawing the same random stream, medians reported (the cost does not depend on the weights' values, which the
+optimiser steps change):
 
 * *seconds per face*: ``(step − FRM update + FRM update / every) / faces``: the FRM update runs at every measured
   step (so that its time is measured) and is amortised over ``--frm-every`` steps (official n = 10), as in training;
 * *prefix share*: the time inside the sampler's no-grad prefix (:meth:`TruncatedDDIMSampler.run_prefix`, which
   both paths run through) over the step time without the FRM update;
-* *peak memory*: the process's peak RSS over the variant's steps (CPU, sampled), or on CUDA
-  ``max_memory_allocated`` and ``max_memory_reserved``.
+* *peak memory*: the process's peak RSS during the variant's steps (CPU, sampled every 5 ms), or on CUDA
+  ``max_memory_allocated`` and ``max_memory_reserved`` (reset before each step).
 
 The first step of each variant is a warm-up (and, with ``--compile``, the compilation, reported separately).
 """
@@ -81,7 +83,8 @@ def _variants(args: argparse.Namespace) -> List[bool]:
 
 
 def _build(args: argparse.Namespace, spec: RestorerSpec, batched: bool):
-    args.train_overrides = {'grad_accum': args.grad_accum, 'batched_prefix': batched}
+    args.train_overrides = {'grad_accum': args.grad_accum, 'batched_prefix': batched, 'prefix_batch_size':
+                            getattr(args, 'prefix_batch_size', None)}
     args.network_overrides = {'compile': True} if args.compile else {}
     with tempfile.TemporaryDirectory() as workdir:
         return build_refl_model(args, spec, workdir)
@@ -93,19 +96,22 @@ def measure_prefix_variants(args: argparse.Namespace, spec: RestorerSpec) -> Lis
     args.batch = args.grad_accum * args.faces_per_microbatch
     batch = make_batch(args, device)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else (lambda: None)
-    models = {batched: _build(args, spec, batched) for batched in _variants(args)}
-    timers = {batched: _PrefixTimer(model, sync) for batched, model in models.items()}
+    variants = _variants(args)
+    model = _build(args, spec, True)
+    if variants[-1] and not model.batched_prefix.enabled:
+        raise SystemExit(f'{spec.title} has no no-grad prefix to batch (one-step restorer): nothing to compare')
+    timer = _PrefixTimer(model, sync)
     probe = memory_probe(device, 0.005)
     records: Dict[bool, Dict[str, list]] = {b: {'step': [], 'prefix': [], 'frm': [], 'peak': [], 'reserved': []}
-                                            for b in models}
+                                            for b in variants}
     compile_seconds: Dict[bool, float] = {}
     try:
         for repeat in range(args.warmup + args.repeats):
-            for batched, model in models.items():
+            for batched in variants:
+                model.batched_prefix.enabled = batched
                 torch.manual_seed(args.seed + repeat)
                 model.generator.manual_seed(args.seed + repeat)  # the same draws for every variant
                 model.feed_data(batch)
-                timer = timers[batched]
                 timer.prefix = timer.frm = 0.0
                 if device.type == 'cuda':
                     torch.cuda.reset_peak_memory_stats(device)
@@ -116,7 +122,7 @@ def measure_prefix_variants(args: argparse.Namespace, spec: RestorerSpec) -> Lis
                 sync()
                 seconds = time.perf_counter() - start
                 if repeat == 0:
-                    compile_seconds[batched] = seconds
+                    compile_seconds[batched] = seconds  # the first step of each batch size compiles
                 if repeat < args.warmup:
                     continue
                 rec = records[batched]
@@ -128,7 +134,7 @@ def measure_prefix_variants(args: argparse.Namespace, spec: RestorerSpec) -> Lis
                     rec['reserved'].append(torch.cuda.max_memory_reserved(device))
     finally:
         probe.close()
-    return [_summarise(args, batched, records[batched], compile_seconds.get(batched)) for batched in models]
+    return [_summarise(args, batched, records[batched], compile_seconds.get(batched)) for batched in variants]
 
 
 def _summarise(args: argparse.Namespace, batched: bool, rec: Dict[str, list], first: Optional[float]) -> PrefixVariant:
