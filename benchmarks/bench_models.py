@@ -69,7 +69,8 @@ def restorer_options(spec: RestorerSpec, args: argparse.Namespace) -> Dict:
     from basicsr.utils.registry import ARCH_REGISTRY
     size = {'tiny': True} if args.size == 'tiny' else {'random_weights': True}
     dtype = _weight_dtype(args, ARCH_REGISTRY.get(spec.arch_type))
-    return {'type': spec.arch_type, **spec.options(args.steps), **size, **dtype}
+    return {'type': spec.arch_type, **spec.options(args.steps), **size, **dtype,
+            **(getattr(args, 'network_overrides', None) or {})}
 
 
 def loss_options(args: argparse.Namespace) -> Dict:
@@ -100,6 +101,7 @@ def refl_options(args: argparse.Namespace, spec: RestorerSpec, workdir: str) -> 
             **loss_options(args),
             'frm_update': {'every': 1, 'loss_weight': 0.1, 'reduction': 'sum', 'grad_clip': 1.0},
             'hack_monitor': {'enabled': False},  # it runs at log steps only (print_freq), not in the step measured
+            **(getattr(args, 'train_overrides', None) or {}),
         },
     }
 

@@ -31,6 +31,8 @@ context.
     python benchmarks/memory_budget.py --restorer diffbir --steps 2       # + activations measured (minutes, ~20 GiB)
     python benchmarks/memory_budget.py --size tiny --restorer both        # the same at tiny size (seconds)
     python benchmarks/memory_budget.py --skip-activations --world-size 4  # per GPU, 4 ranks, sharded AdamW states
+    python benchmarks/memory_budget.py --restorer diffbir --weight-dtype bf16 --activations-gib 5.47 2.75 1.36
+                                                                          # counted, with activations measured before
 """
 from __future__ import annotations
 
@@ -39,8 +41,8 @@ import os
 import os.path as osp
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
@@ -48,8 +50,9 @@ if ROOT not in sys.path:
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
+from benchmarks.budget_counting import (FRM_CASTS, HELD_OUTSIDE, Component, count_components,  # noqa: E402,F401
+                                       named_components, reachable_tensors)
 from benchmarks.budget_sharding import per_gpu_total, sharded_shares, sharing_note  # noqa: E402
 from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
                                      build_refl_model, make_batch, set_checkpointing, size_title)
@@ -61,103 +64,6 @@ GOAL_GIB = 24
 GIB = 2 ** 30
 
 
-# ---------------------------------------------------------------------------------------------------- weights
-def _flatten(value, depth: int = 3) -> List:
-    """``value``, or the items of a dict / list / tuple, nested up to ``depth`` levels (a cache ``(key, {name:
-    tensor})``, a list of pairs)."""
-    if depth and isinstance(value, dict):
-        return [item for v in value.values() for item in _flatten(v, depth - 1)]
-    if depth and isinstance(value, (list, tuple)):
-        return [item for v in value for item in _flatten(v, depth - 1)]
-    return [value]
-
-
-def _attribute_values(obj) -> List:
-    """An object's attribute values, containers flattened (module internals skipped)."""
-    return [item for name, value in vars(obj).items() if name not in ('_parameters', '_buffers', '_modules')
-            for item in _flatten(value)]
-
-
-def reachable_tensors(module: nn.Module, depth: int = 2) -> Iterator[torch.Tensor]:
-    """Parameters, buffers, tensors held as attributes of any submodule (directly or in a dict/list/tuple), and the
-    same for modules held by a plain attribute object (a compute copy's parameter-less twin, whose cast weights
-    are attributes), ``depth`` levels deep."""
-    yield from module.parameters()
-    yield from module.buffers()
-    for sub in module.modules():
-        for value in _attribute_values(sub):
-            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-                yield value
-            elif depth and not isinstance(value, nn.Module) and hasattr(value, '__dict__'):
-                held = [v for v in _attribute_values(value) if isinstance(v, nn.Module)]
-                for inner in held:
-                    yield from reachable_tensors(inner, depth - 1)
-
-
-@dataclass
-class Component:
-    """Bytes one module holds: ``frozen`` / ``trained`` by dtype name (trained = a parameter with ``requires_grad``;
-    frozen = everything else: frozen parameters, buffers, compute copies and caches)."""
-
-    name: str
-    frozen: Dict[str, int] = field(default_factory=dict)
-    trained: Dict[str, int] = field(default_factory=dict)
-
-    @property
-    def total(self) -> int:
-        return sum(self.frozen.values()) + sum(self.trained.values())
-
-    @property
-    def trained_bytes(self) -> int:
-        return sum(self.trained.values())
-
-
-def count_components(named: Sequence[Tuple[str, nn.Module]]) -> List[Component]:
-    """One :class:`Component` per module, each tensor (by storage, or identity on the meta device) counted once."""
-    seen, components = set(), []
-    for name, module in named:
-        component = Component(name)
-        for tensor in reachable_tensors(module):
-            ptr = tensor.untyped_storage().data_ptr()
-            key = ('ptr', ptr) if ptr else ('id', id(tensor))
-            if key in seen:
-                continue
-            seen.add(key)
-            trained = isinstance(tensor, nn.Parameter) and tensor.requires_grad  # a cast is never trained itself
-            side = component.trained if trained else component.frozen
-            dtype = str(tensor.dtype).replace('torch.', '')
-            side[dtype] = side.get(dtype, 0) + tensor.numel() * tensor.element_size()
-        if component.total:
-            components.append(component)
-    return components
-
-
-HELD_OUTSIDE = 'restorer: held outside its submodules (compute copy, caches)'
-FRM_CASTS = 'FRM: cached bf16 casts of its trained half'
-
-
-def frm_cast_cache(frm: nn.Module) -> nn.Module:
-    """A holder of the FRM's cached casts that are copies (a bf16-stored locked weight is its own cast)."""
-    params = dict(frm.named_parameters(prefix='clip')) if hasattr(frm, 'clip') else {}
-    cache = getattr(frm, '_frozen_casts', (None, {}))[1]
-    holder = nn.Module()
-    holder.casts = [t for name, t in cache.items() if t is not params.get(f'clip.{name}')]
-    return holder
-
-
-def named_components(net: nn.Module, frm: nn.Module, losses: Sequence[nn.Module]) -> List[Tuple[str, nn.Module]]:
-    """The restorer's children (its SD parts one by one), the FRM, the other loss modules."""
-    named = []
-    for name, child in net.named_children():
-        sd_parts = name == 'sd' and hasattr(child, 'unet')
-        named += [(f'{name}.{sub}', module) for sub, module in child.named_children()] if sd_parts else [(name, child)]
-    named.append((HELD_OUTSIDE, net))
-    named.append((FRM_CASTS, frm_cast_cache(frm)))
-    named.append(('FRM', frm))
-    named += [(type(loss).__name__, loss) for loss in losses]
-    return named
-
-
 # ---------------------------------------------------------------------------------------------------- activations
 @dataclass
 class Activations:
@@ -166,6 +72,7 @@ class Activations:
     generator: int
     frm_update: int
     cuda_peak: Optional[int] = None  # on CUDA: the step's peak allocated, to hold the prediction against
+    cuda_reserved: Optional[int] = None  # on CUDA: the step's peak reserved by the caching allocator (nvidia-smi's)
 
 
 def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[Dict[bool, Activations],
@@ -182,12 +89,8 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[D
     measured = {}
     try:
         with instrument(model, clock):
-            for checkpointing in (False, True):
-                set_checkpointing(model, checkpointing, checkpointing)
-                parts = run_step(model, batch, clock, 1, args.seed)
-                generator = sum(m.saved_bytes for key, m in parts.items() if key in GENERATOR_FORWARD_PARTS)
-                peak = clock.start_bytes + clock.peak_bytes if device.type == 'cuda' else None
-                measured[checkpointing] = Activations(generator, parts['frm_update'].saved_bytes, peak)
+            for checkpointing in (True, False):  # checkpointed first: the variant a 24 GiB card can run
+                measured[checkpointing] = _measure_variant(model, batch, clock, checkpointing, args.seed, device)
     finally:
         probe.close()
     # the generator step released the restorer's compute copy (stale after its optimiser step); phase 1 holds it
@@ -195,6 +98,28 @@ def measure_activations(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[D
     getattr(model.net_g, 'refresh_compute', lambda with_grad: None)(False)
     losses = [c for key, c in model.criteria.items() if c is not None and key != 'l_reward']
     return measured, count_components(named_components(model.net_g, model.frm, losses))
+
+
+def _measure_variant(model, batch, clock, checkpointing: bool, seed: int,
+                     device: torch.device) -> Optional[Activations]:
+    """One step with checkpointing on or off; None when it runs out of (CUDA) memory, which frees what it held."""
+    set_checkpointing(model, checkpointing, checkpointing)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        parts = run_step(model, batch, clock, 1, seed)
+    except torch.cuda.OutOfMemoryError as error:
+        print(f'memory_budget: the step with checkpointing {"on" if checkpointing else "off"} ran out of memory '
+              f'({str(error).splitlines()[0][:160]}); reported as OOM', file=sys.stderr)
+        model.optimizer_g.zero_grad(set_to_none=True)
+        model.optimizer_frm.zero_grad(set_to_none=True)
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        return None
+    generator = sum(m.saved_bytes for key, m in parts.items() if key in GENERATOR_FORWARD_PARTS)
+    peak = clock.start_bytes + clock.peak_bytes if device.type == 'cuda' else None
+    reserved = torch.cuda.max_memory_reserved(device) if device.type == 'cuda' else None
+    return Activations(generator, parts['frm_update'].saved_bytes, peak, reserved)
 
 
 # ---------------------------------------------------------------------------------------------------- the budget
@@ -236,12 +161,19 @@ class Budget:
     def casts(self) -> int:
         return self.casts_in_components + self.frm_casts_to_come
 
-    def total(self, checkpointing: bool) -> int:
-        """The predicted peak (module docstring); without measured activations, its lower bound."""
+    def total(self, checkpointing: bool, offload_frm: bool = False) -> Optional[int]:
+        """The predicted peak (module docstring); without measured activations, its lower bound. ``offload_frm``
+        (``train.frm_update.offload``): the FRM's AdamW states on the GPU in phase 2 only, the generator's in
+        phase 1 only (host memory otherwise)."""
         acts = self.activations[checkpointing] if self.activations else Activations(0, 0)
-        phases = max(self.casts + acts.generator + self.generator_trained - self.held_gradients,
-                     acts.frm_update + self.frm_trained)
-        return self.weights - self.casts_in_components + self.optimiser_states + self.held_gradients + phases
+        if acts is None:  # that variant ran out of memory
+            return None
+        phase1 = self.casts + acts.generator + self.generator_trained - self.held_gradients
+        phase2 = acts.frm_update + self.frm_trained
+        base = self.weights - self.casts_in_components + self.held_gradients
+        if offload_frm:  # each optimiser's states on the GPU in its own phase only (drward/models/state_offload.py)
+            return base + max(phase1 + 2 * self.generator_share, phase2 + 2 * self.frm_share)
+        return base + self.optimiser_states + max(phase1, phase2)
 
 
 def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
@@ -251,7 +183,10 @@ def build_budget(args: argparse.Namespace, spec: RestorerSpec) -> Budget:
     generator_trained = sum(c.trained_bytes for c in components) - frm_trained
     shares = sharded_shares(net, frm, args.world_size)
     activations = None
-    if not args.skip_activations:
+    if getattr(args, 'activations_gib', None):
+        off, on, frm_graph = (int(v * GIB) for v in args.activations_gib)
+        activations = {False: Activations(off, frm_graph), True: Activations(on, frm_graph)}
+    elif not args.skip_activations:
         activations, components = measure_activations(args, spec)
     casts = sum(c.total for c in components if c.name in (HELD_OUTSIDE, FRM_CASTS))
     # before its first reward call the FRM holds no casts: one bf16 copy of its fp32 trained half comes then
@@ -266,8 +201,12 @@ def _describe(parts: Dict[str, int], scale: float) -> str:
 
 
 def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
-    def cells(off: float, on: float) -> List[str]:
-        return [f'{off / scale:,.2f}', f'{on / scale:,.2f}']
+    def cells(off: Optional[float], on: Optional[float]) -> List[str]:
+        return [f'{v / scale:,.2f}' if v is not None else 'OOM' for v in (off, on)]
+
+    def measured(checkpointing: bool, attr: str) -> Optional[int]:
+        acts = budget.activations[checkpointing]
+        return getattr(acts, attr) if acts is not None else None
     rows = []
     for c in budget.components:
         kinds = [f'frozen {_describe(c.frozen, scale)}'] if c.frozen else []
@@ -288,23 +227,30 @@ def budget_rows(budget: Budget, scale: float) -> List[List[str]]:
         ['gradients: FRM', 'FRM update (phase 2)', *cells(budget.frm_trained, budget.frm_trained)],
         ['AdamW states: FRM', f'2 × FRM trained{shared}', *cells(2 * budget.frm_share, 2 * budget.frm_share)],
         ['saved activations: generator graph (N = 1)', 'measured (phase 1)',
-         *(cells(acts[False].generator, acts[True].generator) if acts else not_measured)],
+         *(cells(measured(False, 'generator'), measured(True, 'generator')) if acts else not_measured)],
         ['saved activations: FRM update', 'measured (phase 2)',
-         *(cells(acts[False].frm_update, acts[True].frm_update) if acts else not_measured)],
+         *(cells(measured(False, 'frm_update'), measured(True, 'frm_update')) if acts else not_measured)],
     ]
     total = '**total = predicted peak**' if acts else '**total without activations (lower bound)**'
     total, held = per_gpu_total(rows, budget, total, cells)
     rows.append([total, f'weights + states{held} + max(phase 1, phase 2); the casts count in phase 1 only '
                  f'({budget.casts / scale:,.2f})', *cells(budget.total(False), budget.total(True))])
-    if acts and acts[False].cuda_peak is not None:
+    rows.append([total.replace('**total', '**total, FRM AdamW states offloaded'),
+                 'train.frm_update.offload: max(phase 1 + generator states, phase 2 + FRM states)',
+                 *cells(budget.total(False, True), budget.total(True, True))])
+    if acts and any(a is not None and a.cuda_peak is not None for a in acts.values()):
         rows.append(['measured CUDA peak of the step', 'torch.cuda.max_memory_allocated',
-                     *cells(acts[False].cuda_peak, acts[True].cuda_peak)])
+                     *cells(measured(False, 'cuda_peak'), measured(True, 'cuda_peak'))])
+        rows.append(['measured CUDA peak reserved', 'torch.cuda.max_memory_reserved (what nvidia-smi shows)',
+                     *cells(measured(False, 'cuda_reserved'), measured(True, 'cuda_reserved'))])
     return rows
 
 
 def closing_line(budget: Budget) -> str:
     """Over the goal: by how much, and what each measure would save (from this budget's own figures)."""
     best = budget.total(True) if budget.activations else budget.total(False)
+    if best is None:
+        return '**The checkpointed step ran out of memory on this device.**'
     over = best - GOAL_GIB * GIB
     if over <= 0 and not budget.activations:
         return (f'Without activations the budget leaves {-over / GIB:,.2f} GiB of the {GOAL_GIB} GiB goal for the '
@@ -345,7 +291,10 @@ def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
     goal = (f'Goal: {GOAL_GIB} GiB{in_unit}. Phase 1 = the generator\'s forward and backward, phase 2 = the dynamic '
             f'FRM update; never alive together.')
-    if budget.activations:
+    if getattr(args, 'activations_gib', None):
+        goal += (' Activations as given (--activations-gib, measured earlier); weights counted on the meta-device '
+                 'build.')
+    elif budget.activations:
         goal += (f' Activations measured on one real step on {args.device} with K = {args.steps} (the N = 1 graph '
                  f'does not depend on K); weights counted on that model after its steps.')
     else:
@@ -369,6 +318,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--steps', type=int, default=50, help='K; the N = 1 graph does not depend on it')
     parser.add_argument('--resolution', type=int, default=None, help='image side (default: 512 sd21, 64 tiny)')
     parser.add_argument('--skip-activations', action='store_true', help='count only; run no step')
+    parser.add_argument('--activations-gib', type=float, nargs=3, default=None,
+                        metavar=('GEN_OFF', 'GEN_ON', 'FRM'),
+                        help='count only, with activations measured earlier (GiB: generator graph without / with '
+                             'checkpointing, FRM update graph), e.g. the README\'s 5.47 2.75 1.36 for DiffBIR')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s)')
     parser.add_argument('--world-size', type=int, default=1,

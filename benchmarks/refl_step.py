@@ -29,6 +29,7 @@ are interleaved across variants and medians are reported.
     python benchmarks/refl_step.py --restorer osediff --clock thread # CPU time: steadier on a busy CPU
     python benchmarks/refl_step.py --size sd21 --device cuda --also-n 2 4 --out sd21.md
     python benchmarks/refl_step.py --size sd21 --construct-only     # build on the meta device, count, don't run
+    python benchmarks/refl_step.py --grad-accum 4 --compare-batched-prefix --json out.json  # s / face, prefix on/off
 """
 from __future__ import annotations
 
@@ -91,7 +92,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--construct-only', action='store_true',
                         help='build the models on the meta device and report their sizes; run nothing')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
+    whole = parser.add_argument_group('whole steps over micro-batches (benchmarks/prefix_speed.py)')
+    whole.add_argument('--grad-accum', type=int, default=None,
+                       help='measure whole steps over this many micro-batches (seconds per face) instead of parts')
+    whole.add_argument('--batched-prefix', choices=('on', 'off'), default='on', help="train.batched_prefix")
+    whole.add_argument('--compare-batched-prefix', action='store_true', help='both prefix variants, one process')
+    whole.add_argument('--compile', action='store_true', help="network_g.compile: true (the prefix's denoiser)")
+    whole.add_argument('--frm-every', type=int, default=10, help='FRM update amortised over n steps (official 10)')
+    whole.add_argument('--faces-per-microbatch', type=int, default=1, help='faces per micro-batch (official 1)')
+    whole.add_argument('--json', default=None, help='write the variants as JSON to this file')
     args = parser.parse_args(argv)
+    if args.grad_accum is None and (args.compare_batched_prefix or args.json or args.compile):
+        args.grad_accum = 4
     if args.resolution is None:
         args.resolution = 512 if args.size == 'sd21' else 64
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -145,6 +157,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
                   f'(drward/archs/{args.restorer}_arch.py missing); skipped.\n')
     elif args.construct_only:
         report = construct_report(args, spec)
+    elif args.grad_accum:
+        from benchmarks.prefix_speed import measure_prefix_variants, render_prefix_report, write_json
+        variants = measure_prefix_variants(args, spec)
+        report = render_prefix_report(args, spec, variants)
+        if args.json:
+            write_json(args.json, args, variants)
     else:
         if args.size == 'sd21' and args.device == 'cpu':
             print('refl_step: SD 2.1 sizes on the CPU take minutes per step and ~20 GiB; run it under '

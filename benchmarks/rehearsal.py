@@ -110,14 +110,15 @@ def jobs(weights: Dict[str, str], data: Dict[str, str], device: str, workdir: st
              f'train:reward_opt:frm:checkpoint={weights["frm"]}',
              f'datasets:train:dataroot_gt={data["train"]}', f'datasets:val:dataroot_gt={data["val"]}',
              'datasets:train:num_worker_per_gpu=1']
-    # one generator step (batch 4 = 1 x accumulation 4, as the real file: four K = 50 restorations), the FRM
-    # update and a checkpoint after it: everything a long run allocates is allocated once
+    # one generator step (batch 4 = 1 x accumulation 4, as the real file: four K = 50 restorations, their no-grad
+    # prefixes batched as the real file's train.batched_prefix: true does), the FRM update and a checkpoint after
+    # it: everything a long run allocates is allocated once
     refl_run = ['train:total_iter=1', 'train:frm_update:every=1', 'logger:save_checkpoint_freq=1']
     test_paths = [f'datasets:test_1:dataroot_lq={data["test_lq"]}', f'datasets:test_1:dataroot_gt={data["test_gt"]}',
                   f'network_g:sd_checkpoint={weights["sd"]}', 'val:pbar=false']
     return [
         Job('refl_diffbir', 'train', 'options/refl_diffbir.yml',
-            common + paths + refl_run + ['name=rehearsal_refl_diffbir',
+            common + paths + refl_run + ['name=rehearsal_refl_diffbir', 'train:batched_prefix=True',
                                          f'network_g:diffbir_checkpoint={weights["diffbir"]}',
                                          f'network_g:swinir_checkpoint={weights["swinir"]}'], 1, disk_gib=18),
         Job('refl_osediff', 'train', 'options/refl_osediff.yml',

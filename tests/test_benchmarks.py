@@ -239,3 +239,28 @@ def test_median_measures_take_the_median_of_each_part():
     medians = common.median_measures(runs)
     assert medians['a'] == common.PartMeasure(2.0, 20, 5)
     assert medians['b'].seconds == 0.0  # absent from two runs out of three
+
+
+def test_gpu_check_plumbing_writes_its_table(tmp_path):
+    """benchmarks/gpu_check.py (what gpu_check.sh runs) at --device cpu --size tiny: the check list, one check run
+    end to end as a subprocess, the Markdown table written to --out (the whole run takes minutes: benchmarks only)."""
+    from benchmarks import gpu_check
+    args = gpu_check.parse_args(['--device', 'cpu', '--size', 'tiny', '--out', str(tmp_path)])
+    names = [c.name for c in gpu_check.checks(args, str(tmp_path / 'work'))]
+    assert names == ['environment', 'train_diffbir', 'train_osediff', 'prefix', 'budget', 'test']
+    assert gpu_check.main(['--device', 'cpu', '--size', 'tiny', '--out', str(tmp_path), '--only', 'environment']) == 0
+    table = (tmp_path / 'gpu_check.md').read_text()
+    assert '| environment | pass |' in table and 'bf16 native' in table
+
+
+def test_refl_step_compares_the_prefix_variants_and_writes_json(tmp_path):
+    """refl_step.py --grad-accum --compare-batched-prefix --json: both variants measured in one process, the JSON
+    the issue names ({"variants": [{"batched_prefix": false, "seconds_per_face": …, "peak_rss_gib": …}, …]})."""
+    import json
+    out = tmp_path / 'prefix.json'
+    report = refl_step.main(['--grad-accum', '2', '--compare-batched-prefix', '--steps', '3', '--repeats', '1',
+                             '--warmup', '0', '--json', str(out)])
+    variants = json.loads(out.read_text())['variants']
+    assert [v['batched_prefix'] for v in variants] == [False, True]
+    assert all(v['seconds_per_face'] > 0 and v['peak_rss_gib'] > 0 and 0 < v['prefix_share'] < 1 for v in variants)
+    assert '| off | no |' in report and '| on | no |' in report

@@ -115,3 +115,26 @@ def test_measured_budget_counts_the_compute_copy_that_the_generator_step_release
     copy = f'weights: {memory_budget.HELD_OUTSIDE}'
     assert rows[True][copy] > 0
     assert rows[False][copy] == pytest.approx(rows[True][copy], abs=0.015)  # cells printed to 0.01
+
+
+def test_cuda_measure_runs_the_checkpointed_step_first_and_reports_an_oom_variant(monkeypatch):
+    """--device cuda, simulated on the CPU: the checkpointed variant runs first, an OOM in the other one becomes an
+    'OOM' cell (not a crash), and the prediction with checkpointing is still given."""
+    order = []
+    real_run_step, real_set = memory_budget.run_step, memory_budget.set_checkpointing
+
+    def set_checkpointing(model, restorer, frm):
+        order.append(restorer)
+        real_set(model, restorer, frm)
+
+    def run_step(model, batch, clock, n, seed):
+        if not order[-1]:
+            raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB (simulated)')
+        return real_run_step(model, batch, clock, n, seed)
+    monkeypatch.setattr(memory_budget, 'set_checkpointing', set_checkpointing)
+    monkeypatch.setattr(memory_budget, 'run_step', run_step)
+    report = memory_budget.main(['--size', 'tiny', '--restorer', 'diffbir', '--steps', '2', '--threads', '1'])
+    assert order == [True, False]
+    total = next(line for line in report.splitlines() if line.startswith('| **total = predicted peak**'))
+    assert total.split('|')[3].strip() == 'OOM' and total.split('|')[4].strip() != 'OOM'
+    assert '**total, FRM AdamW states offloaded' in report

@@ -1,6 +1,7 @@
 """A tiny ReFL run killed with SIGKILL after its first checkpoint and resumed with --auto_resume ends with the same
 weights and FRM as an uninterrupted run, bit for bit (same machine, same thread count: the same kernels run on the
-same inputs, so exact equality is the right test). A corrupt face among the training faces is skipped on the way."""
+same inputs, so exact equality is the right test). A corrupt face among the training faces is skipped on the way.
+Both runs use the batched no-grad prefix (train.batched_prefix), the real option files' default."""
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ def _tiny_options(tmp_path, name: str) -> str:
         opt = yaml.safe_load(f)
     opt['name'] = name
     opt['network_g']['num_steps'] = 4
-    opt['train'].update(total_iter=TOTAL, grad_accum=3)
+    opt['train'].update(total_iter=TOTAL, grad_accum=3, batched_prefix=True)  # resume with the batched prefix on
     opt['train']['frm_update']['every'] = 3  # FRM updates at 3 and 6: before and after the first checkpoint
     opt['logger'].update(save_checkpoint_freq=EVERY, print_freq=1)
     opt.pop('val')

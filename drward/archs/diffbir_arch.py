@@ -32,24 +32,25 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from drward.archs.compiled import CompiledOnce
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.image_sizes import resize_short_side, resize_to
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
                                        scale_residuals, zero_conv_modules)
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.materialize import check_materialized, empty_weights
-from drward.archs.precision import ComputeCopy, parse_weight_dtype, runs_in_weight_dtype, store_frozen
+from drward.archs.precision import ComputeCopy, no_autocast, parse_weight_dtype, runs_in_weight_dtype, store_frozen
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion.colorfix import wavelet_color_fix
-from drward.diffusion.ddim import TruncatedDDIMSampler
+from drward.diffusion.ddim import PrefixState, TruncatedDDIMSampler
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
                 num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
                 min_short_side=None, gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0,
-                weight_dtype='fp32', eta_per_update=True, random_weights=False)
+                weight_dtype='fp32', eta_per_update=True, random_weights=False, compile=False)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 MIN_SHORT_SIDE = 512  # DiffBIR's SwinIRPipeline: stage 1 runs on inputs whose short side is at least this
@@ -85,10 +86,12 @@ class DiffBIRRestorer(Restorer):
 
     Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
     :mod:`drward.archs.materialize`). ``random_weights``: real sizes without the required weight files, RANDOM
-    weights (benchmarks only).
+    weights (benchmarks only). ``compile``: ``torch.compile`` the no-grad denoiser calls (UNet + IRControlNet;
+    :mod:`drward.archs.compiled`), false by default (unmeasured at real size).
     """
 
     family = 'diffbir'
+    has_prefix = True
 
     def __init__(self, **opts):
         super().__init__()
@@ -123,6 +126,7 @@ class DiffBIRRestorer(Restorer):
         self.controlnet_ref = copy_frozen(self.controlnet, dtype)
         self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
         self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 else None
+        self._eps_no_grad = CompiledOnce(self._eps, 'DiffBIRRestorer') if opt['compile'] else self._eps
 
     # -- construction ------------------------------------------------------------------------------------------
     def _load_weights(self, paths: Dict[str, str]) -> None:
@@ -157,23 +161,55 @@ class DiffBIRRestorer(Restorer):
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1]; ``captions`` are accepted and ignored (empty SD prompt).
-        ``sampling``: ``stop_index`` / ``eta`` passed to the sampler."""
-        unknown = set(sampling) - {'stop_index', 'eta'}
+        ``sampling``: ``stop_index`` / ``eta`` passed to the sampler, or ``prefix`` (a :class:`PrefixState` and the
+        stage-1 image and condition from :meth:`restore_prefixes`: the chain continues from there)."""
+        unknown = set(sampling) - {'stop_index', 'eta', 'prefix'}
         if unknown:
             raise TypeError(f'DiffBIRRestorer.restore: unknown sampling arguments {sorted(unknown)}')
         generator = self._generator if generator is None else generator
-        with torch.no_grad():
-            stage1, cond = self._stage1_and_condition(lq)
+        prefix = sampling.pop('prefix', None)
+        if prefix is None:
+            with torch.no_grad():
+                stage1, cond = self._stage1_and_condition(lq)
+            # z_T stays float32 (the sampler's chain dtype); only the denoiser calls run in the model's dtype
+            z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond.device)
+        else:
+            (state, stage1, cond), z_T = prefix, None
+            sampling['prefix'] = state
         context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
         pairs: ResidualPairs = []
-        # z_T stays float32 (the sampler's chain dtype); only the denoiser calls run in the model's dtype
-        z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond.device)
         out = self.sampler.sample(self._denoiser(cond, context, pairs), z_T, grad_steps=grad_steps,
                                   generator=generator, **sampling)
         with torch.set_grad_enabled(bool(grad_steps) and torch.is_grad_enabled()):
             image = self._decode_and_finish(out.latent.to(cond.dtype), stage1, lq.shape[-2:], bool(grad_steps))
         stage1 = (resize_to(stage1, lq.shape[-2:]) * 2 - 1).clamp(-1, 1)
         return RestoreOutput(image=image, reg_pairs=pairs, latent=out.latent, stage1=stage1, info=out.log_info())
+
+    def restore_prefixes(self, lq: torch.Tensor, chunks: Sequence[slice], grad_steps: int,
+                         generator: Optional[torch.Generator] = None, max_batch: Optional[int] = None,
+                         **sampling) -> List[Dict]:
+        """The no-grad part of ``restore(lq[chunk], grad_steps=N)`` for every chunk at once: stage 1 and the
+        condition of the whole batch, then per chunk ``z_T`` and the chain's draws from ``generator`` (the order
+        the chunk-by-chunk restorations draw them), then :meth:`TruncatedDDIMSampler.run_prefix` (one denoiser
+        call per DDIM index, at most ``max_batch`` rows). Returns ``{'prefix': …}`` per chunk for :meth:`restore`."""
+        generator = self._generator if generator is None else generator
+        reduced = self.weight_dtype != torch.float32
+        if reduced:
+            self.refresh_compute(with_grad=False)
+        with torch.no_grad(), no_autocast(lq.device, reduced):
+            stage1, cond = self._stage1_and_condition(lq.to(self.weight_dtype))
+            context = self.sd.prompt_context('', cond.shape[0], cond.device, cond.dtype)
+            starts, draws = [], []
+            for chunk in chunks:
+                starts.append(torch.randn(cond[chunk].shape, generator=generator, device=generator.device)
+                              .to(cond.device))
+                draws.append(self.sampler.draw_chain(starts[-1], grad_steps, generator, **sampling))
+
+            def denoise_rows(z_t: torch.Tensor, t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                return self._denoiser(cond[rows], context[rows], [])(z_t, t, False)
+            latents = self.sampler.run_prefix(denoise_rows, starts, draws, max_batch)
+        return [{'prefix': (PrefixState(z, d), stage1[chunk], cond[chunk])}
+                for chunk, z, d in zip(chunks, latents, draws)]
 
     # -- DiffBIR's order of operations around the networks (diffbir/pipeline.py at XPixelGroup/DiffBIR 3f8b530) --
     def _stage1_and_condition(self, lq: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -211,15 +247,23 @@ class DiffBIRRestorer(Restorer):
         """``denoise(z_t, t, with_grad) -> ε``; at ``with_grad`` calls it appends the 13 ``(c_k^θ, c_k^{θ₀})``."""
         def denoise(z_t: torch.Tensor, t: torch.Tensor, with_grad: bool) -> torch.Tensor:
             z_t = z_t.to(cond.dtype)
+            if not with_grad:
+                return self._eps_no_grad(z_t, t, cond, context)
             residuals = self._trained_branch()(z_t, cond, t, context)
-            if with_grad:
-                with torch.no_grad():
-                    reference = self.controlnet_ref(z_t, cond, t, context)
-                pairs.extend(zip(residuals, reference))
-            down, mid = scale_residuals(residuals, self.control_scales)
-            return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
-                                mid_block_additional_residual=mid).sample
+            with torch.no_grad():
+                reference = self.controlnet_ref(z_t, cond, t, context)
+            pairs.extend(zip(residuals, reference))
+            return self._eps(z_t, t, cond, context, residuals)
         return denoise
+
+    def _eps(self, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, context: torch.Tensor,
+             residuals: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """``ε = UNet(z_t, t, ctx; + s_k·c_k)`` with ``c_k`` = ``residuals``, or the trained branch's when None."""
+        if residuals is None:
+            residuals = self._trained_branch()(z_t, cond, t, context)
+        down, mid = scale_residuals(residuals, self.control_scales)
+        return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid).sample
 
     def _trained_branch(self) -> nn.Module:
         """The IRControlNet as it runs: the fp32 masters, or their bf16 compute copy."""

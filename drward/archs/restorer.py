@@ -53,11 +53,22 @@ class Restorer(nn.Module):
     family: str = 'restorer'
     #: True when the weights are tiny random ones (CPU demos and tests); logs say so
     is_tiny: bool = False
+    #: True when :meth:`restore_prefixes` is implemented (a multi-step chain with a no-grad prefix)
+    has_prefix: bool = False
 
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1]. ``grad_steps=0`` restores without gradient (inference)."""
         raise NotImplementedError
+
+    def restore_prefixes(self, lq: torch.Tensor, chunks: Sequence[slice], grad_steps: int,
+                         generator: Optional[torch.Generator] = None, max_batch: Optional[int] = None,
+                         **sampling) -> List[Dict]:
+        """The no-grad prefixes of several training restorations (the micro-batches ``lq[chunk]``) at once, each
+        drawing from ``generator`` exactly what ``restore(lq[chunk], grad_steps=…)`` would, chunk after chunk.
+        Returns one dict per chunk: the keyword arguments that make ``restore(lq[chunk], …, **kwargs)`` continue
+        from there (only restorers with :attr:`has_prefix`)."""
+        raise NotImplementedError(f'{type(self).__name__} has no no-grad prefix to batch')
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The parameters the generator step updates (and nothing else)."""

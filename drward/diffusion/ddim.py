@@ -18,7 +18,7 @@ once per :meth:`TruncatedDDIMSampler.sample` call unless given (or per update wi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
@@ -27,6 +27,37 @@ from drward.diffusion.schedule import leading_timesteps, predict_x0, sd_alphas_c
 #: ``denoise(z_t, t, with_grad) -> ε``: z_t (B, C, h, w), t (B,) int64 model timesteps; ``with_grad`` tells the
 #: restorer that this call is inside the gradient window (so it can also compute what ``L_reg`` needs).
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+#: ``denoise_rows(z_t, t, rows) -> ε`` without gradient, for the batched prefix: ``rows`` (int64, on z_t's device) are
+#: the positions of z_t's samples in the concatenated batch of every chain (to pick each sample's condition).
+RowsDenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class ChainDraws:
+    """Every random draw of one training chain after ``z_T`` (:meth:`TruncatedDDIMSampler.draw_chain`).
+
+    Attributes:
+        stop_index: s, the index of the last (gradient-enabled) denoiser call.
+        first_grad: the first index of the gradient window, ``max(0, s − N + 1)``; the prefix is the indices before.
+        etas: η of the update at each index i < s.
+        noises: the DDIM noise n of the update at each index i < s (None where σ_t(η) = 0).
+        reported_eta: the η logged (the drawn one, or the mean of the per-update draws).
+    """
+
+    stop_index: int
+    first_grad: int
+    etas: List[float]
+    noises: List[Optional[torch.Tensor]] = field(repr=False)
+    reported_eta: float
+
+
+@dataclass
+class PrefixState:
+    """A chain's state after its no-grad prefix ran elsewhere (:meth:`TruncatedDDIMSampler.run_prefix`): the
+    latent at ``draws.first_grad`` and the chain's draws, which the gradient window goes on consuming."""
+
+    latent: torch.Tensor = field(repr=False)
+    draws: ChainDraws
 
 
 @dataclass
@@ -76,7 +107,27 @@ def ddim_update(z_t: torch.Tensor, eps: torch.Tensor, alpha_t: float, alpha_prev
 def _randn_like(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
     """N(0, I) shaped like ``like``, drawn on the generator's device (seeded ⇒ reproducible), then moved."""
     device = generator.device if generator is not None else like.device
-    return torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype).to(like.device)
+    return host_to_device(torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype), like.device)
+
+
+def _draw_noise(chain: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """N(0, I) shaped and typed like ``chain``, on the generator's device (the CPU for the default generator)."""
+    device = generator.device if generator is not None else chain.device
+    return torch.randn(chain.shape, generator=generator, device=device, dtype=chain.dtype)
+
+
+def _to_device(tensors: List[Optional[torch.Tensor]], device: torch.device) -> List[Optional[torch.Tensor]]:
+    """``tensors`` on ``device``; host → CUDA copies go through pinned memory with ``non_blocking`` (the copies
+    queue on the stream instead of stalling the host before every denoiser call)."""
+    return [t if t is None or t.device == device else host_to_device(t, device) for t in tensors]
+
+
+def host_to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor.to(device)``; from the CPU to CUDA pinned first and non-blocking (the caching host allocator keeps
+    the pinned block alive until the copy has run)."""
+    if torch.device(device).type == 'cuda' and tensor.device.type == 'cpu':
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _uniform01(generator: Optional[torch.Generator]) -> float:
@@ -130,7 +181,8 @@ class TruncatedDDIMSampler:
 
     # -- sampling ----------------------------------------------------------------------------------------------
     def sample(self, denoise: DenoiseFn, z_T: torch.Tensor, grad_steps: int = 0, stop_index: Optional[int] = None,
-               eta: Optional[float] = None, generator: Optional[torch.Generator] = None) -> SampleOutput:
+               eta: Optional[float] = None, generator: Optional[torch.Generator] = None,
+               prefix: Optional[PrefixState] = None) -> SampleOutput:
         """Run the chain from ``z_T`` (B, C, h, w).
 
         Args:
@@ -141,6 +193,8 @@ class TruncatedDDIMSampler:
             stop_index: training only: the stop index s in [0, K); drawn with :meth:`draw_stop_index` if None.
             eta: DDIM η; default ``eta_infer`` at inference, :meth:`draw_eta` in training.
             generator: drives every random draw (stop index, η, DDIM noise), in that order.
+            prefix: training only: the chain's no-grad prefix already ran (a batched prefix); continue from its
+                latent with its draws (``z_T``, ``stop_index``, ``eta`` and ``generator`` are then unused).
         """
         if grad_steps < 0:
             raise ValueError(f'grad_steps must be >= 0, got {grad_steps}')
@@ -149,7 +203,7 @@ class TruncatedDDIMSampler:
                 raise ValueError('stop_index applies to training calls (grad_steps >= 1) only')
             return self._sample_inference(denoise, z_T, self.eta_infer if eta is None else _checked_eta(eta),
                                           generator)
-        return self._sample_truncated(denoise, z_T, grad_steps, stop_index, eta, generator)
+        return self._sample_truncated(denoise, z_T, grad_steps, stop_index, eta, generator, prefix)
 
     def _sample_inference(self, denoise: DenoiseFn, z_T: torch.Tensor, eta: float,
                           generator: Optional[torch.Generator]) -> SampleOutput:
@@ -162,27 +216,89 @@ class TruncatedDDIMSampler:
 
     def _sample_truncated(self, denoise: DenoiseFn, z_T: torch.Tensor, grad_steps: int,
                           stop_index: Optional[int], eta: Optional[float],
-                          generator: Optional[torch.Generator]) -> SampleOutput:
+                          generator: Optional[torch.Generator], prefix: Optional[PrefixState] = None) -> SampleOutput:
+        if prefix is None:  # every draw first (the order the chain consumes them), then the no-grad prefix
+            draws = self.draw_chain(z_T, grad_steps, generator, stop_index, eta)
+            z = self.run_prefix(lambda z_t, t, rows: denoise(z_t, t, False), [z_T], [draws])[0]
+        else:
+            draws, z = prefix.draws, prefix.latent
+        stop = draws.stop_index
+        # the gradient window, in the caller's grad mode (a report restoring under no_grad records no graph)
+        for index in range(draws.first_grad, stop):
+            eps = self._denoise(denoise, z, index, with_grad=True)
+            z = self._update(z, eps, index, draws.etas[index], draws.noises[index])
+        eps = self._denoise(denoise, z, stop, with_grad=True)
+        z0 = predict_x0(z, eps, self.alpha_t[stop])
+        return SampleOutput(z0, stop, int(self.timesteps[stop]), draws.reported_eta,
+                            grad_calls=stop - draws.first_grad + 1)
+
+    # -- the no-grad prefix, one restoration or several at once -------------------------------------------------
+    def draw_chain(self, like: torch.Tensor, grad_steps: int, generator: Optional[torch.Generator],
+                   stop_index: Optional[int] = None, eta: Optional[float] = None) -> ChainDraws:
+        """Every random draw of a training chain from ``z_T`` (shaped like ``like``), in the order the sequential
+        chain has always consumed them: the stop index s, then η (once, or per update with ``eta_per_update``)
+        and the DDIM noise n of each update i < s (n only where σ_t(η) > 0). Drawing them up front changes no
+        value; the noises land on ``like``'s device in one copy (pinned and non-blocking from a CPU generator to
+        CUDA)."""
+        if grad_steps < 1:
+            raise ValueError(f'draw_chain is for training chains (grad_steps >= 1), got {grad_steps}')
         stop = self.draw_stop_index(generator) if stop_index is None else self._checked_index(stop_index)
         redraw = eta is None and self.eta_per_update and self.eta_train == 'uniform'
         call_eta = _checked_eta(eta) if eta is not None else (None if redraw else self.draw_eta(generator))
-        used_etas: List[float] = []
-        first_grad = max(0, stop - grad_steps + 1)
-        z = _working_copy(z_T)
-        with torch.no_grad():  # the prefix: no graph, no stored activations
-            for index in range(first_grad):
-                step_eta = self.draw_eta(generator) if redraw else call_eta
-                used_etas.append(step_eta)
-                z = self._denoise_and_update(denoise, z, index, step_eta, generator, with_grad=False)
-        # the gradient window, in the caller's grad mode (a report restoring under no_grad records no graph)
-        for index in range(first_grad, stop):
+        chain = _working_copy(like)
+        etas, noises = [], []
+        for index in range(stop):
             step_eta = self.draw_eta(generator) if redraw else call_eta
-            used_etas.append(step_eta)
-            z = self._denoise_and_update(denoise, z, index, step_eta, generator, with_grad=True)
-        eps = self._denoise(denoise, z, stop, with_grad=True)
-        z0 = predict_x0(z, eps, self.alpha_t[stop])
-        reported_eta = call_eta if call_eta is not None else (sum(used_etas) / len(used_etas) if used_etas else 0.0)
-        return SampleOutput(z0, stop, int(self.timesteps[stop]), reported_eta, grad_calls=stop - first_grad + 1)
+            etas.append(step_eta)
+            sigma = ddim_sigma(self.alpha_t[index], self.alpha_prev[index], step_eta)
+            noises.append(_draw_noise(chain, generator) if sigma > 0 else None)
+        reported = call_eta if call_eta is not None else (sum(etas) / len(etas) if etas else 0.0)
+        return ChainDraws(stop, max(0, stop - grad_steps + 1), etas, _to_device(noises, chain.device), reported)
+
+    def run_prefix(self, denoise_rows: RowsDenoiseFn, starts: Sequence[torch.Tensor], draws: Sequence[ChainDraws],
+                   max_batch: Optional[int] = None) -> List[torch.Tensor]:
+        """The no-grad prefixes of several chains (micro-batches) with one denoiser call per DDIM index.
+
+        Chain c (rows ``offset_c … offset_c + B_c − 1`` of the concatenated batch) runs its indices
+        ``0 … first_grad_c − 1`` from ``starts[c]``; at index i the chains still before their gradient window form
+        one batch (a chain leaves it at its own stop step), split into calls of at most ``max_batch`` rows. Each
+        chain's DDIM update uses its own η and noise (``draws[c]``), so batching changes no random draw: only the
+        denoiser's batch size differs from running the chains one by one. Returns each chain's latent at its
+        ``first_grad``, in the chain dtype (float32)."""
+        latents = [_working_copy(z) for z in starts]
+        sizes = [z.shape[0] for z in latents]
+        offsets = [sum(sizes[:c]) for c in range(len(sizes))]
+        with torch.no_grad():  # no graph, no stored activations
+            for index in range(max((d.first_grad for d in draws), default=0)):
+                active = [c for c, d in enumerate(draws) if d.first_grad > index]
+                rows = torch.cat([torch.arange(offsets[c], offsets[c] + sizes[c]) for c in active])
+                z = torch.cat([latents[c] for c in active]) if len(active) > 1 else latents[active[0]]
+                eps = self._denoise_rows(denoise_rows, z, index, rows.to(z.device), max_batch)
+                start = 0
+                for c in active:
+                    latents[c] = self._update(latents[c], eps[start:start + sizes[c]], index, draws[c].etas[index],
+                                              draws[c].noises[index])
+                    start += sizes[c]
+        return latents
+
+    def _denoise_rows(self, denoise_rows: RowsDenoiseFn, z: torch.Tensor, index: int, rows: torch.Tensor,
+                      max_batch: Optional[int]) -> torch.Tensor:
+        step = z.shape[0] if not max_batch else int(max_batch)
+        pieces = []
+        for begin in range(0, z.shape[0], step):
+            part = z[begin:begin + step]
+            t = torch.full((part.shape[0],), int(self.timesteps[index]), dtype=torch.int64, device=z.device)
+            eps = denoise_rows(part, t, rows[begin:begin + step])
+            if eps.shape != part.shape:
+                raise ValueError(f'denoiser returned shape {tuple(eps.shape)} for a latent of shape '
+                                 f'{tuple(part.shape)}')
+            pieces.append(eps.to(z.dtype))
+        return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _update(self, z: torch.Tensor, eps: torch.Tensor, index: int, eta: float,
+                noise: Optional[torch.Tensor]) -> torch.Tensor:
+        alpha_t, alpha_prev = self.alpha_t[index], self.alpha_prev[index]
+        return ddim_update(z, eps, alpha_t, alpha_prev, ddim_sigma(alpha_t, alpha_prev, eta), noise)
 
     # -- one step ----------------------------------------------------------------------------------------------
     def _denoise(self, denoise: DenoiseFn, z: torch.Tensor, index: int, with_grad: bool) -> torch.Tensor:
@@ -195,10 +311,8 @@ class TruncatedDDIMSampler:
     def _denoise_and_update(self, denoise: DenoiseFn, z: torch.Tensor, index: int, eta: float,
                             generator: Optional[torch.Generator], with_grad: bool) -> torch.Tensor:
         eps = self._denoise(denoise, z, index, with_grad)
-        alpha_t, alpha_prev = self.alpha_t[index], self.alpha_prev[index]
-        sigma = ddim_sigma(alpha_t, alpha_prev, eta)
-        noise = _randn_like(z, generator) if sigma > 0 else None
-        return ddim_update(z, eps, alpha_t, alpha_prev, sigma, noise)
+        sigma = ddim_sigma(self.alpha_t[index], self.alpha_prev[index], eta)
+        return self._update(z, eps, index, eta, _randn_like(z, generator) if sigma > 0 else None)
 
     def _checked_index(self, stop_index: int) -> int:
         if not 0 <= stop_index < self.num_steps:

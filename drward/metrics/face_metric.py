@@ -19,7 +19,7 @@ import numpy as np
 from basicsr.utils.registry import METRIC_REGISTRY
 
 from drward.metrics import face_models
-from drward.metrics.metric_utils import bgr_to_rgb, check_better
+from drward.metrics.metric_utils import bgr_to_rgb, check_better, resolve_device
 from drward.utils.options import check_keys
 from drward.utils.registry import register
 
@@ -38,14 +38,14 @@ def ids_direction(measure: str) -> str:
 
 @register(METRIC_REGISTRY)
 def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', backend: str = 'dlib',
-                  weights_dir: Optional[str] = None, face_box: str = 'aligned', device: str = 'cpu',
+                  weights_dir: Optional[str] = None, face_box: str = 'aligned', device: str = 'auto',
                   better: Optional[str] = None, **unknown) -> float:
     """Identity distance/similarity between the restored face and the ground-truth face (see module docstring)."""
     check_keys('calculate_ids', unknown, ('measure',) + _FACE_KEYS)
     check_better('calculate_ids', better)
     if measure not in IDS_MEASURES:
         raise ValueError(f'calculate_ids: measure must be one of {sorted(IDS_MEASURES)}, got {measure!r}')
-    models = face_models.build_face_models(backend, weights_dir, face_box, device)
+    models = face_models.build_face_models(backend, weights_dir, face_box, resolve_device(device))
     restored, truth = models.identity_embedding(bgr_to_rgb(img)), models.identity_embedding(bgr_to_rgb(img2))
     if restored is None or truth is None:
         return math.nan
@@ -54,11 +54,11 @@ def calculate_ids(img: np.ndarray, img2: np.ndarray, measure: str = 'angle', bac
 
 @register(METRIC_REGISTRY)
 def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weights_dir: Optional[str] = None,
-                  face_box: str = 'aligned', device: str = 'cpu', better: str = 'lower', **unknown) -> float:
+                  face_box: str = 'aligned', device: str = 'auto', better: str = 'lower', **unknown) -> float:
     """LMD: mean distance in pixels between the 68 landmarks of the restored face and of the ground truth."""
     check_keys('calculate_lmd', unknown, _FACE_KEYS)
     check_better('calculate_lmd', better)
-    models = face_models.build_face_models(backend, weights_dir, face_box, device)
+    models = face_models.build_face_models(backend, weights_dir, face_box, resolve_device(device))
     restored, truth = models.landmarks_68(bgr_to_rgb(img)), models.landmarks_68(bgr_to_rgb(img2))
     if restored is None or truth is None:
         return math.nan
@@ -66,6 +66,6 @@ def calculate_lmd(img: np.ndarray, img2: np.ndarray, backend: str = 'dlib', weig
 
 
 def face_backend_name(backend: str = 'dlib', weights_dir: Optional[str] = None, face_box: str = 'aligned',
-                      device: str = 'cpu') -> str:
+                      device: str = 'auto') -> str:
     """The backend actually used for these options (``auto`` resolved), as written in results tables."""
-    return face_models.build_face_models(backend, weights_dir, face_box, device).backend
+    return face_models.build_face_models(backend, weights_dir, face_box, resolve_device(device)).backend

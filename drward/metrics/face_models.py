@@ -190,12 +190,20 @@ def build_face_models(backend: str = 'dlib', weights_dir: Optional[str] = None, 
     weights_dir = weights_dir or DEFAULT_FACEXLIB_DIR
     if backend == 'auto':
         backend = 'facexlib' if facexlib_weights_present(weights_dir) else 'dlib'
-    if backend == 'facexlib':
-        return FacexlibFaceModels(weights_dir, face_box, device)
-    return DlibFaceModels(face_box)
+    models = FacexlibFaceModels(weights_dir, face_box, device) if backend == 'facexlib' else DlibFaceModels(face_box)
+    _built.append(models)
+    return models
 
 
 _default_models: Optional[FaceModels] = None
+_built: list = []  # every FaceModels build_face_models made (its lru_cache cannot be listed)
+
+
+def cached_face_models() -> list:
+    """The models :func:`build_face_models` holds in its cache now."""
+    if build_face_models.cache_info().currsize == 0:
+        _built.clear()
+    return list(_built)
 
 
 def configure_face_models(backend: str = 'dlib', weights_dir: Optional[str] = None, face_box: str = 'detect',

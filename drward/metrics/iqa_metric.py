@@ -26,20 +26,13 @@ import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 
 from drward.losses.lpips_loss import BACKBONE_FILES, LPIPSLoss
-from drward.metrics.metric_utils import bgr_to_tensor, built_once, check_better
+from drward.metrics.metric_utils import bgr_to_tensor, built_once, check_better, resolve_device  # noqa: F401
 from drward.metrics.pyiqa_weights import create_pyiqa_metric, default_weights_dir, local_weights, require_metric_files
 from drward.utils.options import check_keys
 from drward.utils.registry import register, register_object
 
 LPIPS_NETS = ('alex', 'vgg')
 FID_FFHQ = 'ffhq'
-
-
-def resolve_device(device: str) -> str:
-    """``'auto'`` → ``'cuda'`` when available, else ``'cpu'``."""
-    if device == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    return device
 
 
 def _lpips_model(net: str, weights_dir: str, device: str, random_backbone: bool):

@@ -30,6 +30,30 @@ def clear_built_metrics() -> None:
     _BUILT.clear()
 
 
+def resolve_device(device: str) -> str:
+    """A metric's ``device`` option: ``'auto'`` (the default) → ``'cuda'`` when available (the run's GPU), else
+    ``'cpu'``."""
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return device
+
+
+def release_gpu_metrics() -> int:
+    """Forget the cached metric models built on a GPU (after a validation: they would hold GPU memory through the
+    training steps until the next one; rebuilt then, from disk). Returns how many were released."""
+    from drward.metrics import face_models
+    gone = [key for key in _BUILT if '"cuda' in key[1]]
+    for key in gone:
+        del _BUILT[key]
+    face_built = [m for m in face_models.cached_face_models() if str(getattr(m, 'device', 'cpu')).startswith('cuda')]
+    if face_built:
+        face_models.build_face_models.cache_clear()
+        gone += face_built
+    if gone and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return len(gone)
+
+
 def bgr_to_rgb(img: np.ndarray) -> np.ndarray:
     """HWC BGR (BasicSR's convention) → contiguous HWC RGB uint8; grey images are replicated to three channels."""
     img = np.asarray(img)

@@ -26,7 +26,7 @@ the backward would save little. ``shard_optimizer_states`` splits its AdamW stat
 from __future__ import annotations
 
 import os.path as osp
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import Callable, ContextManager, Dict, Mapping, Optional, Sequence
 
 import torch
@@ -35,11 +35,12 @@ from basicsr.utils import get_root_logger
 
 from drward.archs.frm_arch import FaceRewardModel, save_frm
 from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
+from drward.models.state_offload import StateOffload
 from drward.utils.distributed import average_gradients, broadcast_module_
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import check_keys
 
-FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim')
+FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim', 'offload')
 #: The authors' dynamic-update optimiser (their training script).
 OFFICIAL_FRM_OPTIM = {'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35}
 
@@ -51,14 +52,19 @@ class DynamicFRMUpdate:
         frm: the shared FRM (``RewardLoss.frm``); its unlocked parameters are trained in place.
         opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0 or
             ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
-            ``optim`` (:data:`OFFICIAL_FRM_OPTIM`).
+            ``optim`` (:data:`OFFICIAL_FRM_OPTIM`), ``offload`` (false; true: the AdamW states live in host memory
+            between updates, :mod:`~drward.models.state_offload`; meant for CUDA, where it frees 2 × the unlocked
+            weights of GPU memory during the generator steps).
         owner: the model's name, for messages.
         autocast: a context-manager factory the preference step runs under (the owner's mixed precision).
         shard: split the AdamW states across the ranks (``ZeroRedundancyOptimizer``; one process: ignored).
+        idle_optimizers: with ``offload``, optimisers (the generator's) whose states go to host memory while the
+            update runs.
     """
 
     def __init__(self, frm: FaceRewardModel, opt: Optional[Mapping] = None, owner: str = 'model',
-                 autocast: Callable[[], ContextManager] = nullcontext, shard: bool = False):
+                 autocast: Callable[[], ContextManager] = nullcontext, shard: bool = False,
+                 idle_optimizers: Sequence[torch.optim.Optimizer] = ()):
         opt = dict(opt or {})
         check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
         self.frm, self.owner, self.autocast = frm, owner, autocast
@@ -68,6 +74,8 @@ class DynamicFRMUpdate:
                                 'reduction': opt.get('reduction', 'sum')})
         broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
         self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM, shard=shard)
+        self.offload = StateOffload(self.optimizer, bool(opt.get('offload', False)))
+        self.idle = [StateOffload(o, self.offload.enabled, resident_on_host=False) for o in idle_optimizers]
         self.updates = 0
         self.skipped = 0
 
@@ -84,7 +92,11 @@ class DynamicFRMUpdate:
         restored = restored.detach().float().clamp(0, 1)
         self.frm.release_compute_cache()  # stale after this step: not held beside the gradients and AdamW states
         labels = torch.ones(restored.shape[0], dtype=torch.long, device=restored.device)
-        with self.autocast():
+        with ExitStack() as stack:
+            for idle in self.idle:
+                stack.enter_context(idle.swapped_out())
+            stack.enter_context(self.offload.on_device())
+            stack.enter_context(self.autocast())
             stats = preference_step(self.frm, self.optimizer, self.loss, restored, gt.detach(), list(captions),
                                     labels, grad_clip=self.grad_clip, after_backward=self._combine_gradients)
         if stats.pop('frm_skipped', 0.0):  # a non-finite loss or gradient: nothing was stepped

@@ -55,6 +55,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
+from drward.models.batched_prefix import BATCHED_PREFIX_KEYS, BatchedPrefix
 from drward.models.dynamic_frm import DynamicFRMUpdate
 from drward.models.hack_monitor import HackMonitor
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
@@ -64,15 +65,30 @@ from drward.utils.curves import CurveRecorder
 from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
+from drward.utils.precision_check import bf16_advice
 from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update', 'hack_monitor', 'shard_optimizer_states')
+              'frm_update', 'hack_monitor', 'shard_optimizer_states') + BATCHED_PREFIX_KEYS
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
 TERMS = (('l_reg', 'reg_opt'), ('l_dwt', 'dwt_opt'), ('l_reward', 'reward_opt'), ('l_lpips', 'lpips_opt'))
+
+
+def micro_batch_means(entries: List[Tuple[str, object]], count: int) -> Dict[str, float]:
+    """The log of a step: tensor entries averaged over the ``count`` micro-batches, read from the device with one
+    ``.tolist()`` (one synchronisation, not one per value); float entries (the sampler's info) the last one's."""
+    tensors = [value for _, value in entries if isinstance(value, torch.Tensor)]
+    values = iter(torch.stack(tensors).tolist()) if tensors else iter(())
+    log: Dict[str, float] = OrderedDict()
+    for name, value in entries:
+        if isinstance(value, torch.Tensor):
+            log[name] = log.get(name, 0.0) + next(values) / count
+        else:
+            log[name] = float(value)
+    return log
 
 
 def _split(batch_size: int, accum: int) -> List[slice]:
@@ -119,6 +135,10 @@ class ReFLModel(ResumableStateMixin, BaseModel):
             raise OptionError(f"ReFLModel: train.mixed_precision must be one of {sorted(AUTOCAST_DTYPES)}, "
                               f"got {precision!r}")
         self.autocast_dtype = AUTOCAST_DTYPES[precision]
+        advice = bf16_advice(self.device) if precision == 'bf16' or getattr(self.net_g, 'weight_dtype', None) == \
+            torch.bfloat16 else None
+        if advice:  # pre-Ampere GPUs emulate bf16: say so before hours of slow training
+            get_root_logger().warning(f'ReFLModel: {advice}')
         self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
                          for term, key in TERMS}
         self.frm = self.criteria['l_reward'].frm
@@ -134,11 +154,12 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                                           **optim_g)
         self.optimizers.append(self.optimizer_g)
         self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast,
-                                           shard=shard)
+                                           shard=shard, idle_optimizers=[self.optimizer_g])
         self.frm_update.resume(self.opt['path'])
         self.optimizer_frm = self.frm_update.optimizer
         self.optimizers.append(self.optimizer_frm)
         self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), 'ReFLModel', self.opt.get('logger'))
+        self.batched_prefix = BatchedPrefix(train_opt, self.net_g)  # train.batched_prefix: one prefix for all chunks
         if train_opt.get('scheduler'):
             self.setup_schedulers()
         self.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
@@ -216,28 +237,27 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         """Forward and backward of every micro-batch (DDP all-reduces the gradient sum at the last one); the
         per-micro-batch mean of the logged terms and the restored images in [0, 1]. None when a loss is not finite
         on some rank: then every rank skips the step."""
-        log: Dict[str, float] = OrderedDict()
+        entries: List[Tuple[str, object]] = []  # (name, value) in log order; tensors read with one .tolist()
         restored = []
+        with self._autocast():
+            prefixes = self.batched_prefix.run(self.lq, chunks, self.grad_steps, self.generator)
         for index, chunk in enumerate(chunks):
             captions = self.captions[chunk] if self.captions is not None else None
             with sync_on_last(self.net_g_train, index, len(chunks)):
                 with self._autocast():
                     out = self.net_g_train(self.lq[chunk], captions, grad_steps=self.grad_steps,
-                                           generator=self.generator)
+                                           generator=self.generator, **prefixes[index])
                     terms = self.generator_terms(out, self.gt[chunk], captions)
                     total = sum(terms.values())
                 if not all_ranks_agree(bool(torch.isfinite(total))):
                     self._skip_step(current_iter, terms)
                     return None
                 (total / divisor).backward()
-            for name, value in list(terms.items()) + [('l_total', total)]:
-                log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
-            log['reward_restored'] = log.get('reward_restored', 0.0) + float(
-                self.criteria['l_reward'].last_reward.mean()) / len(chunks)
+            entries += [(name, value.detach().float()) for name, value in list(terms.items()) + [('l_total', total)]]
+            entries.append(('reward_restored', self.criteria['l_reward'].last_reward.detach().float().mean()))
             restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
-            for key, value in out.info.items():
-                log[key] = float(value)
-        return log, torch.cat(restored)
+            entries += [(key, float(value)) for key, value in out.info.items()]
+        return micro_batch_means(entries, len(chunks)), torch.cat(restored)
 
     def _captions(self, n: int) -> List[str]:
         return self.criteria['l_reward'].captions_for(n, self.captions)

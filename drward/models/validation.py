@@ -19,6 +19,7 @@ from basicsr.metrics import calculate_metric
 from basicsr.utils import get_root_logger, imwrite, tensor2img
 
 from drward.archs.restorer import restore_seeded
+from drward.metrics.metric_utils import release_gpu_metrics
 from drward.models.hack_monitor import HackStats
 
 
@@ -66,6 +67,7 @@ class RestorationValidator:
             results.update(hack.result())
             m.hack_monitor.check(results, current_iter, stream=f'val/{dataset}')
         log_validation(dataset, current_iter, results, tb_logger)
+        release_gpu_metrics()  # metric models built on the GPU would hold its memory through the training steps
         return results
 
 

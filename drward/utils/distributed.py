@@ -20,11 +20,12 @@ import datetime
 import os
 import subprocess
 from contextlib import contextmanager
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.autograd.graph import increment_version
 
 from drward.utils.options import check_keys
@@ -32,6 +33,9 @@ from drward.utils.options import check_keys
 DIST_PARAMS_KEYS = ('backend', 'timeout_minutes', 'port')
 #: How the next :func:`init_dist` starts the group; set from the option file by :func:`configure`.
 _SETTINGS: Dict[str, Any] = {'device': 'cpu', 'dist_params': {}}
+
+#: The gradient bucket of :func:`average_gradients` (DDP's default bucket size).
+BUCKET_BYTES = 25 * 2 ** 20
 
 
 # ---------------------------------------------------------------------------------------------------- start
@@ -139,12 +143,32 @@ def average_gradients(parameters: Iterable[torch.Tensor], scale: float = 1.0) ->
     if not is_dist():
         return
     grads = [p.grad for p in parameters if p.grad is not None]
-    handles = [dist.all_reduce(g, async_op=True) for g in grads]
-    for handle in handles:
-        handle.wait()
     factor = scale / world_size()
-    for g in grads:
-        g.mul_(factor)
+    for bucket in gradient_buckets(grads):  # one collective per ~25 MiB bucket, not one per tensor
+        flat = _flatten_dense_tensors(bucket)
+        dist.all_reduce(flat)
+        flat.mul_(factor)
+        for grad, reduced in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+            grad.copy_(reduced)
+
+
+def gradient_buckets(tensors: Sequence[torch.Tensor], bucket_bytes: int = BUCKET_BYTES) -> List[List[torch.Tensor]]:
+    """``tensors`` in order, grouped into buckets of one device and dtype of at most ``bucket_bytes`` (a tensor
+    larger than that alone), as DDP buckets its gradients: hundreds of all-reduces become a few."""
+    buckets: List[List[torch.Tensor]] = []
+    size = 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        last = buckets[-1] if buckets else None
+        fits = last is not None and size + nbytes <= bucket_bytes and last[0].dtype == tensor.dtype and \
+            last[0].device == tensor.device
+        if fits:
+            last.append(tensor)
+            size += nbytes
+        else:
+            buckets.append([tensor])
+            size = nbytes
+    return buckets
 
 
 def mark_changed(tensors: Iterable[torch.Tensor]) -> None:
