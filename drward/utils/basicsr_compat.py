@@ -22,6 +22,10 @@ Multi-process runs (``--launcher pytorch`` / ``slurm``): BasicSR's ``init_dist``
 place. ``--auto_resume`` searches on rank 0 and every rank loads the state rank 0 chose; the datasets are built by
 rank 0 first (a dataset may write shared files, such as the demo faces), then by the others.
 
+BasicSR's ``MessageLogger`` estimates the time left as ``mean · (total − iter − 1)``, one iteration short, which
+prints ``eta: -1 day, 23:59:59`` on the last iteration; :class:`EtaMessageLogger` counts the iterations left as
+``total − iter`` (0 s on the last one).
+
 BasicSR's logger must not be created before its pipeline does so (it would lose its log file), so the resume
 search's warnings are logged when the data loaders are built, right after.
 """
@@ -34,7 +38,7 @@ from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
-from basicsr.utils import check_resume
+from basicsr.utils import MessageLogger, check_resume
 
 from drward.data.resumable_sampler import ResumableSampler
 from drward.utils import distributed
@@ -125,6 +129,18 @@ def _start_where_resumed(sampler: ResumableSampler, loader, logger) -> None:
     logger.info(f'resume: epoch {epoch} continues after its first {done // loader.batch_size} batches')
 
 
+class EtaMessageLogger(MessageLogger):
+    """BasicSR's progress line with the time left counted from ``total_iter − iter`` iterations, never negative.
+
+    BasicSR computes ``eta = mean · (max_iters − iter − 1)``: with ``max_iters`` one past the last iteration that
+    reads ``mean · (total_iter − iter)``, which is 0 on the last iteration instead of minus one iteration.
+    """
+
+    def __init__(self, opt: dict, start_iter: int = 1, tb_logger=None):
+        super().__init__(opt, start_iter, tb_logger)
+        self.max_iters = opt['train']['total_iter'] + 1
+
+
 def native_fused_leaky_relu(input: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
                             scale: float = 2 ** 0.5) -> torch.Tensor:
     """``scale · leaky_relu(input + bias, negative_slope)``, ``bias`` of shape (C,) added along dim 1."""
@@ -166,7 +182,7 @@ _BASICSR: Dict[str, Any] = {}
 
 def install() -> None:
     """Route BasicSR's train pipeline through :func:`load_resume_state` and :func:`create_train_val_dataloader`,
-    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, pass optimiser betas as
+    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, print a sane ETA, pass optimiser betas as
     floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
     import basicsr.train
     import basicsr.utils.options
@@ -174,10 +190,11 @@ def install() -> None:
     _BASICSR.setdefault('create_train_val_dataloader', basicsr.train.create_train_val_dataloader)
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.train.MessageLogger = EtaMessageLogger
     basicsr.utils.options.init_dist = distributed.init_dist  # parse_options calls it by this name
     BaseModel.get_optimizer = float_betas(BaseModel.get_optimizer)
     use_native_fused_leaky_relu()
 
 
-__all__: List[str] = ['load_resume_state', 'create_train_val_dataloader', 'native_fused_leaky_relu', 'float_betas',
-                       'install']
+__all__: List[str] = ['load_resume_state', 'create_train_val_dataloader', 'EtaMessageLogger', 'native_fused_leaky_relu',
+                       'float_betas', 'install']
