@@ -26,6 +26,9 @@ BasicSR's ``MessageLogger`` estimates the time left as ``mean · (total − iter
 prints ``eta: -1 day, 23:59:59`` on the last iteration; :class:`EtaMessageLogger` counts the iterations left as
 ``total − iter`` (0 s on the last one).
 
+The model the train pipeline builds is watched for preemption (:func:`build_watched_model`,
+:mod:`drward.utils.preemption`): SIGTERM / SIGUSR1 save the iteration in progress and exit with status 75.
+
 BasicSR's logger must not be created before its pipeline does so (it would lose its log file), so the resume
 search's warnings are logged when the data loaders are built, right after.
 """
@@ -41,10 +44,10 @@ import torch.nn.functional as F
 from basicsr.utils import MessageLogger, check_resume
 
 from drward.data.resumable_sampler import ResumableSampler
-from drward.utils import distributed
+from drward.utils import distributed, preemption
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 
-_PENDING: Dict[str, Any] = {'notes': [], 'resume': None}
+_PENDING: Dict[str, Any] = {'notes': [], 'resume': None, 'sampler': None}
 
 
 def _location() -> str:
@@ -95,6 +98,7 @@ def create_train_val_dataloader(opt: dict, logger):
         loader = basicsr.train.build_dataloader(sampler.dataset, opt['datasets']['train'], num_gpu=opt['num_gpu'],
                                                 dist=opt['dist'], sampler=resumable, seed=opt['manual_seed'])
         loader.generator = resumable.loader_generator
+        _PENDING['sampler'] = resumable  # its epoch goes into a preemption's state
         start_cpu_workers_from_fork_server(loader, opt, logger)
         _start_where_resumed(resumable, loader, logger)
         result[0], result[1] = loader, resumable
@@ -141,6 +145,15 @@ class EtaMessageLogger(MessageLogger):
         self.max_iters = opt['train']['total_iter'] + 1
 
 
+def build_watched_model(opt: dict):
+    """BasicSR's ``build_model``, the model then watched for SIGTERM / SIGUSR1 (:func:`preemption.watch`)."""
+    from basicsr.utils import get_root_logger
+    model = _BASICSR['build_model'](opt)
+    sampler = _PENDING['sampler']
+    preemption.watch(model, lambda: sampler.epoch if sampler is not None else 0, get_root_logger().info)
+    return model
+
+
 def native_fused_leaky_relu(input: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
                             scale: float = 2 ** 0.5) -> torch.Tensor:
     """``scale · leaky_relu(input + bias, negative_slope)``, ``bias`` of shape (C,) added along dim 1."""
@@ -182,12 +195,15 @@ _BASICSR: Dict[str, Any] = {}
 
 def install() -> None:
     """Route BasicSR's train pipeline through :func:`load_resume_state` and :func:`create_train_val_dataloader`,
-    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, print a sane ETA, pass optimiser betas as
+    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, print a sane ETA, save and
+    exit on SIGTERM / SIGUSR1 (:func:`build_watched_model`), pass optimiser betas as
     floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
     import basicsr.train
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     _BASICSR.setdefault('create_train_val_dataloader', basicsr.train.create_train_val_dataloader)
+    _BASICSR.setdefault('build_model', basicsr.train.build_model)
+    basicsr.train.build_model = build_watched_model
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.train.MessageLogger = EtaMessageLogger
