@@ -143,6 +143,18 @@ def test_the_memory_budget_counts_the_shares_zero_gives_each_rank(runs):
         assert results['shares'] == [shares[rank] for shares in counted]
 
 
+def test_validation_runs_on_every_ranks_share_and_rank_zero_gets_the_one_process_table(runs):
+    rank0, rank1 = runs['ranks']
+    one = rank0['val_one']
+    assert set(one) >= {'reward_restored', 'reward_gt', 'hack_reward_gap', 'hack_hf_ratio'}
+    for ranks_table in (rank0['val'], rank1['val']):  # every rank returns the whole table
+        assert ranks_table.keys() == one.keys()
+        for key, value in one.items():
+            # each face restored with the same kernels from the same seed on whichever rank; only the float64 sum
+            # over the faces runs in another order: a few ulps of float64
+            assert ranks_table[key] == pytest.approx(value, rel=4 * torch.finfo(torch.float64).eps), key
+
+
 def files_under(folder):
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, names in os.walk(folder) for f in names)
 
@@ -153,6 +165,7 @@ def test_only_rank_zero_writes_and_its_state_holds_every_ranks_random_streams(ru
     written = files_under(root / 'rank0')
     for expected in ('plain/refl/models/net_g_3.safetensors', 'plain/refl/models/net_frm_3.pth',
                      'plain/refl/training_states/3.state', 'plain/refl/visualization/val_faces/0000_3.png',
+                     'plain/refl/visualization/val_faces/0001_3.png',  # rank 1's face, written by rank 0
                      'sharded/refl/training_states/3.state', 'frm/models/net_frm_3.pth',
                      'frm/training_states/3.state'):
         assert expected in written
