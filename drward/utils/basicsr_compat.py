@@ -26,8 +26,10 @@ BasicSR's ``MessageLogger`` estimates the time left as ``mean · (total − iter
 prints ``eta: -1 day, 23:59:59`` on the last iteration; :class:`EtaMessageLogger` counts the iterations left as
 ``total − iter`` (0 s on the last one).
 
-The model the train pipeline builds is watched for preemption (:func:`build_watched_model`,
-:mod:`drward.utils.preemption`): SIGTERM / SIGUSR1 save the iteration in progress and exit with status 75.
+The train pipeline's model is built by :func:`build_training_model`: first the option file's ``deterministic``
+setting is applied (:mod:`drward.utils.determinism`; BasicSR turned cuDNN benchmark on just before), then the
+model is watched for preemption (:mod:`drward.utils.preemption`): SIGTERM / SIGUSR1 save the iteration in progress
+and exit with status 75.
 
 BasicSR's logger must not be created before its pipeline does so (it would lose its log file), so the resume
 search's warnings are logged when the data loaders are built, right after.
@@ -44,7 +46,7 @@ import torch.nn.functional as F
 from basicsr.utils import MessageLogger, check_resume
 
 from drward.data.resumable_sampler import ResumableSampler
-from drward.utils import distributed, preemption
+from drward.utils import determinism, distributed, preemption
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 
 _PENDING: Dict[str, Any] = {'notes': [], 'resume': None, 'sampler': None}
@@ -145,9 +147,12 @@ class EtaMessageLogger(MessageLogger):
         self.max_iters = opt['train']['total_iter'] + 1
 
 
-def build_watched_model(opt: dict):
-    """BasicSR's ``build_model``, the model then watched for SIGTERM / SIGUSR1 (:func:`preemption.watch`)."""
+def build_training_model(opt: dict):
+    """BasicSR's ``build_model`` after :func:`determinism.apply`; the model then watched for SIGTERM / SIGUSR1
+    (:func:`preemption.watch`)."""
     from basicsr.utils import get_root_logger
+    if determinism.apply(opt):
+        get_root_logger().info('deterministic: deterministic algorithms, cuDNN benchmark and TF32 off')
     model = _BASICSR['build_model'](opt)
     sampler = _PENDING['sampler']
     preemption.watch(model, lambda: sampler.epoch if sampler is not None else 0, get_root_logger().info)
@@ -196,14 +201,14 @@ _BASICSR: Dict[str, Any] = {}
 def install() -> None:
     """Route BasicSR's train pipeline through :func:`load_resume_state` and :func:`create_train_val_dataloader`,
     start process groups with drward's :func:`~drward.utils.distributed.init_dist`, print a sane ETA, save and
-    exit on SIGTERM / SIGUSR1 (:func:`build_watched_model`), pass optimiser betas as
+    exit on SIGTERM / SIGUSR1 (:func:`build_training_model`), pass optimiser betas as
     floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
     import basicsr.train
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     _BASICSR.setdefault('create_train_val_dataloader', basicsr.train.create_train_val_dataloader)
     _BASICSR.setdefault('build_model', basicsr.train.build_model)
-    basicsr.train.build_model = build_watched_model
+    basicsr.train.build_model = build_training_model
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
     basicsr.train.MessageLogger = EtaMessageLogger

@@ -31,6 +31,10 @@ from torch.autograd.graph import increment_version
 from drward.utils.options import check_keys
 
 DIST_PARAMS_KEYS = ('backend', 'timeout_minutes', 'port')
+#: ``dist_params.timeout_minutes`` when the option file sets none, by backend. NCCL's own default (10 min) is shorter
+#: than what a rank may wait in a collective while rank 0 writes a real-size checkpoint (a 7 GB DiffBIR state) or
+#: the ranks validate ~100 faces at ~100 s per face each; gloo's own default is 30 min.
+DEFAULT_TIMEOUT_MINUTES = {'nccl': 60.0}
 #: How the next :func:`init_dist` starts the group; set from the option file by :func:`configure`.
 _SETTINGS: Dict[str, Any] = {'device': 'cpu', 'dist_params': {}}
 
@@ -105,7 +109,7 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
     backend = backend or params.get('backend') or choose_backend(device)
     if device == 'cuda':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    timeout = params.get('timeout_minutes')
+    timeout = params.get('timeout_minutes') or DEFAULT_TIMEOUT_MINUTES.get(backend)
     dist.init_process_group(backend=backend,
                             timeout=datetime.timedelta(minutes=float(timeout)) if timeout else None)
 
