@@ -67,7 +67,8 @@ def elastic(data: str, name: str, work: str) -> dict:
                      T.train_args(name, data, '--auto_resume'), log, env=T.environment(**RESTART_ENV))
     T.signal_worker_after_first_state(run, experiment(name), signal.SIGKILL)
     status = run.wait(timeout=600)
-    return {'status': f'kill -9 rank 1 -> {status}', 'seconds': time.time() - start, 'resumed': resumed_at(open(log).read())}
+    return {'status': f'kill -9 rank 1 -> {status}', 'seconds': time.time() - start,
+            'resumed': resumed_at(open(log).read())}
 
 
 def preempt(data: str, name: str, work: str) -> dict:

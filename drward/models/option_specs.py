@@ -74,7 +74,8 @@ DIFFBIR_RESTORER = Section({
 OSEDIFF_RESTORER = Section({
     **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
     'reg_reference': Choice(*OSEDIFF_CHOICES['reg_reference']), 'vae_latent': Choice(*OSEDIFF_CHOICES['vae_latent']),
-    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False), 'color_fix': Choice(*OSEDIFF_CHOICES['color_fix'])},
+    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False),
+    'color_fix': Choice(*OSEDIFF_CHOICES['color_fix'])},
     also=OSEDIFF_KEYS)
 FRM_NETWORK = Section({
     'type': Text(), 'model_name': Text(), 'checkpoint': PATH, 'unlocked_image_groups': Int(0),
@@ -91,7 +92,8 @@ REWARD_LOSS = Section({'type': Text(), 'loss_weight': WEIGHT, 'mapping': Choice(
                        'fallback_caption': Text(), 'frm': FRM_LOSS_FRM, 'input_range': Choice('[-1,1]', '[0,1]')},
                       also=('reduction',))
 LOSSES = ByType({
-    'RegLoss': Section({'type': Text(), 'mode': Choice('output', 'weight'), 'loss_weight': WEIGHT}, also=('reduction',)),
+    'RegLoss': Section({'type': Text(), 'mode': Choice('output', 'weight'), 'loss_weight': WEIGHT},
+                       also=('reduction',)),
     'DWTLoss': Section({'type': Text(), 'mode': Choice('dtcwt', 'dwt'), 'levels': Int(1), 'loss_weight': WEIGHT,
                         'biort': Text(), 'qshift': Text()}, also=('reduction', 'wave', 'band_weights', 'input_range')),
     'RewardLoss': REWARD_LOSS,
@@ -99,8 +101,9 @@ LOSSES = ByType({
                                  'backbone_path': PATH, 'random_backbone': Bool()}),
     'PreferenceLoss': Section({'type': Text(), 'loss_weight': WEIGHT, 'reduction': Choice('mean', 'sum')})},
     nullable=True)
-FRM_UPDATE = Section({'every': OneOf(Int(1), Choice('never'), bad=0), 'loss_weight': WEIGHT, 'reduction': Choice('mean', 'sum'),
-                      'grad_clip': Num(0, lo_open=True, nullable=True), 'optim': ADAMW, 'enabled': Bool()},
+FRM_UPDATE = Section({'every': OneOf(Int(1), Choice('never'), bad=0), 'loss_weight': WEIGHT,
+                      'reduction': Choice('mean', 'sum'), 'grad_clip': Num(0, lo_open=True, nullable=True),
+                      'optim': ADAMW, 'enabled': Bool()},
                      also=FRM_UPDATE_KEYS)
 HACK_MONITOR = Section({'gap_threshold': Num(), 'hf_ratio_threshold': Num(0, lo_open=True), 'patience': Int(1),
                         'enabled': Bool()}, also=HACK_MONITOR_KEYS)

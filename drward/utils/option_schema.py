@@ -201,5 +201,5 @@ def validate(opt: Mapping[str, Any], schema: Spec, source: str) -> None:
             raise OptionError(f'{source}: {error}') from None
 
 
-__all__: List[str] = ['MISSING', 'Spec', 'Int', 'Num', 'Bool', 'Text', 'Choice', 'ListOf', 'OneOf', 'ANY', 'Section', 'ByType',
-                      'MapOf', 'walk', 'validate']
+__all__: List[str] = ['MISSING', 'Spec', 'Int', 'Num', 'Bool', 'Text', 'Choice', 'ListOf', 'OneOf', 'ANY', 'Section',
+                      'ByType', 'MapOf', 'walk', 'validate']
