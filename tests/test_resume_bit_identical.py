@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import torch
 import yaml
@@ -16,6 +15,7 @@ import yaml
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.preemption import EXIT_PREEMPTED
 from option_files import ROOT, run_tools_train
+from torchrun_helpers import wait_for
 
 TOTAL, EVERY = 8, 2  # 16 demo faces + 1 corrupt in batches of 3: 5 batches per epoch; states 2, 4 fall mid-epoch
 
@@ -45,12 +45,7 @@ def _start(opt_path: str, log_path) -> subprocess.Popen:
 
 def _signal_after_first_state(process: subprocess.Popen, states: str, sig=signal.SIGKILL) -> int:
     """Send ``sig`` once the first training state is written; the process's exit status."""
-    first = os.path.join(states, f'{EVERY}.state')
-    deadline = time.time() + 300
-    while not os.path.exists(first):
-        assert process.poll() is None, 'the run ended before its first checkpoint'
-        assert time.time() < deadline, 'no first checkpoint within 300 s'
-        time.sleep(0.05)
+    wait_for(os.path.join(states, f'{EVERY}.state'), process)
     process.send_signal(sig)
     return process.wait(timeout=600)
 

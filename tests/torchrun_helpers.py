@@ -12,7 +12,8 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+from option_files import ROOT
+
 TOTAL, EVERY = 6, 3
 #: One node, two processes: the README's line.
 ONE_NODE = ('--standalone', '--nproc_per_node', '2')
@@ -91,5 +92,5 @@ def max_difference(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> fl
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-__all__ = ['ROOT', 'TOTAL', 'EVERY', 'ONE_NODE', 'train_args', 'environment', 'torchrun', 'torchrun_train',
+__all__ = ['ROOT', 'TOTAL', 'EVERY', 'ONE_NODE', 'train_args', 'environment', 'torchrun', 'torchrun_train', 'wait_for',
            'worker_pids', 'signal_worker_after_first_state', 'final_weights', 'max_difference']
