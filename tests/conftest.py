@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import drward  # noqa: E402,F401  (registers everything once)
+from tolerances import THREAD_COUNTS  # noqa: E402
 
 
 @pytest.fixture
@@ -21,6 +22,16 @@ def one_thread():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=THREAD_COUNTS, ids=lambda n: f'{n}threads')
+def num_threads(request):
+    """Run a float-sensitive comparison at 1 and at 2 threads (``tolerances.THREAD_COUNTS``): a tolerance that
+    holds at one thread count only fails here, not on another machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
     torch.set_num_threads(threads)
 
 

@@ -186,6 +186,16 @@ def collective_writes_reach_caches(rank: int, sharded) -> dict:
     return {'frm_casts_fresh': fresh, 'zero_step_marks_all': all(p._version > v for p, v in zip(params, versions))}
 
 
+def one_process_validation(model) -> dict:
+    """``model``'s validation as one process runs it (every face here), inside a two-rank run."""
+    from unittest import mock
+
+    from drward.utils import distributed
+    with mock.patch.object(distributed, 'is_dist', lambda: False), \
+            mock.patch.object(distributed, 'world_size', lambda: 1), mock.patch.object(distributed, 'rank', lambda: 0):
+        return model.validator.run(val_loader(), ITERS, None, False)
+
+
 def worker(rank: int, root: str, noise: list) -> None:
     """One rank: the three runs of the module docstring; results to ``<root>/results_rank<rank>.pt``."""
     from drward.utils.safe_load import load_training_state
@@ -199,6 +209,8 @@ def worker(rank: int, root: str, noise: list) -> None:
         results['refl'] = snapshot(model)
         model.save(0, ITERS)
         model.validation(val_loader(), ITERS, None, True)
+        results['val'] = model.validator.run(val_loader(), ITERS, None, False)  # each rank its share, summed
+        results['val_one'] = one_process_validation(model) if rank == 0 else None
 
         sharded = build(refl_opt(os.path.join(mine, 'sharded'), rank, WORLD, shard=True))
         train_refl(sharded, rank_indices(rank), [states[rank] for states in noise])

@@ -7,6 +7,7 @@ from drward.archs.sd_parts import SDParts
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD
 from drward.utils.options import MissingWeightsError, OptionError
 from drward.weights import testing as T
+from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
 
 STEPS = 8  # a short chain keeps these tests fast; the gradient window logic does not depend on K
 
@@ -154,7 +155,7 @@ def test_empty_prompt_context_is_computed_once(restorer):
     assert len(calls) <= 1
 
 
-def test_gradient_checkpointing_covers_decoder_unet_controlnet_and_keeps_gradients():
+def test_gradient_checkpointing_covers_decoder_unet_controlnet_and_keeps_gradients(num_threads):
     grads = []
     for enabled in (False, True):
         restorer = DiffBIRRestorer(tiny=True, num_steps=STEPS, gradient_checkpointing=enabled).train()
@@ -163,8 +164,11 @@ def test_gradient_checkpointing_covers_decoder_unet_controlnet_and_keeps_gradien
         assert restorer.controlnet.down_blocks[0].gradient_checkpointing == enabled
         restorer.restore(_lq(batch=1), grad_steps=1, generator=_gen()).image.sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in restorer.trainable_parameters()]))
-    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass, relative
+    # to the gradients' own size (TINY_SD_GRAD_RTOL); an element near zero sums terms as large as the largest
+    # gradient element, so its last reduction rounds on that scale (atol)
+    atol = rounding_tol(TINY_SD_WIDEST, float(grads[0].abs().max()))
+    assert torch.allclose(grads[0], grads[1], rtol=TINY_SD_GRAD_RTOL, atol=atol)
 
 
 def test_control_scales_scale_the_residuals():

@@ -74,3 +74,20 @@ def test_composite_loss_writes_its_terms_every_n_calls():
                      'CompositeLoss terms (call 4): L1Loss 1.0000e+00, MSELoss 5.0000e-01']
     with pytest.raises(ValueError, match='log_every must be >= 0'):
         build_loss({'type': 'CompositeLoss', 'log_every': -1, 'losses': [{'type': 'L1Loss'}]})
+
+
+def test_progress_line_eta_is_zero_on_the_last_iteration_not_minus_one_day(monkeypatch, caplog):
+    import basicsr.train
+    import basicsr.utils.logger as basicsr_logger
+    basicsr_compat.install()
+    assert basicsr.train.MessageLogger is basicsr_compat.EtaMessageLogger
+    clock = iter([100.0, 110.0, 120.0])  # start; iteration 1 logged 10 s in; the last one (2) 20 s in
+    monkeypatch.setattr(basicsr_logger.time, 'time', lambda: next(clock))
+    opt = {'name': 'eta', 'logger': {'print_freq': 1, 'use_tb_logger': False}, 'train': {'total_iter': 2}}
+    logger = basicsr_compat.EtaMessageLogger(opt, start_iter=0)
+    messages = []
+    monkeypatch.setattr(logger.logger, 'info', messages.append)
+    for it in (1, 2):
+        logger({'epoch': 0, 'iter': it, 'lrs': [1e-4], 'time': 10.0, 'data_time': 0.0})
+    assert '[eta: 0:00:05, ' in messages[0]  # one iteration left at BasicSR's mean (10 s over its count of 2)
+    assert '[eta: 0:00:00, ' in messages[1]  # BasicSR's own: '-1 day, 23:59:50'

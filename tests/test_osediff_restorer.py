@@ -18,6 +18,7 @@ from drward.weights import testing as T
 from drward.weights.common import ConversionError
 from drward.weights.osediff import osediff_checkpoint_dict, read_lora_file, save_lora_safetensors
 from option_files import load_option_file
+from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -211,7 +212,7 @@ def test_inference_output_is_clamped_and_colour_fixed_at_the_input_size(plain, r
     assert not out_fixed.image.requires_grad and out_fixed.reg_pairs == []
 
 
-def test_gradient_checkpointing_keeps_the_gradients():
+def test_gradient_checkpointing_keeps_the_gradients(num_threads):
     restorer, grads = OSEDiffRestorer(tiny=True).train(), []
     for enabled in (False, True):
         restorer.set_gradient_checkpointing(enabled)
@@ -221,8 +222,11 @@ def test_gradient_checkpointing_keeps_the_gradients():
         grads.append(torch.cat([p.grad.flatten() for p in restorer.trainable_parameters()]))
         for parameter in restorer.trainable_parameters():
             parameter.grad = None
-    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass
-    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    # checkpointing recomputes the activations inside backward: float32 rounding over the backward pass, relative
+    # to the gradients' own size (TINY_SD_GRAD_RTOL); an element near zero sums terms as large as the largest
+    # gradient element, so its last reduction rounds on that scale (atol)
+    atol = rounding_tol(TINY_SD_WIDEST, float(grads[0].abs().max()))
+    assert torch.allclose(grads[0], grads[1], rtol=TINY_SD_GRAD_RTOL, atol=atol)
     assert OSEDiffRestorer(tiny=True, gradient_checkpointing=True).sd.vae.decoder.gradient_checkpointing
 
 

@@ -283,8 +283,9 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.curves.validation(current_iter, dataloader.dataset.opt['name'], results)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        results = self.validator.run(dataloader, current_iter, tb_logger, save_img)  # each rank its share
         if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+            self.curves.validation(current_iter, dataloader.dataset.opt['name'], results)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def _model_path(self, label: str, current_iter: int, ext: str = '.pth') -> str:

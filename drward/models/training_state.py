@@ -5,7 +5,8 @@ from that is not the run that was interrupted: the random streams start afresh. 
 (put it before ``BaseModel`` in a model's bases) also stores
 
 * ``random[rank]``: the model's own generators (:meth:`~ResumableStateMixin.random_generators`, e.g. ReFL's
-  sampling generator) and the process-wide ones (torch CPU and CUDA, numpy, Python ``random``), keyed by the
+  sampling generator) and the process-wide ones (torch CPU, this rank's own CUDA device, numpy, Python
+  ``random``), keyed by the
   process rank: in a multi-process run rank 0 gathers every rank's streams into its file, and each rank takes
   its own back on resume (a rank the file lacks, in a run resumed on more processes, warns and draws afresh);
 * ``manual_seed``: the seed the data order and degradations are keyed by (see ``drward.data.resumable_sampler``);
@@ -37,7 +38,9 @@ def capture_random_state(generators: Mapping[str, torch.Generator]) -> Dict[str,
              'numpy': (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
              'python': random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
+        # this rank's device only: get_rng_state_all() holds one entry per *visible* GPU, and a run resumed where
+        # fewer are visible (one GPU per SLURM task, a smaller node) could not put them back
+        state['cuda_device'] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -54,8 +57,22 @@ def restore_random_state(state: Mapping[str, Any], generators: Mapping[str, torc
     kind, keys, pos, has_gauss, cached = state['numpy']
     np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(_as_tuples(state['python']))
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+    if torch.cuda.is_available():
+        _restore_cuda_state(state)
+
+
+def _restore_cuda_state(state: Mapping[str, Any]) -> None:
+    """This rank's CUDA generator from ``cuda_device``; from an older file's ``cuda`` list (one per GPU visible to
+    the writer) the entry of this process's device, when the writer saw that many GPUs (else a warning)."""
+    device = torch.cuda.current_device()
+    if 'cuda_device' in state:
+        torch.cuda.set_rng_state(state['cuda_device'].cpu(), device)
+    elif 'cuda' in state:
+        if device < len(state['cuda']):
+            torch.cuda.set_rng_state(state['cuda'][device].cpu(), device)
+        else:
+            get_root_logger().warning(f'training state: no CUDA random state for device {device} (the writer saw '
+                                      f'{len(state["cuda"])} GPUs); CUDA draws afresh')
 
 
 def _as_tuples(value):

@@ -5,6 +5,11 @@ Metrics come from the option file's ``val.metrics`` (BasicSR's METRIC_REGISTRY, 
 ``reward_restored`` / ``reward_gt`` (mean FRM cosine) and the reward-hacking monitor's ``hack_reward_gap`` /
 ``hack_hf_ratio`` (:mod:`drward.models.hack_monitor`) are added whenever the model holds an FRM; the monitor's
 thresholds are checked on them (stream ``val/<dataset>``).
+
+In a multi-process run every rank restores its share of the faces (face ``i`` on rank ``i mod world``, seeded by
+``i`` as in one process) and rank 0 sums every rank's sums: the table equals one process's up to the order of the
+float sums, and no rank waits idle in the next step's collective while rank 0 alone validates (NCCL's timeout).
+Rank 0 alone writes images, logs and checks the monitor; every rank returns the whole table.
 """
 from __future__ import annotations
 
@@ -21,19 +26,30 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from drward.archs.restorer import restore_seeded
 from drward.metrics.metric_utils import release_gpu_metrics
 from drward.models.hack_monitor import HackStats
+from drward.utils import distributed
 
 
 class RestorationValidator:
     def __init__(self, model) -> None:
         self.model = model
 
-    def _save_grid(self, dataset: str, name: str, current_iter: int, restored: torch.Tensor) -> None:
+    def _grid(self, restored: torch.Tensor):
+        """LQ | restored | GT side by side, as an 8-bit BGR image."""
         m = self.model
         panels = [m.lq, restored] + ([m.gt] if m.gt is not None else [])
-        grid = torch.cat([p.detach().float().cpu() for p in panels], dim=-1)  # LQ | restored | GT side by side
-        folder = osp.join(m.opt['path']['visualization'], dataset)
+        grid = torch.cat([p.detach().float().cpu() for p in panels], dim=-1)
+        return tensor2img(list(grid), rgb2bgr=True)
+
+    def _write_grids(self, dataset: str, current_iter: int, grids: list) -> None:
+        """Rank 0 writes every rank's ``(name, image)`` grids (one gather per round of ``world`` faces)."""
+        gathered = distributed.gather_by_rank(grids)
+        if distributed.rank() != 0:
+            return
+        folder = osp.join(self.model.opt['path']['visualization'], dataset)
         os.makedirs(folder, exist_ok=True)
-        imwrite(tensor2img(list(grid), rgb2bgr=True), osp.join(folder, f'{name}_{current_iter}.png'))
+        for rank in sorted(gathered):
+            for name, image in gathered[rank]:
+                imwrite(image, osp.join(folder, f'{name}_{current_iter}.png'))
 
     def run(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> Dict[str, float]:
         m = self.model
@@ -45,12 +61,19 @@ class RestorationValidator:
         hack = HackStats() if m.frm is not None else None
         was_training = m.net_g.training
         m.net_g.eval()
+        rank, world = distributed.rank(), distributed.world_size()
+        grids = []
         for idx, data in enumerate(dataloader):
+            if save_img and idx and idx % world == 0:  # a round of world faces done: every rank is here
+                self._write_grids(dataset, current_iter, grids)
+                grids = []
+            if idx % world != rank:  # another rank's face
+                continue
             m.feed_data(data)
             restored = restore_seeded(m.net_g, m.lq, m.captions, int(val_opt.get('seed', 0)) + idx)
             stem = osp.splitext(osp.basename(data['lq_path'][0]))[0] if 'lq_path' in data else f'{idx:04d}'
             if save_img:
-                self._save_grid(dataset, stem, current_iter, restored)
+                grids.append((stem, self._grid(restored)))
             for b in range(restored.shape[0]):
                 if m.gt is not None:
                     pair = {'img': tensor2img(restored[b]), 'img2': tensor2img(m.gt[b])}
@@ -60,15 +83,32 @@ class RestorationValidator:
             if hack is not None and m.gt is not None:
                 captions = m.criteria['l_reward'].captions_for(restored.shape[0], m.captions)
                 hack.add(m.frm, m.hack_monitor.hf, restored, m.gt, captions)
+        if save_img:
+            self._write_grids(dataset, current_iter, grids)
         if was_training:
             m.net_g.train()
+        sums, count = sum_over_ranks(sums, count, hack)
         results = OrderedDict((k, v / max(count, 1)) for k, v in sums.items())
         if hack is not None and hack.count:
             results.update(hack.result())
-            m.hack_monitor.check(results, current_iter, stream=f'val/{dataset}')
-        log_validation(dataset, current_iter, results, tb_logger)
+            if rank == 0:
+                m.hack_monitor.check(results, current_iter, stream=f'val/{dataset}')
+        if rank == 0:
+            log_validation(dataset, current_iter, results, tb_logger)
         release_gpu_metrics()  # metric models built on the GPU would hold its memory through the training steps
         return results
+
+
+def sum_over_ranks(sums: Dict[str, float], count: int, hack) -> tuple:
+    """Every rank's metric ``sums`` and ``count`` (and :class:`HackStats` sums, in place) added up, on every rank."""
+    if not distributed.is_dist():
+        return sums, count
+    shares = distributed.gather_by_rank((dict(sums), count, None if hack is None else (dict(hack.sums), hack.count)))
+    total = OrderedDict((k, sum(shares[r][0][k] for r in sorted(shares))) for k in sums)
+    if hack is not None:
+        hack.sums = OrderedDict((k, sum(shares[r][2][0][k] for r in sorted(shares))) for k in hack.sums)
+        hack.count = sum(shares[r][2][1] for r in shares)
+    return total, sum(shares[r][1] for r in shares)
 
 
 def log_validation(dataset: str, current_iter: int, results: Dict[str, float], tb_logger) -> None:

@@ -22,6 +22,15 @@ Multi-process runs (``--launcher pytorch`` / ``slurm``): BasicSR's ``init_dist``
 place. ``--auto_resume`` searches on rank 0 and every rank loads the state rank 0 chose; the datasets are built by
 rank 0 first (a dataset may write shared files, such as the demo faces), then by the others.
 
+BasicSR's ``MessageLogger`` estimates the time left as ``mean · (total − iter − 1)``, one iteration short, which
+prints ``eta: -1 day, 23:59:59`` on the last iteration; :class:`EtaMessageLogger` counts the iterations left as
+``total − iter`` (0 s on the last one).
+
+The train pipeline's model is built by :func:`build_training_model`: first the option file's ``deterministic``
+setting is applied (:mod:`drward.utils.determinism`; BasicSR turned cuDNN benchmark on just before), then the
+model is watched for preemption (:mod:`drward.utils.preemption`): SIGTERM / SIGUSR1 save the iteration in progress
+and exit with status 75.
+
 BasicSR's logger must not be created before its pipeline does so (it would lose its log file), so the resume
 search's warnings are logged when the data loaders are built, right after.
 """
@@ -34,13 +43,13 @@ from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
-from basicsr.utils import check_resume
+from basicsr.utils import MessageLogger, check_resume
 
 from drward.data.resumable_sampler import ResumableSampler
-from drward.utils import distributed
+from drward.utils import determinism, distributed, preemption
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 
-_PENDING: Dict[str, Any] = {'notes': [], 'resume': None}
+_PENDING: Dict[str, Any] = {'notes': [], 'resume': None, 'sampler': None}
 
 
 def _location() -> str:
@@ -91,6 +100,7 @@ def create_train_val_dataloader(opt: dict, logger):
         loader = basicsr.train.build_dataloader(sampler.dataset, opt['datasets']['train'], num_gpu=opt['num_gpu'],
                                                 dist=opt['dist'], sampler=resumable, seed=opt['manual_seed'])
         loader.generator = resumable.loader_generator
+        _PENDING['sampler'] = resumable  # its epoch goes into a preemption's state
         start_cpu_workers_from_fork_server(loader, opt, logger)
         _start_where_resumed(resumable, loader, logger)
         result[0], result[1] = loader, resumable
@@ -123,6 +133,30 @@ def _start_where_resumed(sampler: ResumableSampler, loader, logger) -> None:
         return
     sampler.start_at(epoch, done)
     logger.info(f'resume: epoch {epoch} continues after its first {done // loader.batch_size} batches')
+
+
+class EtaMessageLogger(MessageLogger):
+    """BasicSR's progress line with the time left counted from ``total_iter − iter`` iterations, never negative.
+
+    BasicSR computes ``eta = mean · (max_iters − iter − 1)``: with ``max_iters`` one past the last iteration that
+    reads ``mean · (total_iter − iter)``, which is 0 on the last iteration instead of minus one iteration.
+    """
+
+    def __init__(self, opt: dict, start_iter: int = 1, tb_logger=None):
+        super().__init__(opt, start_iter, tb_logger)
+        self.max_iters = opt['train']['total_iter'] + 1
+
+
+def build_training_model(opt: dict):
+    """BasicSR's ``build_model`` after :func:`determinism.apply`; the model then watched for SIGTERM / SIGUSR1
+    (:func:`preemption.watch`)."""
+    from basicsr.utils import get_root_logger
+    if determinism.apply(opt):
+        get_root_logger().info('deterministic: deterministic algorithms, cuDNN benchmark and TF32 off')
+    model = _BASICSR['build_model'](opt)
+    sampler = _PENDING['sampler']
+    preemption.watch(model, lambda: sampler.epoch if sampler is not None else 0, get_root_logger().info)
+    return model
 
 
 def native_fused_leaky_relu(input: torch.Tensor, bias: torch.Tensor, negative_slope: float = 0.2,
@@ -166,18 +200,22 @@ _BASICSR: Dict[str, Any] = {}
 
 def install() -> None:
     """Route BasicSR's train pipeline through :func:`load_resume_state` and :func:`create_train_val_dataloader`,
-    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, pass optimiser betas as
+    start process groups with drward's :func:`~drward.utils.distributed.init_dist`, print a sane ETA, save and
+    exit on SIGTERM / SIGUSR1 (:func:`build_training_model`), pass optimiser betas as
     floats, and use the native fused leaky ReLU when BasicSR's extension is not built."""
     import basicsr.train
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
     _BASICSR.setdefault('create_train_val_dataloader', basicsr.train.create_train_val_dataloader)
+    _BASICSR.setdefault('build_model', basicsr.train.build_model)
+    basicsr.train.build_model = build_training_model
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = create_train_val_dataloader
+    basicsr.train.MessageLogger = EtaMessageLogger
     basicsr.utils.options.init_dist = distributed.init_dist  # parse_options calls it by this name
     BaseModel.get_optimizer = float_betas(BaseModel.get_optimizer)
     use_native_fused_leaky_relu()
 
 
-__all__: List[str] = ['load_resume_state', 'create_train_val_dataloader', 'native_fused_leaky_relu', 'float_betas',
-                       'install']
+__all__: List[str] = ['load_resume_state', 'create_train_val_dataloader', 'EtaMessageLogger', 'native_fused_leaky_relu',
+                       'float_betas', 'install']

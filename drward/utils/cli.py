@@ -25,10 +25,21 @@ def import_host_packages(opt: Optional[dict]) -> List[str]:
     return list(names)
 
 
+def check_option_values(argv: List[str], opt: Optional[dict]) -> None:
+    """Stop with one line when the ``-opt`` file has a value of the wrong type, out of range, or a misspelt key
+    (:mod:`drward.models.option_specs`), before anything is built."""
+    from drward.models.option_specs import check_option_file
+    from drward.utils.options import OptionError
+    try:
+        check_option_file(opt, os.path.relpath(argv[argv.index('-opt') + 1]) if '-opt' in argv else 'options')
+    except OptionError as error:
+        raise SystemExit(f'option error: {error}') from None
+
+
 def prepare_basicsr_run(root: str, argv: List[str]) -> None:
-    """Resolve ``-opt`` against the caller's folder, move to the repo root, stop early on missing weight files,
-    import the option file's host packages, register drward's components, make BasicSR's resume work on the CPU
-    and its ``--launcher`` choose the process-group backend from the option file's device."""
+    """Resolve ``-opt`` against the caller's folder, move to the repo root, check the option values, stop early on
+    missing weight files, import the option file's host packages, register drward's components, make BasicSR's
+    resume work on the CPU and its ``--launcher`` choose the process-group backend from the option file's device."""
     if '-opt' in argv:
         i = argv.index('-opt') + 1
         if i < len(argv):
@@ -36,8 +47,9 @@ def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     os.chdir(root)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     from drward.utils.options import check_weights_before_run, option_file_from_argv
-    check_weights_before_run(argv)
     opt = option_file_from_argv(argv)
+    check_option_values(argv, opt)  # types, ranges and key names first: one line, nothing built
+    check_weights_before_run(argv)
     from drward.utils import distributed
     distributed.configure(opt)  # --launcher: gloo on the CPU, nccl on CUDA
     import_host_packages(opt)  # drward is already imported: its names never clash
