@@ -44,13 +44,25 @@ FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 
 OFFICIAL_FRM_OPTIM = {'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35}
 
 
+def parse_every(value, owner: str = 'model') -> int:
+    """``frm_update.every`` as an interval: a positive int, or ``0`` / ``'never'`` for no update at all (the
+    reward-hacking recipe's first phase, ``options/ablations/refl_diffbir_no_dynamic_frm.yml``)."""
+    if isinstance(value, str) and value.strip().lower() == 'never':
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner} train.frm_update.every must be a positive int, 0 or 'never', got {value!r}")
+    return value
+
+
 class DynamicFRMUpdate:
     """Preference steps of the FRM on (restored, GT) pairs, every ``every`` generator iterations.
 
     Args:
         frm: the shared FRM (``RewardLoss.frm``); its unlocked parameters are trained in place.
-        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0 or
-            ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
+        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0, ``never``
+            or ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
             ``optim`` (:data:`OFFICIAL_FRM_OPTIM`).
         owner: the model's name, for messages.
         autocast: a context-manager factory the preference step runs under (the owner's mixed precision).
@@ -62,7 +74,7 @@ class DynamicFRMUpdate:
         opt = dict(opt or {})
         check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
         self.frm, self.owner, self.autocast = frm, owner, autocast
-        self.every = int(opt.get('every', 10)) if opt.get('enabled', True) else 0
+        self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) else 0
         self.grad_clip = opt.get('grad_clip', 1.0)
         self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
                                 'reduction': opt.get('reduction', 'sum')})
