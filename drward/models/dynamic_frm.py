@@ -76,6 +76,12 @@ class DynamicFRMUpdate:
         self.frm, self.owner, self.autocast = frm, owner, autocast
         self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) else 0
         self.grad_clip = opt.get('grad_clip', 1.0)
+        optim = dict(opt.get('optim') or OFFICIAL_FRM_OPTIM)
+        #: what a resumed run compares with the saved run's (:meth:`changes_since`)
+        self.settings = {'every': self.every, 'loss_weight': float(opt.get('loss_weight', 0.1)),
+                         'reduction': str(opt.get('reduction', 'sum')),
+                         'grad_clip': float(self.grad_clip) if self.grad_clip else 0.0,
+                         'lr': float(optim.get('lr', OFFICIAL_FRM_OPTIM['lr']))}
         self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
                                 'reduction': opt.get('reduction', 'sum')})
         broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
@@ -113,6 +119,20 @@ class DynamicFRMUpdate:
     def _combine_gradients(self) -> None:
         """The global batch's gradient on every rank (nothing in one process)."""
         average_gradients(self.frm.trainable_parameters(), scale=global_batch_scale(self.loss.reduction))
+
+    def changes_since(self, saved: Optional[Mapping]) -> Optional[str]:
+        """``'train.frm_update changed: every never → 10'`` when this run's :attr:`settings` differ from ``saved`` (a
+        training state's, written by :meth:`settings`); None when equal or unknown (older states hold none).
+
+        A run may be resumed with other FRM-update settings on purpose — the reward-hacking recipe trains with
+        ``every: never`` and switches the updates on when resuming (docs/experiments.md) — so a change is reported,
+        never refused."""
+        if not saved:
+            return None
+        show = lambda key, value: 'never' if key == 'every' and not value else value
+        diffs = [f'{key} {show(key, saved[key])} → {show(key, value)}' for key, value in self.settings.items()
+                 if key in saved and saved[key] != value]
+        return f'train.frm_update changed: {", ".join(diffs)}' if diffs else None
 
     def maybe_step(self, current_iter: int, restored: torch.Tensor, gt: torch.Tensor,
                    captions: Sequence[str]) -> Dict[str, float]:

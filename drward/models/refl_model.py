@@ -60,7 +60,7 @@ from drward.models.hack_monitor import HackMonitor
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
-from drward.utils.curves import CurveRecorder
+from drward.utils.curves import CurveRecorder, switch_line
 from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
@@ -291,12 +291,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
 
     def extra_training_state(self) -> Dict[str, int]:
         return {'skipped_steps': self.skipped_steps, 'frm_updates': self.frm_update.updates,
-                'frm_skipped': self.frm_update.skipped}
+                'frm_skipped': self.frm_update.skipped, 'frm_update': dict(self.frm_update.settings)}
 
     def load_extra_training_state(self, state: Dict) -> None:
         self.skipped_steps = int(state.get('skipped_steps', self.skipped_steps))
         self.frm_update.updates = int(state.get('frm_updates', self.frm_update.updates))
         self.frm_update.skipped = int(state.get('frm_skipped', self.frm_update.skipped))
+        changed = self.frm_update.changes_since(state.get('frm_update'))
+        if changed:  # e.g. the reward-hacking recipe switching the FRM updates on: marked in training_curves.png
+            get_root_logger().warning(f'ReFLModel: {switch_line(self.resumed_iter, changed)}')
+            self.curves.switch(self.resumed_iter, changed)
 
     def load_trained(self, path: str) -> None:
         load_restorer_weights(self.net_g, path)
