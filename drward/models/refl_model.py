@@ -205,7 +205,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         if self.frm_update.due(current_iter):
             log.update(self.update_frm(restored, self.gt))
         if self.hack_monitor.due(current_iter):
-            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored))))
+            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored)),
+                                                 self.criteria['l_reward'].extra_rewards))
         log = OrderedDict(mean_over_ranks(log))  # one process: unchanged
         self.hack_monitor.check_step(log, current_iter)
         self.log_dict = log
@@ -230,7 +231,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                     self._skip_step(current_iter, terms)
                     return None
                 (total / divisor).backward()
-            for name, value in list(terms.items()) + [('l_total', total)]:
+            reward_terms = list(self.criteria['l_reward'].last_terms.items())  # multi-reward: one per reward
+            for name, value in list(terms.items()) + reward_terms + [('l_total', total)]:
                 log[name] = log.get(name, 0.0) + float(value.detach()) / len(chunks)
             log['reward_restored'] = log.get('reward_restored', 0.0) + float(
                 self.criteria['l_reward'].last_reward.mean()) / len(chunks)
