@@ -82,3 +82,10 @@ def test_cli_prints_markdown_and_writes_md_and_csv(two_runs, tmp_path, capsys):
     assert '−4.55 % ✓' in printed and out.exists() and (tmp_path / 'table.csv').exists()
     assert cli.main([str(tmp_path / 'nothing_here')]) == 2
     assert 'no *_results.json' in capsys.readouterr().err
+
+
+def test_rows_are_named_by_their_labels_when_the_folders_labels_differ(tmp_path):
+    cells = {'lmd': 1.9, 'musiq': 70.0, 'aesthetic': 5.5, 'maniqa': MISSING}
+    folders = [_results_folder(tmp_path, f'run{i}', cells, label=label) for i, label in enumerate(('full', 'no_reg'))]
+    [comparison] = compare_runs(folders, baseline='no_reg')
+    assert list(comparison.rows) == ['no_reg', 'full']

@@ -4,7 +4,8 @@
 (:meth:`~drward.metrics.report.ResultsTable.write`). This module reads them back (the CSV when a folder written by an
 older version has no JSON), lines up every method's row per dataset, and builds the paper's table:
 
-* one row per method (the folder's name; ``folder/label`` for a folder holding a compare-mode table of two rows);
+* one row per method (its ``val.label`` when the folders' labels differ, else the folder's name; ``folder/label``
+  for a folder holding a compare-mode table of two rows);
 * one column per metric, its direction in the header (↑ higher is better, ↓ lower is better);
 * each cell the value and its relative change against the baseline row, ``Δ% = 100·(v − v_base)/|v_base|``
   (:func:`~drward.metrics.report.relative_change`; the paper: LMD −4.55 %, MUSIQ +1.83 %, Aesthetic +1.80 %);
@@ -147,7 +148,13 @@ class Comparison:
 
 
 def _method_names(folders: Sequence[str], tables: Sequence[Dict[str, RunTable]]) -> List[Dict[str, str]]:
-    """Row label in each folder → method name: the folder's name, or ``folder/label`` for a two-row table."""
+    """Row label in each folder → method name: the row labels themselves when every folder holds one row and the
+    labels differ (``val.label`` in each test option file); else the folder's name, or ``folder/label`` for a
+    folder with a two-row table."""
+    labels = [list(dict.fromkeys(label for table in by_dataset.values() for label in table.rows))
+              for by_dataset in tables]
+    if all(len(group) == 1 for group in labels) and len({group[0] for group in labels}) == len(labels):
+        return [{group[0]: group[0]} for group in labels]
     names = []
     for folder, by_dataset in zip(folders, tables):
         stem = osp.basename(osp.normpath(folder))
