@@ -155,7 +155,7 @@ def phase_table(curves_path: str, switch_at: int) -> str:
         curves = TrainingCurves.from_json(json.load(handle))
     keys = ('hack_reward_gap', 'hack_hf_ratio', 'reward_restored', 'reward_gt', 'frm_acc')
     lines = [f'switches recorded: {curves.switches}', '',
-             '| value | before the switch (iter ≤ %d) | after (iter > %d) |' % (switch_at, switch_at), '|---|---:|---:|']
+             f'| value | before the switch (iter ≤ {switch_at}) | after (iter > {switch_at}) |', '|---|---:|---:|']
     for key in keys:
         series = curves.train.get(key, {})
         before = [v for i, v in series.items() if i <= switch_at]

@@ -32,7 +32,7 @@ def _results_folder(root, name, cells, label='DiffBIRRestorer', json_too=True):
 
 @pytest.fixture
 def two_runs(tmp_path):
-    # the paper's CelebA-Test numbers: DiffBIR, then DiffBIR + DiffusionReward (LMD −4.55 %, MUSIQ +1.83 %, Aes +1.80 %)
+    # the paper's CelebA-Test numbers: DiffBIR, then DiffBIR + ours (LMD −4.55 %, MUSIQ +1.83 %, Aes +1.80 %)
     base = _results_folder(tmp_path, 'diffbir', {'lmd': 1.9531, 'musiq': 73.4745, 'aesthetic': 5.7441,
                                                  'maniqa': MISSING})
     ours = _results_folder(tmp_path, 'diffbir_ours', {'lmd': 1.8642, 'musiq': 74.82, 'aesthetic': 5.8475,

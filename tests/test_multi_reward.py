@@ -34,7 +34,8 @@ def test_tiny_multi_reward_step_logs_each_reward_and_their_sum(tmp_path):
 @pytest.mark.parametrize('parent', ['refl_diffbir', 'refl_diffbir_tiny'])
 def test_multireward_option_file_is_its_parent_plus_iqa_rewards(parent):
     from option_files import read_option_file
-    base, multi = read_option_file(f'{parent}.yml'), read_option_file(f'{parent.replace("refl_diffbir", "refl_diffbir_multireward")}.yml')
+    child = parent.replace('refl_diffbir', 'refl_diffbir_multireward')
+    base, multi = read_option_file(f'{parent}.yml'), read_option_file(f'{child}.yml')
     rewards = multi['train']['reward_opt'].pop('iqa_rewards')
     assert rewards and all(r['metric'] in ('musiq', 'topiq_nr-face') for r in rewards)
     assert ('tiny' in multi['name']) == all(r.get('tiny', False) for r in rewards)

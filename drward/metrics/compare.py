@@ -111,7 +111,8 @@ class Comparison:
         return relative_change(self.rows[method][label], self.rows[self.baseline][label])
 
     def header(self) -> List[str]:
-        return ['method'] + [f'{label}{"↑" if better == "higher" else "↓"}' for label, better in self.columns.items()]
+        arrow = {'higher': '↑', 'lower': '↓'}
+        return ['method'] + [f'{label}{arrow.get(better, "")}' for label, better in self.columns.items()]
 
     def markdown_cell(self, method: str, label: str) -> str:
         value = self.rows[method][label]
@@ -135,7 +136,8 @@ class Comparison:
 
     def csv_rows(self) -> List[List[str]]:
         """``dataset, method, <metric>, <metric> Δ% …`` per method: plain values (full precision), no markup."""
-        header = ['dataset', 'method'] + [h for col in self.header()[1:] for h in (col, f'{col} Δ% vs {self.baseline}')]
+        header = ['dataset', 'method'] + [h for col in self.header()[1:]
+                                          for h in (col, f'{col} Δ% vs {self.baseline}')]
         rows = [header]
         for method, cells in self.rows.items():
             row = [self.dataset, method]
