@@ -11,6 +11,7 @@ and marks whether that is an improvement given the metric's direction (↑ highe
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -89,11 +90,22 @@ class ResultsTable:
             lines += [''] + [f'- {note}' for note in self.notes]
         return '\n'.join(lines) + '\n'
 
+    def to_json(self) -> Dict:
+        """The table's values at full precision, each column's label and direction, and the notes (what
+        ``tools/compare_runs.py`` reads)."""
+        return {'dataset': self.dataset, 'notes': list(self.notes),
+                'columns': {name: {'label': info.label, 'better': info.better} for name, info in self.columns.items()},
+                'rows': {label: {name: cells[name] if is_number(cells[name]) else str(cells[name])
+                                 for name in self.columns} for label, cells in self.rows.items()}}
+
     def write(self, folder: str, stem: Optional[str] = None) -> Dict[str, str]:
-        """Write ``<stem>.md`` and ``<stem>.csv`` (default stem: ``<dataset>_results``); returns both paths."""
+        """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` (default stem: ``<dataset>_results``); returns
+        the paths."""
         os.makedirs(folder, exist_ok=True)
         stem = stem or f'{self.dataset}_results'
-        paths = {'md': os.path.join(folder, f'{stem}.md'), 'csv': os.path.join(folder, f'{stem}.csv')}
+        paths = {ext: os.path.join(folder, f'{stem}.{ext}') for ext in ('md', 'csv', 'json')}
+        with open(paths['json'], 'w', encoding='utf-8') as handle:
+            json.dump(self.to_json(), handle, indent=1, ensure_ascii=False)
         with open(paths['md'], 'w', encoding='utf-8') as handle:
             handle.write(self.to_markdown())
         with open(paths['csv'], 'w', encoding='utf-8', newline='') as handle:

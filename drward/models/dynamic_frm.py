@@ -45,13 +45,25 @@ FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 
 OFFICIAL_FRM_OPTIM = {'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35}
 
 
+def parse_every(value, owner: str = 'model') -> int:
+    """``frm_update.every`` as an interval: a positive int, or ``0`` / ``'never'`` for no update at all (the
+    reward-hacking recipe's first phase, ``options/ablations/refl_diffbir_no_dynamic_frm.yml``)."""
+    if isinstance(value, str) and value.strip().lower() == 'never':
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{owner} train.frm_update.every must be a positive int, 0 or 'never', got {value!r}")
+    return value
+
+
 class DynamicFRMUpdate:
     """Preference steps of the FRM on (restored, GT) pairs, every ``every`` generator iterations.
 
     Args:
         frm: the shared FRM (``RewardLoss.frm``); its unlocked parameters are trained in place.
-        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0 or
-            ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
+        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0, ``never``
+            or ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
             ``optim`` (:data:`OFFICIAL_FRM_OPTIM`), ``offload`` (false; true: the AdamW states live in host memory
             between updates, :mod:`~drward.models.state_offload`; meant for CUDA, where it frees 2 × the unlocked
             weights of GPU memory during the generator steps).
@@ -68,8 +80,14 @@ class DynamicFRMUpdate:
         opt = dict(opt or {})
         check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
         self.frm, self.owner, self.autocast = frm, owner, autocast
-        self.every = int(opt.get('every', 10)) if opt.get('enabled', True) else 0
+        self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) else 0
         self.grad_clip = opt.get('grad_clip', 1.0)
+        optim = dict(opt.get('optim') or OFFICIAL_FRM_OPTIM)
+        #: what a resumed run compares with the saved run's (:meth:`changes_since`)
+        self.settings = {'every': self.every, 'loss_weight': float(opt.get('loss_weight', 0.1)),
+                         'reduction': str(opt.get('reduction', 'sum')),
+                         'grad_clip': float(self.grad_clip) if self.grad_clip else 0.0,
+                         'lr': float(optim.get('lr', OFFICIAL_FRM_OPTIM['lr']))}
         self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
                                 'reduction': opt.get('reduction', 'sum')})
         broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
@@ -113,6 +131,20 @@ class DynamicFRMUpdate:
     def _combine_gradients(self) -> None:
         """The global batch's gradient on every rank (nothing in one process)."""
         average_gradients(self.frm.trainable_parameters(), scale=global_batch_scale(self.loss.reduction))
+
+    def changes_since(self, saved: Optional[Mapping]) -> Optional[str]:
+        """``'train.frm_update changed: every never → 10'`` when this run's :attr:`settings` differ from ``saved`` (a
+        training state's, written by :meth:`settings`); None when equal or unknown (older states hold none).
+
+        A run may be resumed with other FRM-update settings on purpose — the reward-hacking recipe trains with
+        ``every: never`` and switches the updates on when resuming (docs/experiments.md) — so a change is reported,
+        never refused."""
+        if not saved:
+            return None
+        show = lambda key, value: 'never' if key == 'every' and not value else value
+        diffs = [f'{key} {show(key, saved[key])} → {show(key, value)}' for key, value in self.settings.items()
+                 if key in saved and saved[key] != value]
+        return f'train.frm_update changed: {", ".join(diffs)}' if diffs else None
 
     def maybe_step(self, current_iter: int, restored: torch.Tensor, gt: torch.Tensor,
                    captions: Sequence[str]) -> Dict[str, float]:

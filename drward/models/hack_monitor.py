@@ -23,7 +23,7 @@ logs (counted per stream: training log steps, and each validation set). Defaults
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from basicsr.utils import get_root_logger
@@ -107,15 +107,25 @@ class HackMonitor:
         #: every warning given: (iteration, stream, key, value)
         self.alarms: List[Tuple[int, str, str, float]] = []
 
-    def measure(self, frm, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str]) -> Dict[str, float]:
-        """The two ``hack_`` values of one batch under ``frm`` as it is now."""
+    def measure(self, frm, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
+                extra_rewards: Optional[Callable[[torch.Tensor], Mapping[str, torch.Tensor]]] = None
+                ) -> Dict[str, float]:
+        """The two ``hack_`` values of one batch under ``frm`` as it is now; with ``extra_rewards`` (a multi-reward
+        run's ``RewardLoss.extra_rewards``: images → per-image rewards by name, higher = better) also
+        ``hack_reward_gap_<name> = mean r_k(Î) − mean r_k(I_GT)`` for each, checked against ``gap_threshold``."""
         stats = HackStats()
         stats.add(frm, self.hf, restored, gt, captions)
-        return OrderedDict((k, v) for k, v in stats.result().items() if k.startswith('hack_'))
+        values = OrderedDict((k, v) for k, v in stats.result().items() if k.startswith('hack_'))
+        if extra_rewards is not None:
+            on_gt = extra_rewards(gt.detach().float().clamp(0, 1))
+            for name, value in extra_rewards(restored.detach().float().clamp(0, 1)).items():
+                values[f'hack_reward_gap_{name}'] = float(value.mean() - on_gt[name].mean())
+        return values
 
     def check(self, values: Mapping[str, float], current_iter: int, stream: str = 'train') -> None:
         """Count consecutive logs above threshold per (stream, value); warn when a count reaches ``patience``."""
-        for key, threshold in self.thresholds.items():
+        extra = {key: self.thresholds['hack_reward_gap'] for key in values if key.startswith('hack_reward_gap_')}
+        for key, threshold in {**self.thresholds, **extra}.items():
             if key not in values:
                 continue
             above = values[key] > threshold

@@ -19,6 +19,7 @@ from drward.archs.diffbir_arch import DEFAULTS as DIFFBIR_KEYS
 from drward.archs.osediff_arch import CHOICES as OSEDIFF_CHOICES, DEFAULTS as OSEDIFF_KEYS
 from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS
 from drward.face.detect import DETECTOR_BACKENDS
+from drward.losses.iqa_reward import IQA_REWARD_KEYS
 from drward.losses.reward_loss import MAPPINGS
 from drward.models.dynamic_frm import FRM_UPDATE_KEYS
 from drward.models.face_test_model import COMPARE_KEYS, FACE_ALIGN_KEYS, QUANTIZE_MODES, VAL_KEYS as TEST_VAL_KEYS
@@ -70,7 +71,8 @@ DIFFBIR_RESTORER = Section({
     **_RESTORER, 'diffbir_checkpoint': PATH, 'swinir_checkpoint': PATH,
     'control_scales': OneOf(Num(0), ListOf(Num(0), length=13)), 'num_steps': Int(1, 1000),
     'stop_window': Int(1), 'eta_train': OneOf(Choice('uniform'), Num(0, 1)), 'eta_per_update': Bool(),
-    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True)}, also=DIFFBIR_KEYS)
+    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True), 'compile': Bool()},
+    also=DIFFBIR_KEYS)
 OSEDIFF_RESTORER = Section({
     **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
     'reg_reference': Choice(*OSEDIFF_CHOICES['reg_reference']), 'vae_latent': Choice(*OSEDIFF_CHOICES['vae_latent']),
@@ -88,8 +90,11 @@ ADAMW = Section({'type': Choice('AdamW', 'Adam'), 'lr': LR, 'weight_decay': Num(
                  'eps': Num(0, lo_open=True)})
 FRM_LOSS_FRM = Section({k: v for k, v in FRM_NETWORK.fields.items() if k != 'type'},
                        also=FRM_NETWORK.accepted_keys)
+IQA_REWARD = Section({'metric': Text(), 'loss_weight': WEIGHT, 'name': Text(), 'weights_dir': PATH,
+                      'pretrained_model_path': PATH, 'tiny': Bool()}, also=IQA_REWARD_KEYS)
 REWARD_LOSS = Section({'type': Text(), 'loss_weight': WEIGHT, 'mapping': Choice(*MAPPINGS),
-                       'fallback_caption': Text(), 'frm': FRM_LOSS_FRM, 'input_range': Choice('[-1,1]', '[0,1]')},
+                       'fallback_caption': Text(), 'frm': FRM_LOSS_FRM, 'input_range': Choice('[-1,1]', '[0,1]'),
+                       'iqa_rewards': ListOf(IQA_REWARD, nullable=True)},
                       also=('reduction',))
 LOSSES = ByType({
     'RegLoss': Section({'type': Text(), 'mode': Choice('output', 'weight'), 'loss_weight': WEIGHT},
@@ -103,7 +108,7 @@ LOSSES = ByType({
     nullable=True)
 FRM_UPDATE = Section({'every': OneOf(Int(1), Choice('never'), bad=0), 'loss_weight': WEIGHT,
                       'reduction': Choice('mean', 'sum'), 'grad_clip': Num(0, lo_open=True, nullable=True),
-                      'optim': ADAMW, 'enabled': Bool()},
+                      'optim': ADAMW, 'enabled': Bool(), 'offload': Bool()},
                      also=FRM_UPDATE_KEYS)
 HACK_MONITOR = Section({'gap_threshold': Num(), 'hf_ratio_threshold': Num(0, lo_open=True), 'patience': Int(1),
                         'enabled': Bool()}, also=HACK_MONITOR_KEYS)
@@ -116,7 +121,8 @@ _TRAIN = {'total_iter': Int(1), 'warmup_iter': Int(-1), 'mixed_precision': PRECI
 REFL_TRAIN = Section({
     **_TRAIN, 'grad_accum': Int(1), 'grad_accum_mode': Choice('mean', 'last_microbatch'), 'grad_steps': Int(1),
     'gradient_checkpointing': Bool(), 'optim_g': ADAMW, 'reg_opt': LOSSES, 'dwt_opt': LOSSES,
-    'reward_opt': LOSSES, 'lpips_opt': LOSSES, 'frm_update': FRM_UPDATE, 'hack_monitor': HACK_MONITOR},
+    'reward_opt': LOSSES, 'lpips_opt': LOSSES, 'frm_update': FRM_UPDATE, 'hack_monitor': HACK_MONITOR,
+    'batched_prefix': Bool(), 'prefix_batch_size': Int(1, nullable=True)},
     also=REFL_TRAIN_KEYS)
 FRM_TRAIN = Section({**_TRAIN, 'grad_clip': Num(0, lo_open=True, nullable=True), 'optim_frm': ADAMW,
                      'pref_opt': LOSSES, 'gradient_checkpointing': Bool()}, also=FRM_TRAIN_KEYS)

@@ -61,7 +61,7 @@ from drward.models.hack_monitor import HackMonitor
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
-from drward.utils.curves import CurveRecorder
+from drward.utils.curves import CurveRecorder, switch_line
 from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
@@ -226,7 +226,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         if self.frm_update.due(current_iter):
             log.update(self.update_frm(restored, self.gt))
         if self.hack_monitor.due(current_iter):
-            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored))))
+            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored)),
+                                                 self.criteria['l_reward'].extra_rewards))
         log = OrderedDict(mean_over_ranks(log))  # one process: unchanged
         self.hack_monitor.check_step(log, current_iter)
         self.log_dict = log
@@ -253,7 +254,9 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                     self._skip_step(current_iter, terms)
                     return None
                 (total / divisor).backward()
-            entries += [(name, value.detach().float()) for name, value in list(terms.items()) + [('l_total', total)]]
+            reward_terms = list(self.criteria['l_reward'].last_terms.items())  # multi-reward: one per reward
+            entries += [(name, value.detach().float())
+                        for name, value in list(terms.items()) + reward_terms + [('l_total', total)]]
             entries.append(('reward_restored', self.criteria['l_reward'].last_reward.detach().float().mean()))
             restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
             entries += [(key, float(value)) for key, value in out.info.items()]
@@ -312,12 +315,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
 
     def extra_training_state(self) -> Dict[str, int]:
         return {'skipped_steps': self.skipped_steps, 'frm_updates': self.frm_update.updates,
-                'frm_skipped': self.frm_update.skipped}
+                'frm_skipped': self.frm_update.skipped, 'frm_update': dict(self.frm_update.settings)}
 
     def load_extra_training_state(self, state: Dict) -> None:
         self.skipped_steps = int(state.get('skipped_steps', self.skipped_steps))
         self.frm_update.updates = int(state.get('frm_updates', self.frm_update.updates))
         self.frm_update.skipped = int(state.get('frm_skipped', self.frm_update.skipped))
+        changed = self.frm_update.changes_since(state.get('frm_update'))
+        if changed:  # e.g. the reward-hacking recipe switching the FRM updates on: marked in training_curves.png
+            get_root_logger().warning(f'ReFLModel: {switch_line(self.resumed_iter, changed)}')
+            self.curves.switch(self.resumed_iter, changed)
 
     def load_trained(self, path: str) -> None:
         load_restorer_weights(self.net_g, path)

@@ -122,6 +122,7 @@ class ResumableStateMixin:
     def resume_training(self, resume_state: Dict[str, Any]) -> None:
         """BasicSR's optimiser/scheduler resume, then the random streams and the model's extras."""
         super().resume_training(resume_state)
+        self.resumed_iter = int(resume_state.get('iter', 0))  # for load_extra_training_state's messages
         rank = int(self.opt.get('rank', 0))
         streams = (resume_state.get('random') or {}).get(rank)
         if streams is None:

@@ -12,7 +12,9 @@ One data format, :class:`TrainingCurves`, filled either way:
 The picture (:func:`draw_curves`, matplotlib's Agg backend) has one panel each for the FRM reward of restored
 images vs GT (``reward_restored``, ``reward_gt``: training batches as lines, validation as markers), the FRM's pair
 accuracy (``frm_acc`` on training batches, ``pair_acc`` on validation pairs), every loss term ``l_*`` on a log scale,
-and each other validation metric (PSNR, ``val_loss``, ...); dotted vertical lines mark the FRM updates.
+the reward-hacking monitor's ``hack_*`` values (training and validation, one panel each), and each other validation
+metric (PSNR, ``val_loss``, ...); dotted vertical lines mark the FRM updates, red dashed ones a training switch (a
+run resumed with changed settings, e.g. the FRM updates switched on: :func:`switch_line`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,12 @@ CURVES_FILE = 'training_curves.png'
 DATA_FILE = 'training_curves.json'
 FRM_UPDATE_KEY = 'frm_updates'  # present in ReFLModel's log exactly at the iterations with an FRM update
 ACCURACY_KEYS = ('frm_acc', 'pair_acc')
+HACK_PREFIX = 'hack_'
+
+
+def switch_line(it: int, what: str) -> str:
+    """The log line that marks a training switch at iteration ``it`` (read back by :func:`parse_log_lines`)."""
+    return f'training switch at iter {it}: {what}'
 
 
 @dataclass
@@ -40,6 +48,11 @@ class TrainingCurves:
     train: Dict[str, Series] = field(default_factory=dict)
     val: Dict[str, Series] = field(default_factory=dict)
     frm_updates: List[int] = field(default_factory=list)
+    switches: List[Tuple[int, str]] = field(default_factory=list)
+
+    def add_switch(self, it: int, what: str) -> None:
+        if (int(it), what) not in self.switches:
+            self.switches.append((int(it), what))
 
     def add_train(self, it: int, values: Mapping[str, float]) -> None:
         for name, value in values.items():
@@ -55,18 +68,21 @@ class TrainingCurves:
         """Only the points at iterations ≤ ``last_iter`` (a resumed run redoes the ones after its checkpoint)."""
         cut = lambda series: {name: {i: v for i, v in s.items() if i <= last_iter} for name, s in series.items()}
         updates = [i for i in self.frm_updates if i <= last_iter]
-        return TrainingCurves(self.title, cut(self.train), cut(self.val), updates)
+        return TrainingCurves(self.title, cut(self.train), cut(self.val), updates,
+                              [s for s in self.switches if s[0] <= last_iter])
 
     def to_json(self) -> Dict:
         return {'title': self.title, 'frm_updates': sorted(self.frm_updates),
                 'train': {k: sorted(v.items()) for k, v in self.train.items()},
-                'val': {k: sorted(v.items()) for k, v in self.val.items()}}
+                'val': {k: sorted(v.items()) for k, v in self.val.items()},
+                'switches': [[i, what] for i, what in self.switches]}
 
     @classmethod
     def from_json(cls, data: Mapping) -> 'TrainingCurves':
         as_series = lambda groups: {k: {int(i): float(v) for i, v in pairs} for k, pairs in groups.items()}
         return cls(data.get('title', ''), as_series(data['train']), as_series(data['val']),
-                   [int(i) for i in data['frm_updates']])
+                   [int(i) for i in data['frm_updates']],
+                   [(int(i), str(what)) for i, what in data.get('switches', [])])
 
 
 # ----------------------------------------------------------------------------------------------- reading logs
@@ -75,6 +91,7 @@ _TRAIN_LINE = re.compile(r'\[epoch:\s*\d+, iter:\s*([\d,]+), lr:\([^)]*\)\]\s*(?
 _TRAIN_VALUE = re.compile(rf'(\w+): ({_NUMBER})(?=\s|$)')
 _VAL_LINE = re.compile(r'Validation (\S+?),? (?:@ )?iter ([\d,]+): (.*)$')
 _VAL_VALUE = re.compile(rf'^\s*(\w+):? ({_NUMBER})\b')
+_SWITCH_LINE = re.compile(r'training switch at iter ([\d,]+): (.*)$')
 
 
 def parse_log_lines(lines, curves: Optional[TrainingCurves] = None) -> TrainingCurves:
@@ -87,6 +104,10 @@ def parse_log_lines(lines, curves: Optional[TrainingCurves] = None) -> TrainingC
         if match:
             values = {k: float(v) for k, v in _TRAIN_VALUE.findall(match.group(2))}
             curves.add_train(int(match.group(1).replace(',', '')), values)
+            continue
+        match = _SWITCH_LINE.search(line.rstrip())
+        if match:
+            curves.add_switch(int(match.group(1).replace(',', '')), match.group(2))
             continue
         match = _VAL_LINE.search(line)
         if match:
@@ -127,6 +148,10 @@ def _panels(curves: TrainingCurves) -> List[Tuple[str, bool, Dict[str, Series], 
          pick(curves.val, lambda k: val_metric(k) in ACCURACY_KEYS)),
         ('loss terms (log scale)', True, pick(curves.train, lambda k: k.startswith('l_')), {}),
     ]
+    hack_keys = sorted({k for k in curves.train if k.startswith(HACK_PREFIX)}
+                       | {val_metric(k) for k in curves.val if val_metric(k).startswith(HACK_PREFIX)})
+    panels += [(f'reward-hacking monitor: {key}', False, pick(curves.train, lambda k, key=key: k == key),
+                pick(curves.val, lambda k, key=key: val_metric(k) == key)) for key in hack_keys]
     shown = {k for _, _, _, val in panels for k in val}
     for metric in sorted({val_metric(k) for k in curves.val if k not in shown}):
         panels.append((f'validation: {metric}', False, {}, pick(curves.val, lambda k: val_metric(k) == metric)))
@@ -156,6 +181,8 @@ def draw_curves(curves: TrainingCurves, path: str) -> str:
                     label=f'{metric} (validation, {dataset})')
         for it in curves.frm_updates:
             ax.axvline(it, color='grey', linestyle=':', linewidth=0.8, alpha=0.6)
+        for it, _ in curves.switches:
+            ax.axvline(it, color='red', linestyle='--', linewidth=1.4)
         ax.set_yscale('log' if log_scale else 'linear')
         if not log_scale:
             ax.ticklabel_format(axis='y', useOffset=False)  # PSNR 10.9573, not +1.095e1 and 0.0073
@@ -167,6 +194,7 @@ def draw_curves(curves: TrainingCurves, path: str) -> str:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis('off')
     marks = f' — dotted lines: {len(curves.frm_updates)} FRM updates' if curves.frm_updates else ''
+    marks += ''.join(f'\nred dashed line, iter {it}: {what}' for it, what in curves.switches)
     fig.suptitle(f'{curves.title}{marks}', fontsize=11)
     fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
@@ -204,6 +232,10 @@ class CurveRecorder:
             self.curves.add_train(it, log)
         elif FRM_UPDATE_KEY in log and it not in self.curves.frm_updates:
             self.curves.frm_updates.append(it)
+
+    def switch(self, it: int, what: str) -> None:
+        """Mark a training switch at ``it`` (drawn as a red dashed line; the caller logs :func:`switch_line`)."""
+        self.curves.add_switch(it, what)
 
     def validation(self, it: int, dataset: str, results: Mapping[str, float]) -> None:
         self.curves.add_val(it, dataset, results)
