@@ -10,7 +10,17 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAGES = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 # a repo path: not part of a longer path or URL, ends in a word character (not in a trailing dot or slash)
-REPO_PATH = re.compile(r'(?<![\w./<-])((?:tools|options|benchmarks)/[\w./-]*\w)')
+REPO_PATH = re.compile(r'(?<![\w./<-])((?:tools|options|benchmarks)/[\w./-]*(?:\{[\w,.-]+\}[\w./-]*)*\w)(?![\w$])')  # not a path with a $shell_variable
+BRACES = re.compile(r'\{([\w,.-]+)\}')
+
+
+def expand_braces(path: str) -> list:
+    # 'a_{x,y}.yml' names a_x.yml and a_y.yml, as a shell would read it: each is checked
+    match = BRACES.search(path)
+    if not match:
+        return [path]
+    head, tail = path[:match.start()], path[match.end():]
+    return [p for alt in match.group(1).split(',') for p in expand_braces(head + alt + tail)]
 
 
 def slug(heading: str) -> str:
@@ -44,7 +54,7 @@ def test_every_relative_link_and_anchor_exists(page):
 
 @pytest.mark.parametrize('page', PAGES, ids=lambda p: osp.relpath(p, ROOT))
 def test_every_tools_options_and_benchmarks_path_named_exists(page):
-    named = set(REPO_PATH.findall(open(page, encoding='utf-8').read()))
+    named = {p for found in REPO_PATH.findall(open(page, encoding='utf-8').read()) for p in expand_braces(found)}
     missing = sorted(p for p in named if not osp.exists(osp.join(ROOT, p)))
     assert not missing, f'{osp.relpath(page, ROOT)} names paths that do not exist: {missing}'
 
