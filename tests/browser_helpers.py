@@ -14,7 +14,8 @@ import shutil
 import socket
 import time
 import urllib.request
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 # Where Debian / Ubuntu put a Chromium; DRWARD_CHROMIUM overrides.
 CHROMIUM_CANDIDATES = ('chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable')
@@ -65,3 +66,16 @@ def wait_for_http(url: str, timeout_s: float = 60.0) -> None:
             last = err
         time.sleep(0.2)
     raise TimeoutError(f'{url} did not answer within {timeout_s:.0f} s (last error: {last})')
+
+
+@contextmanager
+def served(demo) -> Iterator[str]:
+    """Serve a Gradio Blocks on a free loopback port for the ``with`` block; yields its URL, closes it after."""
+    port = free_port()
+    demo.launch(prevent_thread_lock=True, server_name='127.0.0.1', server_port=port, quiet=True)
+    try:
+        url = f'http://127.0.0.1:{port}/'
+        wait_for_http(url)
+        yield url
+    finally:
+        demo.close()

@@ -3,7 +3,7 @@ photo without a face give a message, and the next restore still works. Tiny rand
 import importlib.util
 import os.path as osp
 
-from browser_helpers import free_port, wait_for_http
+from browser_helpers import served
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 spec = importlib.util.spec_from_file_location('app_tool', osp.join(ROOT, 'tools', 'app.py'))
@@ -28,11 +28,7 @@ def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a
     write_rgb(blank, np.full((96, 96, 3), 128, np.uint8))  # no face in it
     monkeypatch.chdir(ROOT)  # build() moves to the repo root, as the tool does
     demo = app_tool.build(app_tool.parse_args(['--tiny', '--face-size', '64', '--steps', '2', '--device', 'cpu']))
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name='127.0.0.1', server_port=port, quiet=True)
-    try:
-        url = f'http://127.0.0.1:{port}/'
-        wait_for_http(url)
+    with served(demo) as url:
         page = browser.new_page()
         page.goto(url)
         page.get_by_text('at most 20 MB').first.wait_for()  # the limits are stated on the page
@@ -54,8 +50,6 @@ def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a
         restore.click()
         message_matches(page, "t.startsWith('Restored 1 of 1') && !t.includes('notes.txt')")
         page.close()
-    finally:
-        demo.close()
 
 
 def test_uploads_over_the_limits_are_refused_or_shrunk_with_a_message(tmp_path):

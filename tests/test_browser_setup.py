@@ -1,7 +1,7 @@
 """The browser-test set-up itself: a Gradio page on loopback, clicked in headless Chromium."""
 import gradio as gr
 
-from browser_helpers import free_port, wait_for_http
+from browser_helpers import served
 
 
 def test_a_button_clicked_in_chromium_runs_its_handler_on_the_server(browser):
@@ -15,11 +15,7 @@ def test_a_button_clicked_in_chromium_runs_its_handler_on_the_server(browser):
         box = gr.Textbox(label='in')
         out = gr.Textbox(label='out')
         gr.Button('Go').click(on_click, box, out)
-    port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name='127.0.0.1', server_port=port, quiet=True)
-    try:
-        url = f'http://127.0.0.1:{port}/'
-        wait_for_http(url)
+    with served(demo) as url:
         page = browser.new_page()
         page.goto(url)
         page.get_by_label('in').fill('hello')
@@ -27,5 +23,3 @@ def test_a_button_clicked_in_chromium_runs_its_handler_on_the_server(browser):
         page.wait_for_function("() => [...document.querySelectorAll('textarea')].some(t => t.value === 'got hello')")
         assert clicks == ['hello']
         page.close()
-    finally:
-        demo.close()

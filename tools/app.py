@@ -17,16 +17,10 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from drward.inference.model import add_restorer_arguments  # imports drward (BasicSR): after sys.path
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     model = parser.add_argument_group('restorer (built once)')
-    model.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
-    model.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
-    model.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
-    model.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
-    model.add_argument('--steps', type=int, help="default DDIM steps on the page (default: the option file's)")
-    model.add_argument('--seed', type=int, default=0, help='default seed on the page')
-    model.add_argument('--weight-dtype', choices=('fp32', 'bf16'), help="default: the option file's")
-    model.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
+    add_restorer_arguments(model, steps_help="default DDIM steps on the page (default: the option file's)")
     model.add_argument('--face-size', type=int, help='side of the aligned faces (default 512; 128 with --tiny)')
     model.add_argument('--detector', choices=('auto', 'facexlib', 'dlib'), default='auto')
     page = parser.add_argument_group('page')

@@ -20,19 +20,12 @@ sys.path.insert(0, ROOT)
 
 
 def parse_args() -> argparse.Namespace:
+    from drward.inference.model import add_restorer_arguments  # imports drward (BasicSR): after sys.path
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('-i', '--input', required=True, help='an image or a folder of images')
     parser.add_argument('-o', '--output', required=True, help='output folder')
-    model = parser.add_argument_group('restorer')
-    model.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
-    model.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
-    model.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
-    model.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
-    model.add_argument('--steps', type=int, help='DDIM steps (DiffBIR; default: the option file\'s num_steps)')
-    model.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (same for every face)')
-    model.add_argument('--weight-dtype', choices=('fp32', 'bf16'),
-                       help="default: the option file's network_g.weight_dtype (else fp32)")
-    model.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
+    add_restorer_arguments(parser.add_argument_group('restorer'),
+                           steps_help="DDIM steps (DiffBIR; default: the option file's num_steps)")
     faces = parser.add_argument_group('faces')
     faces.add_argument('--aligned', action='store_true', help='the inputs are aligned faces (no detection)')
     faces.add_argument('--face-size', type=int, default=512, help='side of the aligned faces (FFHQ template)')

@@ -10,6 +10,7 @@ from a generator seeded with ``seed``), so a face's result does not depend on th
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import inspect
 import os
@@ -30,6 +31,21 @@ from drward.utils.options import MissingWeightsError, OptionError, find_missing_
 
 TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
 WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+
+
+def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -> None:
+    """The command-line options that choose and configure the restorer, shared by ``tools/restore.py`` and
+    ``tools/app.py``: ``--opt``, ``--checkpoint``, ``--tiny``, ``--restorer``, ``--steps``, ``--seed``,
+    ``--weight-dtype``, ``--device``."""
+    group.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
+    group.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
+    group.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
+    group.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
+    group.add_argument('--steps', type=int, help=steps_help)
+    group.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (same for every face)')
+    group.add_argument('--weight-dtype', choices=('fp32', 'bf16'),
+                       help="default: the option file's network_g.weight_dtype (else fp32)")
+    group.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
 
 
 def arch_option_keys(arch_type: str) -> List[str]:
