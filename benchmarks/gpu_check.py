@@ -110,7 +110,7 @@ def checks(args: argparse.Namespace, workdir: str) -> List[Check]:
     """The checks of the module docstring for ``args.size`` / ``args.device``."""
     size, device, tiny = args.size, args.device, args.size == 'tiny'
     env = Check('environment', [PY, '-c', 'from drward.utils.precision_check import main; main()', '--device',
-                                device], 120,
+                                device], 600,  # importing drward alone can take minutes on a loaded 2-core machine
                 _tail_line('bf16'))
     prefix_json = osp.join(workdir, 'prefix.json')
     real = [] if tiny else ['--dtype', 'bf16', '--weight-dtype', 'bf16', '--gradient-checkpointing',
