@@ -3,6 +3,7 @@ each give one error line naming the file, the key and what is accepted, from the
 import copy
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -94,3 +95,54 @@ def test_tools_train_stops_on_a_bad_value_with_one_line_before_building_anything
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith('option error: ') and 'bad.yml: train.frm_update.every: got 0 (int); accepted: ' in last
     assert 'Traceback' not in result.stderr
+
+
+def _commented_out_keys(lines):
+    """Each commented-out option (``# key: value`` with a one-token value, or ``# key:`` with its commented block
+    below it) as (line index, number of lines); prose comments (``# key: several words``) are not options."""
+    found = []
+    for i, line in enumerate(lines):
+        match = re.match(r'^(\s*)# (\w+):(.*)$', line)
+        if not match:
+            continue
+        indent, value = len(match.group(1)), match.group(3).split(' #')[0].strip()
+        if ' ' in value:
+            continue
+        end = i + 1
+        if not value:  # a block: the commented lines indented below it
+            while end < len(lines) and re.match(r'^\s{%d}#\s{3,}\S' % indent, lines[end]):
+                end += 1
+            if end == i + 1:
+                continue
+        found.append((i, end - i))
+    return found
+
+
+def _uncomment(lines, start, count):
+    out = list(lines)
+    for j in range(start, start + count):
+        indent = len(out[j]) - len(out[j].lstrip())
+        out[j] = out[j][:indent] + out[j][indent + 2:]
+        out[j] = re.sub(r'<[^>]*>', 'placeholder', out[j])
+    return out
+
+
+ALL_FILES = sorted(os.path.relpath(p, ROOT) for pattern in ('options/*.yml', 'options/*/*.yml')
+                   for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+@pytest.mark.parametrize('path', ALL_FILES)
+def test_every_commented_out_key_of_an_option_file_is_accepted_once_uncommented(path):
+    with open(os.path.join(ROOT, path)) as f:
+        lines = f.read().splitlines()
+    for start, count in _commented_out_keys(lines):
+        text = '\n'.join(_uncomment(lines, start, count))
+        opt = yaml.safe_load(text)
+        check_option_file(opt, f'{path} (line {start + 1} uncommented)')
+
+
+def test_the_commented_restored_root_of_the_test_files_is_found_and_accepted():
+    with open(os.path.join(ROOT, 'options', 'test_celeba.yml')) as f:
+        lines = f.read().splitlines()
+    keys = [lines[i].split('#', 1)[1].split(':')[0].strip() for i, _ in _commented_out_keys(lines)]
+    assert 'restored_root' in keys

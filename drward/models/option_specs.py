@@ -144,7 +144,7 @@ DIST_PARAMS = Section({'backend': Choice('nccl', 'gloo'), 'port': Int(1, 65535),
 PATHS = Section({'pretrain_network_g': PATH, 'pretrain_network_frm': PATH, 'resume_state': PATH,
                  'param_key_g': Text(), 'strict_load_g': Bool(nullable=True)},
                 also=('experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root',
-                      'pretrain_network_d', 'param_key_d', 'strict_load_d', 'param_key_frm', 'strict_load_frm',
+                      'restored_root', 'pretrain_network_d', 'param_key_d', 'strict_load_d', 'param_key_frm', 'strict_load_frm',
                       'root'))
 #: Top-level keys BasicSR itself reads or adds (basicsr/utils/options.py and its pipelines).
 BASICSR_TOP_KEYS = ('is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'datasets', 'path',
