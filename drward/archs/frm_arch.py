@@ -32,6 +32,7 @@ from torch import nn
 
 from drward.archs.materialize import check_materialized, empty_weights, has_meta
 from drward.archs.precision import no_autocast, parse_weight_dtype
+from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.atomic_io import atomic_save
 from drward.utils.options import checked_options, require_file
 from drward.utils.safe_load import load_weights
@@ -119,9 +120,11 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 
 @register(ARCH_REGISTRY)
+@register(REWARD_REGISTRY)
 @checked_options
-class FaceRewardModel(nn.Module):
-    """HPS v2-style reward model for faces (paper: FRM).
+class FaceRewardModel(Reward):
+    """HPS v2-style reward model for faces (paper: FRM), the trainable :class:`~drward.archs.reward.Reward`
+    (``type: FaceRewardModel`` in ``train.reward_opt.rewards``; its score is ``r = cos(e_I, e_T)``).
 
     Args:
         model_name: open_clip config name (``'ViT-H-14'``, HPS v2's) or ``'tiny'``.
@@ -301,6 +304,30 @@ class FaceRewardModel(nn.Module):
 
     def forward(self, images: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         return self.similarity(images, captions)
+
+    # ----------------------------------------------------------------------------------------------- Reward
+    name = 'frm'
+    trainable = True
+    uses_captions = True
+    default_mapping = 'one_minus_cos'
+
+    @classmethod
+    def from_options(cls, opt: Mapping) -> 'FaceRewardModel':
+        return build_frm(opt)
+
+    def score(self, images: torch.Tensor, captions: Optional[Sequence[str]] = None,
+              grad: bool = False) -> torch.Tensor:
+        """``r = cos(e_I, e_T)``; with ``grad`` through :meth:`similarity` ``frozen`` (gradient to the images only)."""
+        if captions is None:
+            raise ValueError('FaceRewardModel: the FRM scores images against captions; none given')
+        if grad:
+            return self.similarity(images, captions, frozen=True)
+        with torch.no_grad():
+            return self.similarity(images, captions)
+
+    def save_checkpoint(self, path: str) -> None:
+        """The official ``{'state_dict': …}`` layout (:func:`save_frm`)."""
+        save_frm(self, path)
 
 
 def build_frm(opt: Optional[Mapping]) -> FaceRewardModel:

@@ -41,10 +41,10 @@ from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.data.image_source import ImageSource
 from drward.data.resumable_sampler import SampleKey, sample_seed
+from drward.utils.captions import DEFAULT_FALLBACK_CAPTION
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
-DEFAULT_FALLBACK_CAPTION = 'a high-quality photo of a face'
 # Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
 BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_worker_per_gpu', 'batch_size_per_gpu',
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',

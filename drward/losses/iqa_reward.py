@@ -25,9 +25,10 @@ import warnings
 from typing import Dict, Mapping
 
 import torch
-from torch import nn
 
+from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.options import MissingWeightsError, OptionError, check_keys
+from drward.utils.registry import register
 
 IQA_REWARD_KEYS = ('metric', 'loss_weight', 'name', 'weights_dir', 'pretrained_model_path', 'tiny', 'options')
 #: pyiqa metric → extra options the reward passes to it
@@ -60,21 +61,30 @@ def refuse_reason(metric: str) -> str:
             f"{', '.join(DIFFERENTIABLE)}")
 
 
-class IQAReward(nn.Module):
-    """One pyiqa no-reference metric as a weighted reward term (see the module docstring)."""
+@register(REWARD_REGISTRY)
+class IQAReward(Reward):
+    """One pyiqa no-reference metric as a frozen :class:`~drward.archs.reward.Reward` (``type: IQAReward`` in
+    ``train.reward_opt.rewards``, or an entry of the older ``iqa_rewards`` list; see the module docstring)."""
+
+    trainable = False
+    default_mapping = 'neg'  # L_k = −r_k = ∓s_k
+
+    @classmethod
+    def from_options(cls, opt: Mapping) -> 'IQAReward':
+        return cls(opt)
 
     def __init__(self, opt: Mapping):
         super().__init__()
         opt = dict(opt)
-        check_keys('RewardLoss iqa_rewards[]', opt, IQA_REWARD_KEYS, required=('metric', 'loss_weight'))
+        check_keys('RewardLoss iqa_rewards[]', opt, IQA_REWARD_KEYS, required=('metric',))
         self.metric = str(opt['metric'])
         reason = refuse_reason(self.metric)
         if reason:
             raise OptionError(reason)
-        self.tiny = bool(opt.get('tiny', False))
+        self.tiny = self.is_tiny = bool(opt.get('tiny', False))
         default = f'{self.metric}_tiny' if self.tiny else self.metric
         self.name = re.sub(r'[^A-Za-z0-9]+', '_', str(opt.get('name') or default)).strip('_').lower()
-        self.loss_weight = float(opt['loss_weight'])
+        self.loss_weight = float(opt.get('loss_weight', 1.0))
         self.net = self._build(opt)
         for param in self.net.parameters():
             param.requires_grad_(False)
@@ -117,6 +127,12 @@ class IQAReward(nn.Module):
 
     def rewards(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image rewards, higher = better (``−s`` for lower-better metrics), without gradient."""
+        return self.score(images)
+
+    def score(self, images: torch.Tensor, captions=None, grad: bool = False) -> torch.Tensor:
+        """The reward interface's ``r_k = ∓s_k`` (higher = better); captions are not used."""
+        if grad:
+            return -self.sign * self.scores(images)
         with torch.no_grad():
             return -self.sign * self.scores(images)
 

@@ -1,4 +1,8 @@
-"""The dynamic FRM update (DESIGN.md §1): the reward model keeps learning that the ground truth beats the generator.
+"""The dynamic FRM update (docs/method.md): the reward model keeps learning that the ground truth beats the generator.
+
+It trains the trainable :class:`~drward.archs.reward.Reward` of the reward loss (the FRM, or a user's trainable
+reward) through the interface only: ``preference_logits``, ``trainable_parameters``, ``save_checkpoint`` /
+``load_checkpoint``. Without a trainable reward there is nothing to update: ``every`` is 0 and no optimiser exists.
 
 Every ``n`` generator steps (option ``every``, official n = 10), on the batch just restored:
 
@@ -33,7 +37,7 @@ import torch
 from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 
-from drward.archs.frm_arch import FaceRewardModel, save_frm
+from drward.archs.reward import Reward
 from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
 from drward.models.state_offload import StateOffload
 from drward.utils.distributed import average_gradients, broadcast_module_
@@ -61,7 +65,8 @@ class DynamicFRMUpdate:
     """Preference steps of the FRM on (restored, GT) pairs, every ``every`` generator iterations.
 
     Args:
-        frm: the shared FRM (``RewardLoss.frm``); its unlocked parameters are trained in place.
+        frm: the trainable reward (``RewardLoss.trained``: the FRM); its trainable parameters are trained in place.
+            None: no reward to train (``every`` 0, ``optimizer`` None).
         opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0, ``never``
             or ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
             ``optim`` (:data:`OFFICIAL_FRM_OPTIM`), ``offload`` (false; true: the AdamW states live in host memory
@@ -74,13 +79,13 @@ class DynamicFRMUpdate:
             update runs.
     """
 
-    def __init__(self, frm: FaceRewardModel, opt: Optional[Mapping] = None, owner: str = 'model',
+    def __init__(self, frm: Optional[Reward], opt: Optional[Mapping] = None, owner: str = 'model',
                  autocast: Callable[[], ContextManager] = nullcontext, shard: bool = False,
                  idle_optimizers: Sequence[torch.optim.Optimizer] = ()):
         opt = dict(opt or {})
         check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
         self.frm, self.owner, self.autocast = frm, owner, autocast
-        self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) else 0
+        self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) and frm is not None else 0
         self.grad_clip = opt.get('grad_clip', 1.0)
         optim = dict(opt.get('optim') or OFFICIAL_FRM_OPTIM)
         #: what a resumed run compares with the saved run's (:meth:`changes_since`)
@@ -90,12 +95,15 @@ class DynamicFRMUpdate:
                          'lr': float(optim.get('lr', OFFICIAL_FRM_OPTIM['lr']))}
         self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
                                 'reduction': opt.get('reduction', 'sum')})
+        self.updates = 0
+        self.skipped = 0
+        if frm is None:
+            self.optimizer, self.offload, self.idle = None, None, []
+            return
         broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
         self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM, shard=shard)
         self.offload = StateOffload(self.optimizer, bool(opt.get('offload', False)))
         self.idle = [StateOffload(o, self.offload.enabled, resident_on_host=False) for o in idle_optimizers]
-        self.updates = 0
-        self.skipped = 0
 
     def due(self, current_iter: int) -> bool:
         """True on the iterations that update the FRM (``current_iter % every == 0``; never when ``every`` is 0)."""
@@ -159,12 +167,13 @@ class DynamicFRMUpdate:
 
     def save(self, path: str) -> None:
         """Write the FRM in the official ``{'state_dict': …}`` layout (loadable as ``RewardLoss``'s ``frm.checkpoint``)."""
-        save_frm(self.frm, path)
+        if self.frm is not None:
+            self.frm.save_checkpoint(path)
 
     def resume(self, path_opt: Mapping) -> None:
         """On resume (``path.resume_state`` set), load the FRM saved beside the resumed iteration's state."""
         state_path = path_opt.get('resume_state')
-        if not state_path:
+        if not state_path or self.frm is None:
             return
         it = osp.splitext(osp.basename(state_path))[0]
         path = self.checkpoint_path(path_opt['models'], it)

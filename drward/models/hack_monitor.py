@@ -2,8 +2,9 @@
 
 Two numbers, measured on a batch of restored faces ``Î`` and their ground truth ``I_GT`` (both in [0, 1]):
 
-* ``hack_reward_gap = mean_b r(Î_b) − mean_b r(I_GT_b)`` with ``r = cos(e_I, e_T)`` under the **current** FRM (the
-  one the dynamic update has just trained, not the FRM of the generator's step). Above 0 the generator scores
+* ``hack_reward_gap = mean_b r(Î_b) − mean_b r(I_GT_b)`` with ``r`` the primary reward's score
+  (:meth:`drward.archs.reward.Reward.score`; the FRM's ``r = cos(e_I, e_T)``) under the **current** reward (the
+  one the dynamic update has just trained, not the reward of the generator's step). Above 0 the generator scores
   higher than the ground truth: the reward is being gamed, since no restoration can be better than its target.
 * ``hack_hf_ratio = Σ_b E_HF(Î_b) / Σ_b E_HF(I_GT_b)`` with ``E_HF(I) = Σ_{j,d} Σ |h_{j,d}|² / (C·H·W)``, the
   energy of the high-pass bands ``h_{j,d}`` (levels j = 1..J, six orientations d) of a dual-tree complex wavelet
@@ -60,12 +61,13 @@ class HackStats:
         self.sums: Dict[str, float] = OrderedDict(reward_restored=0.0, reward_gt=0.0, hf_restored=0.0, hf_gt=0.0)
         self.count = 0
 
-    def add(self, frm, hf: HighFrequencyEnergy, restored: torch.Tensor, gt: torch.Tensor,
+    def add(self, reward, hf: HighFrequencyEnergy, restored: torch.Tensor, gt: torch.Tensor,
             captions: Sequence[str]) -> None:
+        """Add a batch: ``reward`` is a :class:`~drward.archs.reward.Reward` (scored without gradient)."""
         restored, gt = restored.detach().float().clamp(0, 1), gt.detach().float().clamp(0, 1)
         n = restored.shape[0]
-        with torch.no_grad():  # one FRM call and one DT-CWT for both halves, one read of the four sums
-            rewards = frm.similarity(torch.cat([restored, gt]), list(captions) * 2).float()
+        with torch.no_grad():  # one reward call and one DT-CWT for both halves, one read of the four sums
+            rewards = reward.score(torch.cat([restored, gt]), list(captions) * 2).float()
             energy = hf(torch.cat([restored, gt])).float()
         sums = torch.stack([rewards[:n].sum(), rewards[n:].sum(), energy[:n].sum(), energy[n:].sum()]).tolist()
         for key, value in zip(('reward_restored', 'reward_gt', 'hf_restored', 'hf_gt'), sums):
@@ -107,18 +109,19 @@ class HackMonitor:
         #: every warning given: (iteration, stream, key, value)
         self.alarms: List[Tuple[int, str, str, float]] = []
 
-    def measure(self, frm, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
-                extra_rewards: Optional[Callable[[torch.Tensor], Mapping[str, torch.Tensor]]] = None
+    def measure(self, reward, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
+                extra_rewards: Optional[Callable[..., Mapping[str, torch.Tensor]]] = None
                 ) -> Dict[str, float]:
-        """The two ``hack_`` values of one batch under ``frm`` as it is now; with ``extra_rewards`` (a multi-reward
-        run's ``RewardLoss.extra_rewards``: images → per-image rewards by name, higher = better) also
-        ``hack_reward_gap_<name> = mean r_k(Î) − mean r_k(I_GT)`` for each, checked against ``gap_threshold``."""
+        """The two ``hack_`` values of one batch under ``reward`` (a Reward) as it is now; with ``extra_rewards`` (a
+        multi-reward run's ``RewardLoss.extra_rewards``: (images, captions) → per-image rewards by name, higher =
+        better) also ``hack_reward_gap_<name> = mean r_k(Î) − mean r_k(I_GT)`` for each, checked against
+        ``gap_threshold``."""
         stats = HackStats()
-        stats.add(frm, self.hf, restored, gt, captions)
+        stats.add(reward, self.hf, restored, gt, captions)
         values = OrderedDict((k, v) for k, v in stats.result().items() if k.startswith('hack_'))
         if extra_rewards is not None:
-            on_gt = extra_rewards(gt.detach().float().clamp(0, 1))
-            for name, value in extra_rewards(restored.detach().float().clamp(0, 1)).items():
+            on_gt = extra_rewards(gt.detach().float().clamp(0, 1), captions)
+            for name, value in extra_rewards(restored.detach().float().clamp(0, 1), captions).items():
                 values[f'hack_reward_gap_{name}'] = float(value.mean() - on_gt[name].mean())
         return values
 
@@ -147,12 +150,13 @@ class HackMonitor:
         if self.due(current_iter):
             self.check(log, current_iter)
 
-    def log_step(self, frm, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
-                 current_iter: int) -> Dict[str, float]:
+    def log_step(self, reward, restored: torch.Tensor, gt: torch.Tensor, captions: Sequence[str],
+                 current_iter: int, extra_rewards: Optional[Callable[..., Mapping[str, torch.Tensor]]] = None
+                 ) -> Dict[str, float]:
         """At log steps, :meth:`measure` then :meth:`check` on the training stream; the values go into the model's
         log dict (so to the console, the tb logger and the training curves). Other steps: nothing."""
         if not self.due(current_iter):
             return {}
-        values = self.measure(frm, restored, gt, captions)
+        values = self.measure(reward, restored, gt, captions, extra_rewards)
         self.check(values, current_iter)
         return values

@@ -92,9 +92,13 @@ FRM_LOSS_FRM = Section({k: v for k, v in FRM_NETWORK.fields.items() if k != 'typ
                        also=FRM_NETWORK.accepted_keys)
 IQA_REWARD = Section({'metric': Text(), 'loss_weight': WEIGHT, 'name': Text(), 'weights_dir': PATH,
                       'pretrained_model_path': PATH, 'tiny': Bool()}, also=IQA_REWARD_KEYS)
+#: One entry of ``reward_opt.rewards``: the loss's keys here; the reward's own keys are checked by its constructor.
+REWARD_ENTRY = Section({'type': Text(), 'module': Text(), 'loss_weight': WEIGHT, 'name': Text(),
+                        'mapping': Choice(*MAPPINGS), 'margin': Num()}, open_keys=True)
 REWARD_LOSS = Section({'type': Text(), 'loss_weight': WEIGHT, 'mapping': Choice(*MAPPINGS),
                        'fallback_caption': Text(), 'frm': FRM_LOSS_FRM, 'input_range': Choice('[-1,1]', '[0,1]'),
-                       'iqa_rewards': ListOf(IQA_REWARD, nullable=True)},
+                       'iqa_rewards': ListOf(IQA_REWARD, nullable=True), 'rewards': ListOf(REWARD_ENTRY),
+                       'margin': Num()},
                       also=('reduction',))
 LOSSES = ByType({
     'RegLoss': Section({'type': Text(), 'mode': Choice('output', 'weight'), 'loss_weight': WEIGHT},

@@ -1,4 +1,4 @@
-"""ReFLModel: DiffusionReward's reward feedback learning as a BasicSR model (DESIGN.md §1, paper §3).
+"""ReFLModel: DiffusionReward's reward feedback learning as a BasicSR model (docs/method.md, paper §3).
 
 One iteration (= one generator step, over ``grad_accum`` micro-batches of the loaded batch):
 
@@ -107,7 +107,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         if not isinstance(self.net_g, Restorer):
             raise TypeError(f"ReFLModel: network_g type {opt['network_g'].get('type')} is not a drward Restorer")
         self.net_g = self.net_g.to(self.device)
-        self.frm = None
+        self.reward_loss = None  # train.reward_opt: the rewards, behind drward.archs.reward.Reward
+        self.frm = None  # its trainable reward (the FRM), trained by the dynamic update
         load_path = opt['path'].get('pretrain_network_g')
         if load_path:
             self.load_trained(load_path)
@@ -141,12 +142,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
             get_root_logger().warning(f'ReFLModel: {advice}')
         self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
                          for term, key in TERMS}
-        self.frm = self.criteria['l_reward'].frm
-        if getattr(self.frm, 'is_tiny', False):
-            get_root_logger().warning('ReFLModel: the FRM is a TINY random model (plumbing demo, not results)')
+        self.reward_loss = self.criteria['l_reward']
+        self.frm = self.reward_loss.trained
+        for name, reward in zip(self.reward_loss.names, self.reward_loss.rewards):
+            if reward.is_tiny:
+                get_root_logger().warning(f'ReFLModel: the reward {name} is a TINY random model (plumbing demo, '
+                                          'not results)')
         if train_opt.get('gradient_checkpointing', False):
             self.net_g.set_gradient_checkpointing(True)
-            self.frm.set_gradient_checkpointing(True)
+            for reward in self.reward_loss.rewards:
+                reward.set_gradient_checkpointing(True)
         self.net_g_train = wrap_for_training(self.net_g, 'restore', self.opt, self.device)  # DDP when dist
         shard = bool(train_opt.get('shard_optimizer_states', False))
         optim_g = dict(train_opt.get('optim_g') or {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01})
@@ -157,7 +162,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                                            shard=shard, idle_optimizers=[self.optimizer_g])
         self.frm_update.resume(self.opt['path'])
         self.optimizer_frm = self.frm_update.optimizer
-        self.optimizers.append(self.optimizer_frm)
+        if self.optimizer_frm is not None:  # None: no trainable reward
+            self.optimizers.append(self.optimizer_frm)
         self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), 'ReFLModel', self.opt.get('logger'))
         self.batched_prefix = BatchedPrefix(train_opt, self.net_g)  # train.batched_prefix: one prefix for all chunks
         if train_opt.get('scheduler'):
@@ -222,12 +228,13 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.net_g.release_compute_caches()  # stale casts of the old weights: free during the FRM update
         release_host_memory()
         with torch.no_grad(), self._autocast():
-            log['reward_gt'] = float(self.frm.similarity(self.gt, self._captions(len(restored))).float().mean())
+            gt_scores = self.reward_loss.primary.score(self.gt, self._captions(len(restored)))
+            log['reward_gt'] = float(gt_scores.float().mean())
         if self.frm_update.due(current_iter):
             log.update(self.update_frm(restored, self.gt))
         if self.hack_monitor.due(current_iter):
-            log.update(self.hack_monitor.measure(self.frm, restored, self.gt, self._captions(len(restored)),
-                                                 self.criteria['l_reward'].extra_rewards))
+            log.update(self.hack_monitor.measure(self.reward_loss.primary, restored, self.gt,
+                                                 self._captions(len(restored)), self.reward_loss.extra_rewards))
         log = OrderedDict(mean_over_ranks(log))  # one process: unchanged
         self.hack_monitor.check_step(log, current_iter)
         self.log_dict = log
@@ -254,16 +261,16 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                     self._skip_step(current_iter, terms)
                     return None
                 (total / divisor).backward()
-            reward_terms = list(self.criteria['l_reward'].last_terms.items())  # multi-reward: one per reward
+            reward_terms = list(self.reward_loss.last_terms.items())  # several rewards: one term per reward
             entries += [(name, value.detach().float())
                         for name, value in list(terms.items()) + reward_terms + [('l_total', total)]]
-            entries.append(('reward_restored', self.criteria['l_reward'].last_reward.detach().float().mean()))
+            entries.append(('reward_restored', self.reward_loss.last_reward.detach().float().mean()))
             restored.append(((out.image.detach().float() + 1) / 2).clamp(0, 1))
             entries += [(key, float(value)) for key, value in out.info.items()]
         return micro_batch_means(entries, len(chunks)), torch.cat(restored)
 
     def _captions(self, n: int) -> List[str]:
-        return self.criteria['l_reward'].captions_for(n, self.captions)
+        return self.reward_loss.captions_for(n, self.captions)
 
     def _skip_step(self, current_iter: int, terms: Dict) -> None:
         self.optimizer_g.zero_grad(set_to_none=True)

@@ -73,9 +73,12 @@ class RewardFeedbackMixin:
         if not train_opt.get('reward_opt'):
             raise OptionError(f'{owner}: train.reward_opt (a RewardLoss) is required')
         self.cri_reward = build_loss({'input_range': '[0,1]', **train_opt['reward_opt']}).to(self.device)
-        self.frm = self.cri_reward.frm
-        if getattr(self.frm, 'is_tiny', False):
-            get_root_logger().warning(f'{owner}: the FRM is a TINY random model (plumbing demo, not results)')
+        self.reward_loss = self.cri_reward  # the rewards, behind drward.archs.reward.Reward
+        self.frm = self.cri_reward.trained  # the trainable one (the FRM), or None
+        for name, reward in zip(self.cri_reward.names, self.cri_reward.rewards):
+            if reward.is_tiny:
+                get_root_logger().warning(f'{owner}: the reward {name} is a TINY random model (plumbing demo, not '
+                                          'results)')
         self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), owner)
         self.frm_update.resume(self.opt['path'])
         self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), owner, self.opt.get('logger'))
@@ -84,7 +87,8 @@ class RewardFeedbackMixin:
 
     def setup_optimizers(self) -> None:
         super().setup_optimizers()
-        self.optimizers.append(self.frm_update.optimizer)
+        if self.frm_update.optimizer is not None:  # None: no trainable reward
+            self.optimizers.append(self.frm_update.optimizer)
 
     def feed_data(self, data: Dict) -> None:
         super().feed_data(data)
@@ -104,7 +108,8 @@ class RewardFeedbackMixin:
         restored = self.output.detach().float().clamp(0, 1)
         captions = self._captions(restored.shape[0])
         log.update(self.frm_update.maybe_step(current_iter, restored, self.gt, captions))
-        log.update(self.hack_monitor.log_step(self.frm, restored, self.gt, captions, current_iter))
+        log.update(self.hack_monitor.log_step(self.cri_reward.primary, restored, self.gt, captions, current_iter,
+                                              self.cri_reward.extra_rewards))
 
     def _split_reward_from_pixel(self, log: Dict[str, float]) -> None:
         """BasicSR logged ``L_pix + L_reward`` under its pixel key: log the two terms apart."""
@@ -117,12 +122,13 @@ class RewardFeedbackMixin:
         elif key is not None:
             log.pop(key)
         log['l_reward'] = float(terms['reward'])
+        log.update((name, float(value)) for name, value in self.cri_reward.last_terms.items())
         log['reward_restored'] = float(self.cri_reward.last_reward.mean())
 
     # ------------------------------------------------------------------------------------------------ validation
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
         """BasicSR's validation; each ``test()`` also adds its batch to the monitor's :class:`HackStats`."""
-        self._val_stats = HackStats() if getattr(self, 'frm', None) is not None else None
+        self._val_stats = HackStats() if getattr(self, 'cri_reward', None) is not None else None
         try:
             super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
         finally:
@@ -136,7 +142,7 @@ class RewardFeedbackMixin:
     def test(self) -> None:
         super().test()
         if self._val_stats is not None and getattr(self, 'gt', None) is not None:
-            self._val_stats.add(self.frm, self.hack_monitor.hf, self.output, self.gt,
+            self._val_stats.add(self.cri_reward.primary, self.hack_monitor.hf, self.output, self.gt,
                                 self._captions(self.output.shape[0]))
 
     # ------------------------------------------------------------------------------------------------ checkpoints

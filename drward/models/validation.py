@@ -2,8 +2,9 @@
 
 Used by :class:`~drward.models.refl_model.ReFLModel` (and any model holding ``net_g`` as a drward Restorer).
 Metrics come from the option file's ``val.metrics`` (BasicSR's METRIC_REGISTRY, drward's face metrics included);
-``reward_restored`` / ``reward_gt`` (mean FRM cosine) and the reward-hacking monitor's ``hack_reward_gap`` /
-``hack_hf_ratio`` (:mod:`drward.models.hack_monitor`) are added whenever the model holds an FRM; the monitor's
+``reward_restored`` / ``reward_gt`` (the mean score of the model's primary reward, ``reward_loss.primary``, a
+:class:`~drward.archs.reward.Reward`: the FRM's cosine) and the reward-hacking monitor's ``hack_reward_gap`` /
+``hack_hf_ratio`` (:mod:`drward.models.hack_monitor`) are added whenever the model holds a reward loss; the monitor's
 thresholds are checked on them (stream ``val/<dataset>``).
 
 In a multi-process run every rank restores its share of the faces (face ``i`` on rank ``i mod world``, seeded by
@@ -58,7 +59,8 @@ class RestorationValidator:
         metric_opts = deepcopy(val_opt.get('metrics') or {})
         sums: Dict[str, float] = OrderedDict((name, 0.0) for name in metric_opts)
         count = 0
-        hack = HackStats() if m.frm is not None else None
+        rewards = getattr(m, 'reward_loss', None)
+        hack = HackStats() if rewards is not None else None
         was_training = m.net_g.training
         m.net_g.eval()
         rank, world = distributed.rank(), distributed.world_size()
@@ -81,8 +83,8 @@ class RestorationValidator:
                         sums[name] += float(calculate_metric(pair, opt_))
                 count += 1
             if hack is not None and m.gt is not None:
-                captions = m.criteria['l_reward'].captions_for(restored.shape[0], m.captions)
-                hack.add(m.frm, m.hack_monitor.hf, restored, m.gt, captions)
+                captions = rewards.captions_for(restored.shape[0], m.captions)
+                hack.add(rewards.primary, m.hack_monitor.hf, restored, m.gt, captions)
         if save_img:
             self._write_grids(dataset, current_iter, grids)
         if was_training:
