@@ -12,7 +12,8 @@ from basicsr.models import build_model
 
 from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.registry import register
-from option_files import ROOT, run_tools_train, short_training_option, write_options
+
+# tools/train.py imports this file by path (the option file's `module:`): test helpers are imported inside the tests
 
 
 @register(REWARD_REGISTRY)
@@ -67,6 +68,7 @@ def test_a_reward_alone_trains_the_generator_without_a_dynamic_update(tmp_path):
 
 
 def test_tools_train_runs_with_the_reward_named_in_the_option_file(tmp_path):
+    from option_files import ROOT, run_tools_train, short_training_option, write_options
     name = f'pytest_custom_reward_{os.getpid()}'
     opt = short_training_option('refl_diffbir_tiny.yml', tmp_path, name, total_iter=2, every=2)
     opt['train']['reward_opt'] = {'type': 'RewardLoss', 'fallback_caption': 'a high-quality photo of a face',

@@ -9,7 +9,7 @@ from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 
 from drward.utils import basicsr_compat
-from drward.utils.cli import import_host_packages
+from drward.models.cli import import_host_packages
 
 
 def test_native_fused_leaky_relu_adds_the_bias_per_channel_then_scales_the_leaky_relu():

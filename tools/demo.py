@@ -31,8 +31,7 @@ def main() -> None:
     import torch
     import yaml
 
-    from drward.models.reward_report import format_report
-    from drward.utils.demo_check import score_experiment
+    from drward.models.reward_report import format_report, score_experiment
     with open(opt_path) as f:
         opt = yaml.safe_load(f)
     exp = osp.join(ROOT, 'experiments', opt['name'])

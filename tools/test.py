@@ -10,7 +10,7 @@ import sys
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
 
-from drward.utils.cli import prepare_basicsr_run  # noqa: E402
+from drward.models.cli import prepare_basicsr_run  # noqa: E402
 
 if __name__ == '__main__':
     prepare_basicsr_run(ROOT, sys.argv)

@@ -12,7 +12,8 @@ Each line is a pairs-format line (:mod:`drward.annotate.pairs`) plus the label-l
 the two was on the left. Replay rule: per ``(annotator, pair)`` a stack of decisions (``label`` and ``skip``
 push, ``undo`` pops). The **labels in effect** are the top of each stack when it is a label; a pair labelled by
 several annotators (the overlap) yields one row whose label is the mean of theirs (a soft label when they
-disagree). :func:`labels_in_effect` is what :func:`drward.annotate.pairs.read_pairs` yields for such a file.
+disagree). :func:`~drward.annotate.pairs.labels_in_effect` is what :func:`drward.annotate.pairs.read_pairs` yields for such a
+file.
 
 :func:`append_record` writes one line with one ``write``, then flushes and ``fsync``s, so a killed server loses
 at most the decision it was writing.
@@ -23,37 +24,11 @@ import dataclasses
 import datetime
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
-from drward.annotate.pairs import PreferencePair, parse_pair_lines
-
-PairKey = Tuple[str, str]
-
-
-@dataclasses.dataclass
-class Decision:
-    """One event line of the log (``label``: P(image_a preferred) for label events, else ``None``)."""
-
-    line_no: int
-    event: str
-    annotator: str
-    pair: PreferencePair
-    label: Optional[float] = None
-    shown_left: Optional[str] = None
-    seconds: Optional[float] = None
-    time: Optional[str] = None
-
-    @property
-    def key(self) -> PairKey:
-        return self.pair.image_a, self.pair.image_b
-
-
-def decision_from_row(line_no: int, obj: dict, pair: PreferencePair) -> Decision:
-    """The :class:`Decision` of one validated event line."""
-    unlabelled = dataclasses.replace(pair, label=None, source=None, confidence=None)
-    return Decision(line_no, obj['event'], obj['annotator'], unlabelled, pair.label, obj.get('shown_left'),
-                    obj.get('seconds'), obj.get('time'))
-
+# the replay of a label log lives beside the pairs format (read_pairs yields a log's labels in effect); re-exported
+from drward.annotate.pairs import (Decision, PairKey, PreferencePair, current_labels, decision_from_row,  # noqa: F401
+                                   labels_in_effect, parse_pair_lines, replay)
 
 def read_label_log(path: str | os.PathLike) -> Tuple[List[Decision], List[Tuple[int, str]]]:
     """``(decisions, malformed)``: the event lines in order, and ``(line number, error)`` of each line that could
@@ -69,40 +44,6 @@ def read_label_log(path: str | os.PathLike) -> Tuple[List[Decision], List[Tuple[
         else:
             malformed.append((line_no, 'a pairs line without "event" in a label log (ignored)'))
     return decisions, malformed
-
-
-def replay(decisions: Sequence[Decision]) -> Dict[Tuple[str, PairKey], List[Decision]]:
-    """Per ``(annotator, pair key)``, the stack of decisions still in effect (undo pops the last one)."""
-    stacks: Dict[Tuple[str, PairKey], List[Decision]] = {}
-    for decision in decisions:
-        stack = stacks.setdefault((decision.annotator, decision.key), [])
-        if decision.event == 'undo':
-            if stack:
-                stack.pop()
-        else:
-            stack.append(decision)
-    return stacks
-
-
-def current_labels(decisions: Sequence[Decision]) -> Dict[Tuple[str, PairKey], Decision]:
-    """The label in effect of each ``(annotator, pair key)`` that has one."""
-    return {k: stack[-1] for k, stack in replay(decisions).items() if stack and stack[-1].event == 'label'}
-
-
-def labels_in_effect(rows: Sequence[Tuple[int, Any, PreferencePair]]) -> List[PreferencePair]:
-    """The rows of a label log as labelled pairs, one per pair (see the module docstring); ``rows`` are
-    ``(line number, decoded object, pair)`` of valid lines; lines without ``event`` are passed through."""
-    plain = [pair for _, obj, pair in rows if 'event' not in obj]
-    decisions = [decision_from_row(n, obj, pair) for n, obj, pair in rows if 'event' in obj]
-    per_pair: Dict[PairKey, List[Decision]] = {}
-    for (_, key), decision in current_labels(decisions).items():
-        per_pair.setdefault(key, []).append(decision)
-    labelled = []
-    for key, group in sorted(per_pair.items(), key=lambda item: min(d.line_no for d in item[1])):
-        latest = max(group, key=lambda d: d.line_no)
-        label = sum(d.label for d in group) / len(group)
-        labelled.append(dataclasses.replace(latest.pair, label=label, source='human', confidence=1.0))
-    return plain + labelled
 
 
 def utc_now() -> str:

@@ -33,7 +33,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 LABEL_SOURCES = ('human', 'svm')
 PAIR_FIELDS = ('image_a', 'image_b', 'caption', 'caption_key', 'reference', 'label', 'source', 'confidence')
@@ -156,7 +156,7 @@ def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
     """Read and validate a pairs file. Blank lines and lines starting with ``#`` are skipped.
 
     A label log (lines with ``event``) yields its labels in effect, one per pair
-    (:func:`drward.annotate.label_log.labels_in_effect`); ordinary lines are yielded as written.
+    (:func:`labels_in_effect`, the replay rule of :mod:`drward.annotate.label_log`); ordinary lines are yielded as written.
     """
     rows = []
     for line_no, obj, pair, error in parse_pair_lines(path):
@@ -164,7 +164,6 @@ def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
             raise PairsFormatError(f'{path}, line {line_no}: {error}')
         rows.append((line_no, obj, pair))
     if any('event' in obj for _, obj, _ in rows):
-        from drward.annotate.label_log import labels_in_effect
         return labels_in_effect(rows)
     return [pair for _, _, pair in rows]
 
@@ -210,3 +209,66 @@ def pair_caption(pair: PreferencePair, base_dir: str | os.PathLike, fallback: Op
                                     f'{pair.image_a} / {pair.image_b}) cannot be read: {err.strerror}') from None
         return text or fallback
     return fallback
+
+
+# ------------------------------------------------------------------------------------------------ label logs
+PairKey = Tuple[str, str]
+
+
+@dataclasses.dataclass
+class Decision:
+    """One event line of the log (``label``: P(image_a preferred) for label events, else ``None``)."""
+
+    line_no: int
+    event: str
+    annotator: str
+    pair: PreferencePair
+    label: Optional[float] = None
+    shown_left: Optional[str] = None
+    seconds: Optional[float] = None
+    time: Optional[str] = None
+
+    @property
+    def key(self) -> PairKey:
+        return self.pair.image_a, self.pair.image_b
+
+
+def decision_from_row(line_no: int, obj: dict, pair: PreferencePair) -> Decision:
+    """The :class:`Decision` of one validated event line."""
+    unlabelled = dataclasses.replace(pair, label=None, source=None, confidence=None)
+    return Decision(line_no, obj['event'], obj['annotator'], unlabelled, pair.label, obj.get('shown_left'),
+                    obj.get('seconds'), obj.get('time'))
+
+
+def replay(decisions: Sequence[Decision]) -> Dict[Tuple[str, PairKey], List[Decision]]:
+    """Per ``(annotator, pair key)``, the stack of decisions still in effect (undo pops the last one)."""
+    stacks: Dict[Tuple[str, PairKey], List[Decision]] = {}
+    for decision in decisions:
+        stack = stacks.setdefault((decision.annotator, decision.key), [])
+        if decision.event == 'undo':
+            if stack:
+                stack.pop()
+        else:
+            stack.append(decision)
+    return stacks
+
+
+def current_labels(decisions: Sequence[Decision]) -> Dict[Tuple[str, PairKey], Decision]:
+    """The label in effect of each ``(annotator, pair key)`` that has one."""
+    return {k: stack[-1] for k, stack in replay(decisions).items() if stack and stack[-1].event == 'label'}
+
+
+def labels_in_effect(rows: Sequence[Tuple[int, Any, PreferencePair]]) -> List[PreferencePair]:
+    """The rows of a label log as labelled pairs, one per pair (see the module docstring); ``rows`` are
+    ``(line number, decoded object, pair)`` of valid lines; lines without ``event`` are passed through."""
+    plain = [pair for _, obj, pair in rows if 'event' not in obj]
+    decisions = [decision_from_row(n, obj, pair) for n, obj, pair in rows if 'event' in obj]
+    per_pair: Dict[PairKey, List[Decision]] = {}
+    for (_, key), decision in current_labels(decisions).items():
+        per_pair.setdefault(key, []).append(decision)
+    labelled = []
+    for key, group in sorted(per_pair.items(), key=lambda item: min(d.line_no for d in item[1])):
+        latest = max(group, key=lambda d: d.line_no)
+        label = sum(d.label for d in group) / len(group)
+        labelled.append(dataclasses.replace(latest.pair, label=label, source='human', confidence=1.0))
+    return plain + labelled

@@ -1,4 +1,4 @@
-"""The one restorer interface ReFLModel drives (DESIGN.md §2).
+"""The one restorer interface ReFLModel drives (docs/design.md, "Interfaces").
 
 A restorer turns LQ faces into restored faces through a latent diffusion chain and exposes:
 
@@ -21,6 +21,7 @@ import torch
 from basicsr.utils import get_root_logger
 from torch import nn
 
+from drward.utils.atomic_io import atomic_save, unshared
 from drward.utils.options import OptionError, require_file
 from drward.utils.safe_load import load_weights
 
@@ -110,8 +111,6 @@ def trained_part_file(path: str) -> str:
 def save_trained_part(net: Restorer, path: str) -> None:
     """Write the restorer's trained part as ``.safetensors``: tensors only, no pickle, memory-mapped on load, the
     format diffusers and peft read; the metadata names the family and adds :meth:`Restorer.trained_file_metadata`."""
-    from drward.utils.atomic_io import atomic_save
-    from drward.weights.convert import unshared
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tensors = unshared({k: v.detach().cpu() for k, v in net.trained_state_dict().items()})
     atomic_save(tensors, path, metadata={'drward_restorer': net.family, **net.trained_file_metadata()})

@@ -40,7 +40,7 @@ from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.data.image_source import ImageSource
-from drward.data.resumable_sampler import SampleKey, sample_seed
+from drward.utils.resumable_sampler import SampleKey, sample_seed
 from drward.utils.captions import DEFAULT_FALLBACK_CAPTION
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
@@ -117,7 +117,7 @@ class FaceDegradationDataset(data.Dataset):
 
     def item_seed(self, index: int) -> Optional[int]:
         """The RNG seed of item ``index``: a hash of ``(seed, index)`` with the ``seed`` option (validation: the same
-        LQ every time); else, for a training draw from :class:`~drward.data.resumable_sampler.ResumableSampler`, a
+        LQ every time); else, for a training draw from :class:`~drward.utils.resumable_sampler.ResumableSampler`, a
         hash of the run's ``(seed, epoch, position)``; else None (the global RNGs, BasicSR's way)."""
         if self.seed is not None:
             return int(np.random.SeedSequence([int(self.seed), int(index)]).generate_state(1)[0])

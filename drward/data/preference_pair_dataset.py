@@ -43,7 +43,7 @@ from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_
                                                   checked_caption_policy, fill_missing_captions)
 from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
 from drward.data.image_source import ImageSource, lmdb_key
-from drward.data.resumable_sampler import SampleKey, sample_seed
+from drward.utils.resumable_sampler import SampleKey, sample_seed
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 

@@ -7,12 +7,16 @@ stop step:  ``Δr = mean r_FRM(Î_trained) − mean r_FRM(Î_initial)``, plus th
 """
 from __future__ import annotations
 
+import copy
+import os.path as osp
 from typing import Dict, Mapping, Optional, Sequence
 
 import torch
+from basicsr.archs import build_network
+from basicsr.data import build_dataset
 
-from drward.archs.frm_arch import FaceRewardModel
-from drward.archs.restorer import Restorer, restore_seeded
+from drward.archs.frm_arch import FaceRewardModel, build_frm
+from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded
 
 
 @torch.no_grad()
@@ -47,3 +51,19 @@ def format_report(report: Dict[str, float], title: Optional[str] = None) -> str:
               f"| GT | {report['reward_gt']:.4f} |",
               f"\nFRM prefers GT over the ReFL output on {100 * report['frm_prefers_gt']:.0f} % of the pairs."]
     return '\n'.join(lines)
+
+
+def score_experiment(opt: Mapping, exp_dir: str, max_faces: int = 8) -> Dict[str, float]:
+    """Build ``network_g`` as the option file does (the initial weights), load ``net_g_latest`` and
+    ``net_frm_latest`` from ``exp_dir/models`` and compare on the first ``max_faces`` validation faces."""
+    models = osp.join(exp_dir, 'models')
+    restorer = build_network(copy.deepcopy(dict(opt['network_g'])))
+    initial = {k: v.clone() for k, v in restorer.trained_state_dict().items()}
+    load_restorer_weights(restorer, osp.join(models, 'net_g_latest.safetensors'))
+    frm = build_frm({k: v for k, v in opt['train']['reward_opt']['frm'].items() if k != 'checkpoint'})
+    frm.load_checkpoint(osp.join(models, 'net_frm_latest.pth'))
+    val_opt = dict(copy.deepcopy(opt['datasets']['val']), phase='val', scale=1)
+    dataset = build_dataset(val_opt)
+    items = [dataset[i] for i in range(min(max_faces, len(dataset)))]
+    lq, gt = (torch.stack([it[k] for it in items]) for k in ('lq', 'gt'))
+    return reward_before_after(restorer, initial, frm, lq, gt, [it['caption'] for it in items])

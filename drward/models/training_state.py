@@ -9,7 +9,7 @@ from that is not the run that was interrupted: the random streams start afresh. 
   ``random``), keyed by the
   process rank: in a multi-process run rank 0 gathers every rank's streams into its file, and each rank takes
   its own back on resume (a rank the file lacks, in a run resumed on more processes, warns and draws afresh);
-* ``manual_seed``: the seed the data order and degradations are keyed by (see ``drward.data.resumable_sampler``);
+* ``manual_seed``: the seed the data order and degradations are keyed by (see ``drward.utils.resumable_sampler``);
 * ``model``: the model's counters (:meth:`~ResumableStateMixin.extra_training_state`);
 
 and writes the file atomically (:func:`drward.utils.atomic_io.atomic_save`). Everything is stored as tensors,

@@ -15,7 +15,7 @@ import os
 import os.path as osp
 import uuid
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import torch
 
@@ -76,6 +76,20 @@ def disk_space_note(folder: str, written: int) -> str:
     free_text = f'{free / 2 ** 30:.2f} GiB free' if free is not None else 'free space unknown'
     return (f'atomic_write: writing into {folder} failed after {written / 2 ** 30:.2f} GiB; {free_text} there now '
             f'(a full disk gives this error too); the destination file is unchanged')
+
+
+def unshared(tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Contiguous tensors with one storage each (safetensors refuses shared or strided ones); copies only those."""
+    seen, out = set(), {}
+    for key, tensor in tensors.items():
+        storage = tensor.untyped_storage()
+        whole = tensor.is_contiguous() and tensor.storage_offset() == 0 and \
+            tensor.numel() * tensor.element_size() == storage.nbytes()
+        if not whole or storage.data_ptr() in seen:
+            tensor = tensor.contiguous().clone()
+        seen.add(tensor.untyped_storage().data_ptr())
+        out[key] = tensor
+    return out
 
 
 def atomic_save(obj: Any, path: str, metadata: Optional[Dict[str, str]] = None) -> str:

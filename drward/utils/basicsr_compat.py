@@ -4,7 +4,7 @@
   takes the newest ``<iter>.state`` even when a kill tore it. Ours maps onto the GPU when there is one, else the
   CPU, and ``--auto_resume`` takes the newest state whose files all load (:mod:`drward.utils.resume`).
 * :func:`create_train_val_dataloader` — BasicSR's, with the train sampler replaced by
-  :class:`~drward.data.resumable_sampler.ResumableSampler` (the same order; items keyed by ``(seed, epoch,
+  :class:`~drward.utils.resumable_sampler.ResumableSampler` (the same order; items keyed by ``(seed, epoch,
   position)``; the loader draws its worker seeds from its own generator) and, on resume, started at the batch the
   interrupted epoch had reached instead of at its first.
 
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils import MessageLogger, check_resume
 
-from drward.data.resumable_sampler import ResumableSampler
+from drward.utils.resumable_sampler import ResumableSampler
 from drward.utils import determinism, distributed, preemption
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 

@@ -3,7 +3,7 @@
 :func:`newest_loadable_state` is ``--auto_resume``'s search: the newest ``training_states/<iter>.state`` whose files
 all load — the state itself and every ``models/net_<label>_<iter>.*`` beside it — skipping (with a warning) any
 state a kill or a full disk left incomplete. :func:`samples_done_in_epoch` says how far into its epoch the resumed
-iteration was, so that the data order continues from there (``drward.data.resumable_sampler``).
+iteration was, so that the data order continues from there (``drward.utils.resumable_sampler``).
 """
 from __future__ import annotations
 

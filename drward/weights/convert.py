@@ -20,8 +20,9 @@ from typing import Dict, List, Mapping
 
 import torch
 
+from drward.utils.atomic_io import unshared  # noqa: F401  (re-exported: it lived here)
 from drward.utils.safe_load import load_weights, split_tensors
-from drward.weights.common import StateDict, state_dict_of
+from drward.weights.common import state_dict_of
 
 
 @dataclass
@@ -41,20 +42,6 @@ class ExportReport:
         if len(self.dropped) > limit:
             lines.append(f'  ... and {len(self.dropped) - limit} more')
         return '\n'.join(lines)
-
-
-def unshared(tensors: Mapping[str, torch.Tensor]) -> StateDict:
-    """Contiguous tensors with one storage each (safetensors refuses shared or strided ones); copies only those."""
-    seen, out = set(), {}
-    for key, tensor in tensors.items():
-        storage = tensor.untyped_storage()
-        whole = tensor.is_contiguous() and tensor.storage_offset() == 0 and \
-            tensor.numel() * tensor.element_size() == storage.nbytes()
-        if not whole or storage.data_ptr() in seen:
-            tensor = tensor.contiguous().clone()
-        seen.add(tensor.untyped_storage().data_ptr())
-        out[key] = tensor
-    return out
 
 
 def _is_osediff(obj: object) -> bool:
