@@ -14,7 +14,7 @@ GPU's appetite, measured in one process.
 2. **Loader**: images per second through a BasicSR-style ``DataLoader`` (batch ``--batch``) with 0, 1, 2, ...
    workers, reading the lmdb; the first batch (worker start-up) is not counted.
 3. **Demand**: seconds of training per image and the images per second it asks for — the real-size OSEDiff step on
-   this CPU (docs/real_size.md) and the GPU floor of a DiffBIR step from DESIGN.md §5 (66 TFLOP per image at the
+   this CPU (docs/real_size.md) and the GPU floor of a DiffBIR step from docs/design.md §5 (66 TFLOP per image at the
    bf16 dense peak of an A100 / H100; OSEDiff's ≈ 15 TFLOP derived from §5's module counts), and how many workers
    at the measured one-worker rate that needs.
 
@@ -53,9 +53,9 @@ from drward.data.lmdb_pack import pack_folder  # noqa: E402
 SIZE_OPTIONS = {512: 'refl_diffbir.yml', 64: 'refl_diffbir_tiny.yml'}
 #: docs/real_size.md: the OSEDiff + FRM rehearsal step (4 micro-batches of one 512² face) on this CPU.
 CPU_STEP_S, CPU_STEP_IMAGES = 479.0, 4
-#: DESIGN.md §5: one DiffBIR ReFL micro-batch (one 512² face, K = 50, N = 1) ≈ 66 TFLOP.
+#: docs/design.md §5: one DiffBIR ReFL micro-batch (one 512² face, K = 50, N = 1) ≈ 66 TFLOP.
 DIFFBIR_TFLOP_PER_IMAGE = 66.0
-#: One OSEDiff ReFL micro-batch from DESIGN.md §5's per-module forward GFLOPs: forward VAE encode 1,117 + UNet 804 +
+#: One OSEDiff ReFL micro-batch from docs/design.md §5's per-module GFLOPs: forward VAE encode 1,117 + UNet 804 +
 #: VAE decode 2,515 + FRM 335, backward ≈ 2 × that forward (the gradient passes all four), plus the frozen reference
 #: UNet's forward for L_reg (804): ≈ 15 TFLOP. Derived here; §5 counts DiffBIR only.
 OSEDIFF_TFLOP_PER_IMAGE = (3 * (1117 + 804 + 2515 + 335) + 804) / 1000
@@ -176,7 +176,7 @@ def demand_rows(one_worker_rate: float) -> List[List[str]]:
     """Demand rows: seconds per image, images/s needed, workers needed at ``one_worker_rate`` images/s each."""
     demands = [(f'OSEDiff ReFL step on this CPU (docs/real_size.md: {CPU_STEP_S:.0f} s / {CPU_STEP_IMAGES} faces)',
                 CPU_STEP_S / CPU_STEP_IMAGES)]
-    for name, tflop, source in (('DiffBIR', DIFFBIR_TFLOP_PER_IMAGE, 'DESIGN.md §5'),
+    for name, tflop, source in (('DiffBIR', DIFFBIR_TFLOP_PER_IMAGE, 'docs/design.md §5'),
                                 ('OSEDiff', OSEDIFF_TFLOP_PER_IMAGE, 'from §5\'s module counts')):
         demands += [(f'{name} step, GPU floor: {tflop:.0f} TFLOP/face ({source}) at {gpu} bf16 peak {peak:.0f} '
                      'TFLOP/s', tflop / peak) for gpu, peak in GPU_PEAKS.items()]

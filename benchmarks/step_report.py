@@ -1,5 +1,5 @@
 """The Markdown report of benchmarks/refl_step.py: the parts table (N = 1 next to the full chain), the variants table,
-the time shares next to DESIGN.md §5's FLOP shares, and the construct-only parameter count.
+the time shares next to docs/design.md §5's FLOP shares, and the construct-only parameter count.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _variants_table(results: Dict[int, VariantResult], k: int) -> str:
 
 
 def _design_comparison(step: VariantResult, k: int) -> str:
-    """The N = 1 step's grouped time shares; for a chain, next to DESIGN.md §5's FLOP shares (DiffBIR, SD 2.1
+    """The N = 1 step's grouped time shares; for a chain, next to docs/design.md §5's FLOP shares (DiffBIR, SD 2.1
     sizes, 512², K = 50)."""
     parts = step.parts
     total = sum(m.seconds for m in parts.values())
@@ -90,7 +90,7 @@ def _design_comparison(step: VariantResult, k: int) -> str:
               f'{share("frm_update")}')
     if k == 1:
         return f'Time shares of the step: {shares}.'
-    return (f'Against DESIGN.md §5 (FLOPs of a DiffBIR step at SD 2.1 sizes, 512², K = 50: no-grad prefix ≈ 80 %, '
+    return (f'Against docs/design.md §5 (FLOPs of a DiffBIR step, SD 2.1 sizes, 512², K = 50: no-grad prefix ≈ 80 %, '
             f'VAE decode forward + backward ≈ 11 %, grad step forward + backward ≈ 5 %), this run\'s time shares '
             f'are: {shares}.')
 

@@ -64,3 +64,46 @@ def test_the_readme_fits_on_a_few_screens_and_shows_the_page():
     assert len(text.splitlines()) <= 250
     assert '](docs/app_page.png)' in text
     assert '`tools/run.sh demo`' in text or 'tools/run.sh demo' in text
+
+
+# ------------------------------------------------------------------------------------------------ the whole repo
+#: a file path inside the repo, named in code, docs or option files: ends in a file extension
+ANY_REPO_FILE = re.compile(r'(?<![\w./<$-])((?:docs|drward|tests|tools|options|benchmarks)/[\w./-]*\.[a-z]{2,9})(?![\w*])')
+OUTSIDE = re.compile(r'DESIGN\.md|\.\./shared/|/work/shared')
+SECTION = re.compile(r'docs/design\.md ((?:§\d+(?:, )?)+)')
+#: made-up names that tests use in error messages, not references
+NOT_REFERENCES = {'options/x.yml'}
+TEXT_FILES = ('.py', '.md', '.yml', '.yaml', '.sh', '.cfg', '.toml', '.txt', '.importlinter')
+
+
+def repo_text_files() -> list:
+    """Every tracked (or new, not ignored) text file of the repo: code, docs, option files, scripts."""
+    import subprocess
+    listed = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'], cwd=ROOT,
+                            capture_output=True, text=True)
+    names = listed.stdout.split() if listed.returncode == 0 else [
+        osp.relpath(osp.join(d, f), ROOT) for d, _, files in __import__('os').walk(ROOT) if '/.' not in d
+        for f in files]
+    return sorted(n for n in names if n.endswith(TEXT_FILES) and osp.isfile(osp.join(ROOT, n)))
+
+
+def design_sections() -> set:
+    text = open(osp.join(ROOT, 'docs', 'design.md'), encoding='utf-8').read()
+    return set(re.findall(r'^## (\d+)\. ', text, flags=re.M))
+
+
+def test_no_reference_in_the_repo_points_at_a_file_that_is_not_in_it():
+    sections, broken = design_sections(), []
+    for name in repo_text_files():
+        if name == 'tests/test_docs_links.py':
+            continue
+        text = open(osp.join(ROOT, name), encoding='utf-8', errors='replace').read()
+        for match in OUTSIDE.finditer(text):
+            broken.append(f'{name}: {match.group(0)} (outside the repo)')
+        for path in set(ANY_REPO_FILE.findall(text)) - NOT_REFERENCES:
+            if not any(osp.exists(osp.join(ROOT, p)) for p in expand_braces(path)):
+                broken.append(f'{name}: {path}')
+        for group in SECTION.findall(text):
+            broken += [f'{name}: docs/design.md §{n} (no such section)' for n in re.findall(r'§(\d+)', group)
+                       if n not in sections]
+    assert not broken, 'references to files or sections not in the repo:\n' + '\n'.join(sorted(set(broken)))

@@ -1,4 +1,4 @@
-"""The DiffusionReward losses against hand computations (DESIGN.md §1)."""
+"""The DiffusionReward losses against hand computations (docs/design.md §1)."""
 import pytest
 import torch
 import torch.nn.functional as F

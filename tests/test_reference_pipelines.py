@@ -1,4 +1,4 @@
-"""The order of operations around the networks follows each reference's own inference code (issue 14; DESIGN.md §5
+"""The order of operations around the networks follows each reference's own inference code (issue 14; docs/design.md §5
 "Reference pipelines' order of operations"), pinned on tiny models:
 
 * DiffBIR (``diffbir/pipeline.py``): short side upscaled to ``min_short_side``; SwinIR on the 64-padded input,

@@ -1,4 +1,4 @@
-"""The hybrid SVM labelling pipeline of the Face Reward Model's training data (DESIGN.md §1, "FRM pre-training").
+"""The hybrid SVM labelling pipeline of the Face Reward Model's training data (docs/design.md §1, "FRM pre-training").
 
 Modules: :mod:`~drward.annotate.pairs` (the JSONL pairs format), :mod:`~drward.annotate.quality` (the per-image
 quality metrics and their presets), :mod:`~drward.annotate.cache` (metric values on disk, so a rerun recomputes

@@ -1,5 +1,5 @@
 """DiffBIR (face) as a :class:`~drward.archs.restorer.Restorer`: frozen SwinIR stage 1, frozen SD 2.1 UNet/VAE/text
-tower, trained IRControlNet (DESIGN.md §1, §4).
+tower, trained IRControlNet (docs/design.md §1, §4).
 
 One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], in the order of DiffBIR's own pipeline
 (``diffbir/pipeline.py``, ``SwinIRPipeline``; each step's line is in :meth:`DiffBIRRestorer._stage1_and_condition`

@@ -1,6 +1,6 @@
 """Face Reward Model (FRM): HPS v2's open_clip CLIP, scoring a face against its caption.
 
-Paper §3 (DESIGN.md §1): with normalised embeddings ``e_I = f_img(I)/‖·‖`` and ``e_T = f_txt(T)/‖·‖``
+Paper §3 (docs/design.md §1): with normalised embeddings ``e_I = f_img(I)/‖·‖`` and ``e_T = f_txt(T)/‖·‖``
 
 * reward (HPS v2's published score, what ``RewardLoss`` uses):   ``r = cos(e_I, e_T)``
 * preference score of image ``k`` of a pair (paper's ``s_k``):     ``s_k = cos(e_Ik, e_T) / τ``

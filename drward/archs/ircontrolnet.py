@@ -1,4 +1,4 @@
-"""DiffBIR's IRControlNet on diffusers' ``ControlNetModel`` (DESIGN.md §4).
+"""DiffBIR's IRControlNet on diffusers' ``ControlNetModel`` (docs/design.md §4).
 
 IRControlNet is a copy of the SD UNet's encoder (time embedding, ``conv_in``, down blocks, mid block) whose first
 convolution takes ``cat(z_t, c)`` — the noisy latent and the VAE latent of the stage-1 output, 4 + 4 channels — with

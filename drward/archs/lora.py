@@ -1,4 +1,4 @@
-"""LoRA adapters (peft) on SD's UNet and VAE encoder, placed where OSEDiff places them (DESIGN.md §1, §4).
+"""LoRA adapters (peft) on SD's UNet and VAE encoder, placed where OSEDiff places them (docs/design.md §1, §4).
 
 OSEDiff (``osediff.py``: ``initialize_unet``, ``initialize_vae``) adds, with ``LoraConfig(r, init_lora_weights=
 "gaussian")`` (peft's default ``lora_alpha = 8``, so the update is ``W x + (8 / r)·B A x``, ``A ~ N(0, 1/r)``,

@@ -1,5 +1,5 @@
 """OSEDiff as a :class:`~drward.archs.restorer.Restorer`: SD 2.1-base UNet and VAE with LoRA adapters (peft), one
-denoising step (DESIGN.md §1, §4, §6).
+denoising step (docs/design.md §1, §4, §6).
 
 One restoration of ``I_LQ`` (B, 3, H, W) in [0, 1], in the order of OSEDiff's own test (``test_osediff.py``,
 ``osediff.py``'s ``OSEDiff_test.forward``):

@@ -4,7 +4,7 @@ One option name everywhere (restorers, the FRM): ``weight_dtype: fp32 | bf16``.
 
 * Frozen modules (SD UNet, VAE, text tower, stage-1 SwinIR, the frozen θ₀ copy, the FRM's locked layers) are
   stored in the weight dtype and run in it, with inputs cast to it and **without** autocast: on AMX CPUs a bf16
-  UNet forward is ~8× faster than the same UNet with fp32 weights under ``torch.autocast`` (DESIGN.md §5), and
+  UNet forward is ~8× faster than the same UNet with fp32 weights under ``torch.autocast`` (docs/design.md §5), and
   autocast over bf16 weights is slower still (measured: ``benchmarks/``).
 * Trained parameters stay fp32 (the optimiser's master weights ``θ``). A :class:`ComputeCopy` holds casts
   ``θ_c = cast(θ)`` in the compute dtype as the weights of a parameter-less twin of the module: under ``no_grad``

@@ -12,7 +12,7 @@ touches a model hub; weights come from :mod:`drward.weights`. The configurations
 * the text context: open_clip's ViT-H-14 text tower read at the **penultimate** layer (SD 2.x, DiffBIR's
   ``FrozenOpenCLIPEmbedder(layer='penultimate')``): ``context = ln_final(h_{L−1})``, where ``h_l`` is the residual
   stream after block ``l`` of ``L``; the tower holds only the ``L − 1`` blocks it runs;
-* the empty-prompt context, computed once and cached (DiffBIR feeds SD an empty prompt, DESIGN.md "Captions");
+* the empty-prompt context, computed once and cached (DiffBIR feeds SD an empty prompt, docs/design.md "Captions");
   per-image prompts (OSEDiff) are encoded per batch and not cached.
 """
 from __future__ import annotations
@@ -131,7 +131,7 @@ class SDParts(nn.Module):
         self._context_cache.clear()
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Activation checkpointing in the UNet and the VAE (its decoder dominates the backward, DESIGN.md §5)."""
+        """Activation checkpointing in the UNet and the VAE (its decoder dominates the backward, docs/design.md §5)."""
         for model in (self.unet, self.vae):
             model.enable_gradient_checkpointing() if enabled else model.disable_gradient_checkpointing()
 

@@ -1,4 +1,4 @@
-"""The synthetic face degradation of DiffusionReward (DESIGN.md §1, "Degradations").
+"""The synthetic face degradation of DiffusionReward (docs/design.md §1, "Degradations").
 
 ``I_LQ = resize_up( JPEG_q( ↓_r( I_GT ⊛ k_σ ) + n_δ ) )``: a Gaussian blur kernel ``k_σ`` (size 41, isotropic or
 anisotropic with probability 0.5 each, σ ∈ [0.1, 12]), a bilinear downsample by ``r ∈ [1, 12]``, Gaussian noise of

@@ -1,7 +1,7 @@
 """FaceDegradationDataset: HQ faces + captions → (LQ, GT, caption) with the paper's synthetic degradation.
 
 Each item is ``I_GT`` (the HQ face resized to ``gt_size²``), ``I_LQ = degrade(I_GT)`` (:mod:`drward.data.degrade`:
-blur k_σ, downsample r, noise δ, JPEG q, resize back; DESIGN.md §1) and the face's caption for the FRM's text side.
+blur k_σ, downsample r, noise δ, JPEG q, resize back; docs/design.md §1) and the caption for the FRM's text side.
 
 Options (BasicSR dataset options; BasicSR's own keys such as ``phase``, ``batch_size_per_gpu`` are accepted too):
 

@@ -4,7 +4,7 @@ Images come back as numpy ``(H, W, 3)`` float32 in [0, 1], **BGR** (OpenCV's ord
 functions assume). Grey images are replicated to three channels; an alpha channel is dropped; 16-bit images are
 scaled to [0, 1] (the same float an 8-bit copy would give, without its rounding).
 
-Captions (DESIGN.md §1, "Captions") are looked up per image: ``<image stem>.txt`` beside the image, else a caption
+Captions (docs/design.md §1, "Captions") are looked up per image: ``<image stem>.txt`` beside the image, else a caption
 file (JSON ``{name: caption}`` or TSV ``name<TAB>caption`` lines, where ``name`` is the image's file name or its
 stem), else the caller's fallback.
 """

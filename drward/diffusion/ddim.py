@@ -1,4 +1,4 @@
-"""The truncated DDIM sampler shared by every restorer (DESIGN.md §1 "Truncated ReFL step", §5).
+"""The truncated DDIM sampler shared by every restorer (docs/design.md §1 and Cost).
 
 DDIM over K uniformly spaced timesteps t_0 > t_1 > … > t_{K−1} (K = 50: 981, 961, …, 1), no guidance. One update
 from index i (timestep t, ``ᾱ_t``) to the next (``ᾱ_prev``; ``ᾱ_0`` after the last step, i.e. diffusers'

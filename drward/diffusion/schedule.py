@@ -1,4 +1,4 @@
-"""Stable Diffusion's noise schedule and the closed-form clean-latent prediction (DESIGN.md §1).
+"""Stable Diffusion's noise schedule and the closed-form clean-latent prediction (docs/design.md §1).
 
 SD 2.1 (and DiffBIR on top of it) uses the LDM "linear" schedule, which diffusers calls ``scaled_linear``:
 

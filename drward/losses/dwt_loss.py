@@ -1,4 +1,4 @@
-"""Wavelet structure loss ``L_DWT`` (DESIGN.md §1).
+"""Wavelet structure loss ``L_DWT`` (docs/design.md §1).
 
 Default (authors' code): ``L_DWT = L1(Yl(Î'), Yl(I_GT'))``, ``Yl`` the low-pass band of a dual-tree complex wavelet
 transform, ``pytorch_wavelets.DTCWTForward(J=3, biort='near_sym_b', qshift='qshift_b')``, images in [0, 1].

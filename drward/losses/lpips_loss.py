@@ -1,4 +1,4 @@
-"""Perceptual loss ``L_LPIPS = LPIPS_vgg(Î, I_GT)`` on [-1, 1] inputs (DESIGN.md §1), through the ``lpips`` package.
+"""Perceptual loss ``L_LPIPS = LPIPS_vgg(Î, I_GT)`` on [-1, 1] inputs (docs/design.md §1), via the ``lpips`` package.
 
 The package ships its calibrated linear layers; the VGG/AlexNet backbone comes from torchvision's weight file, which
 cannot be downloaded here. It is read from ``backbone_path`` or from the torch hub cache

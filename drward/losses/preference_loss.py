@@ -1,4 +1,4 @@
-"""FRM pair loss ``L_FRM`` (paper, FRM training; DESIGN.md §1).
+"""FRM pair loss ``L_FRM`` (paper, FRM training; docs/design.md §1).
 
 For a pair with logits ``[s_1, s_2]`` (``s_k = exp(logit_scale)·cos(e_Ik, e_T)``) and label ``y`` (one-hot, or soft):
 ``L_FRM = −Σ_j y_j · log softmax([s_1, s_2])_j``, reduced over the batch by ``mean`` or ``sum`` (the dynamic FRM

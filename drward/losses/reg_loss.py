@@ -1,4 +1,4 @@
-"""Regulariser ``L_reg`` against the frozen initial copy θ₀ (DESIGN.md §1; paper: the diversity safeguard).
+"""Regulariser ``L_reg`` against the frozen initial copy θ₀ (docs/design.md §1; paper: the diversity safeguard).
 
 * ``mode='output'`` (authors' code, default): ``L_reg = Σ_k mean((c_k^θ − c_k^{θ₀})²)`` over paired tensors — for
   DiffBIR the 13 control residuals of the trained IRControlNet and of its frozen initial copy, same inputs, same step.

@@ -1,6 +1,6 @@
 """The FRM's optimiser and one preference step, shared by ReFL's dynamic FRM update and FRM pre-training.
 
-HPS v2 / the authors' recipe (DESIGN.md §1): AdamW, weight decay only on ≥ 2-D weights (matrices, conv kernels,
+HPS v2 / the authors' recipe (docs/design.md §1): AdamW, weight decay only on ≥ 2-D weights (matrices, conv kernels,
 embeddings); biases, norm parameters and ``logit_scale`` get none; gradient-norm clip (1.0 in ReFL).
 
 Across P processes the step is one step on the global batch: every rank's gradient is combined before the clip

