@@ -10,6 +10,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from drward.archs.restorer import Restorer, RestoreOutput
+from drward.diffusion import row_noise
 from drward.diffusion.ddim import TruncatedDDIMSampler
 
 
@@ -38,7 +39,7 @@ class ToyRestorer(Restorer):
                     pairs.append((c, self.control_ref(x)))
             return self.frozen_net(z_t) + c
 
-        z_T = torch.randn(lq.shape, generator=generator).to(lq)
+        z_T = row_noise.randn(lq.shape, generator).to(lq)  # a list of generators: one per row
         out = self.sampler.sample(denoise, z_T, grad_steps=grad_steps, generator=generator)
         return RestoreOutput(image=out.latent.clamp(-1, 1), reg_pairs=pairs, latent=out.latent,
                              info=out.log_info())
