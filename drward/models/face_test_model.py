@@ -265,10 +265,11 @@ class FaceTestModel(BaseModel):
         skip = self._reuse_saved(folder, spec)
         outputs, restored_now, skipped = {}, 0, []
         batches = SizeBatches(self.batch_size)
-        share = len(range(test_shards.rank(), len(dataloader.dataset), test_shards.world_size()))
+        positions = test_shards.sorted_positions(dataloader.dataset)  # item i's place in the sorted set
+        share = len(range(test_shards.rank(), len(positions), test_shards.world_size()))
         bar = tqdm(total=share, unit='image', desc=f'restore {spec.label} on {dataset}',
                    disable=not self.val_opt.get('pbar', True))
-        for item, data in readable_batches(dataloader, skipped, select=test_shards.mine):
+        for item, data in readable_batches(dataloader, skipped, select=lambda i: test_shards.mine(positions[i])):
             names = [osp.splitext(osp.basename(p))[0] for p in data['lq_path']]
             self._save_inputs(data, names, inputs_dir)
             paths = [osp.join(folder, name + IMAGE_EXT) for name in names]
@@ -276,7 +277,7 @@ class FaceTestModel(BaseModel):
             bar.update(1)
             if skip and all(osp.exists(p) for p in paths):
                 continue
-            for batch in batches.add(PendingItem(item, data, paths)):
+            for batch in batches.add(PendingItem(positions[item], data, paths)):
                 restored_now += self._restore_batch(index, batch)
         for batch in batches.rest():
             restored_now += self._restore_batch(index, batch)
@@ -287,7 +288,8 @@ class FaceTestModel(BaseModel):
         return outputs
 
     def _restore_batch(self, index: int, batch: Batch) -> int:
-        """Restore one batch with row ``index``, each image seeded by its index in the set; returns the count."""
+        """Restore one batch with row ``index``, each image seeded by its index in the sorted set; returns the
+        count."""
         self._activate(index)
         base = int(self.val_opt.get('seed', 0))
         self.image_seeds = [base + i for i in batch.indices]  # same noise for every row, any batch or rank

@@ -1,8 +1,8 @@
 """Sharding a test set over the processes of ``torchrun ... tools/test.py --launcher pytorch`` (or slurm).
 
-The rule is training validation's (:mod:`drward.models.validation`): item ``i`` of a test set (its index in the
-dataset's sorted order) goes to rank ``i mod P`` and is seeded by ``i`` as in one process, so a face's restoration
-does not depend on ``P``. Every rank restores and scores its share; the shares meet in :func:`gather`, which is also
+The rule is training validation's (:mod:`drward.models.validation`): item ``i`` of a test set (its index in the set
+sorted by file path, :func:`sorted_positions`) goes to rank ``i mod P`` and is seeded by ``i`` as in one process, so
+a face's restoration does not depend on ``P``, the batch or the order the file system lists the folder in. Every rank restores and scores its share; the shares meet in :func:`gather`, which is also
 the barrier before rank 0 alone computes the set-level metrics (FID) over the whole folder and writes the reports.
 
 **Waiting without a timeout.** Rank 0 may compute FID, write grids, then restore the next set's share while the
@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch.distributed as dist
 
+from drward.data.readable_items import item_name
 from drward.utils import distributed
 
 #: How long a rank waits in a gather for the slowest rank (FID of a 3,000-face set on rank 0, a slow share).
@@ -45,6 +46,18 @@ def mine(index: int, rank_: Optional[int] = None, world: Optional[int] = None) -
     """True when item ``index`` belongs to this rank: ``index mod P == rank``."""
     world = world_size() if world is None else world
     return index % world == (rank() if rank_ is None else rank_)
+
+
+def sorted_positions(dataset) -> List[int]:
+    """``positions[i]``: where item ``i`` of ``dataset`` stands in the set sorted by file path (BasicSR's paired
+    dataset lists a folder in the file system's order, which differs between disks and copies). Sharding and seeds
+    use this position, so every rank, node and copy of the set agrees on them."""
+    names = [item_name(dataset, i) for i in range(len(dataset))]
+    order = sorted(range(len(names)), key=lambda i: (names[i], i))
+    positions = [0] * len(names)
+    for position, index in enumerate(order):
+        positions[index] = position
+    return positions
 
 
 def share_sizes(count: int, world: int) -> List[int]:
