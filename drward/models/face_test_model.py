@@ -22,6 +22,11 @@ average), applied wherever the network's output is written (and to the face crop
 
 Compare mode: a ``compare`` block naming the second row (``label``, ``pretrain_network_g``, optionally its own
 ``network_g``). Only one network is in memory at a time.
+
+``val.batch_size`` (default 1): images of one size restored in one network call, each seeded by its place in the set
+sorted by path (:mod:`drward.models.test_batches`). ``torchrun ... tools/test.py --launcher pytorch`` (or slurm)
+shards every set: image i on rank i mod P, per-image metrics on each rank, gathered; rank 0 computes FID over the
+whole folder and writes everything (:mod:`drward.models.test_shards`; docs/evaluation.md).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 The rule is training validation's (:mod:`drward.models.validation`): item ``i`` of a test set (its index in the set
 sorted by file path, :func:`sorted_positions`) goes to rank ``i mod P`` and is seeded by ``i`` as in one process, so
-a face's restoration does not depend on ``P``, the batch or the order the file system lists the folder in. Every rank restores and scores its share; the shares meet in :func:`gather`, which is also
-the barrier before rank 0 alone computes the set-level metrics (FID) over the whole folder and writes the reports.
+a face's restoration does not depend on ``P``, the batch or the order the file system lists the folder in. Every
+rank restores and scores its share; the shares meet in :func:`gather`, which is also the barrier before rank 0
+alone computes the set-level metrics (FID) over the whole folder and writes the reports.
 
 **Waiting without a timeout.** Rank 0 may compute FID, write grids, then restore the next set's share while the
 other ranks already wait in the next gather. The ranks wait for each other only in this module's collectives, which
