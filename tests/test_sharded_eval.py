@@ -144,3 +144,38 @@ def test_a_sharded_run_killed_in_the_middle_then_rerun_restores_the_rest_and_giv
     assert table_lines(killed) == table_lines(one_process)
     assert_same_values(per_image(killed), per_image(one_process))
 
+
+
+class _Listed:
+    """A dataset that lists its files in a file system's order (not sorted), as BasicSR's paired dataset does."""
+
+    def __init__(self, names):
+        self.paths = [{'lq_path': name} for name in names]
+
+    def __len__(self):
+        return len(self.paths)
+
+
+def test_shards_and_seeds_follow_the_sorted_set_whatever_order_the_folder_lists_it_in():
+    from drward.models import test_shards
+    listed = ['c.png', 'a.png', 'd.png', 'b.png', 'e.png']
+    positions = test_shards.sorted_positions(_Listed(listed))
+    assert [listed[positions.index(p)] for p in range(5)] == sorted(listed)
+    shares = [[listed[i] for i in range(5) if test_shards.mine(positions[i], r, 2)] for r in (0, 1)]
+    assert sorted(shares[0]) == ['a.png', 'c.png', 'e.png'] and sorted(shares[1]) == ['b.png', 'd.png']
+    assert test_shards.share_sizes(7, 2) == [4, 3] and test_shards.share_sizes(2, 3) == [1, 1, 0]
+    assert test_shards.processes_note([4, 3]) == 'restored on 2 processes (4 + 3 faces)'
+    assert test_shards.processes_note([7]) is None
+
+
+def test_merged_shares_give_the_one_process_means_and_an_unavailable_metric_stays_na():
+    from drward.metrics.evaluate import ImageScores, finish_scores, merge_image_scores
+    opts = {'psnr': {'type': 'calculate_psnr'}, 'musiq': {'type': 'calculate_musiq'}}
+    whole = ImageScores({'psnr': {'a': 1.0, 'b': 2.0, 'c': float('nan')}})
+    parts = [ImageScores({'psnr': {'a': 1.0, 'c': float('nan')}}, {'musiq': 'n/a (missing w.pth)'}),
+             ImageScores({'psnr': {'b': 2.0}}), ImageScores()]  # the third rank had no face
+    merged = merge_image_scores(parts)
+    one = finish_scores(whole, ['a', 'b', 'c'], True, {'psnr': opts['psnr']}, 'unused', None)
+    many = finish_scores(merged, ['c', 'a', 'b'], True, opts, 'unused', None)
+    assert many.means['psnr'] == one.means['psnr'] == 1.5 and many.per_image['psnr'][:2] == [1.0, 2.0]
+    assert many.means['musiq'] == 'n/a (missing w.pth)' and many.notes == one.notes
