@@ -179,3 +179,19 @@ def test_merged_shares_give_the_one_process_means_and_an_unavailable_metric_stay
     many = finish_scores(merged, ['c', 'a', 'b'], True, opts, 'unused', None)
     assert many.means['psnr'] == one.means['psnr'] == 1.5 and many.per_image['psnr'][:2] == [1.0, 2.0]
     assert many.means['musiq'] == 'n/a (missing w.pth)' and many.notes == one.notes
+
+
+def test_basicsr_model_to_device_wraps_a_cpu_network_in_ddp_under_a_launcher(tmp_path):
+    """Other models run by tools/test.py --launcher on the CPU: BasicSR asked for torch.cuda.current_device()."""
+    import torch.distributed as dist
+    from basicsr.models.base_model import BaseModel
+    from torch.nn.parallel import DistributedDataParallel
+
+    from drward.utils.cli import wrap_ddp_on_the_cpu
+    wrap_ddp_on_the_cpu()
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    try:
+        net = BaseModel({'num_gpu': 0, 'is_train': False, 'dist': True}).model_to_device(torch.nn.Linear(2, 2))
+        assert isinstance(net, DistributedDataParallel) and net.device_ids is None
+    finally:
+        dist.destroy_process_group()
