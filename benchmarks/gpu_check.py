@@ -12,7 +12,9 @@ Checks, each a subprocess with its own time limit (a failing or slow one is repo
 4. ``prefix``: ``benchmarks/refl_step.py --grad-accum 4 --compare-batched-prefix`` (sd21: bf16, checkpointing);
 5. ``budget``: ``benchmarks/memory_budget.py`` measuring real steps (CUDA: ``max_memory_allocated`` beside the
    counted prediction);
-6. ``test``: ``tools/test.py`` on 2 faces.
+6. ``test``: ``tools/test.py`` on 2 faces;
+7. ``eval_throughput``: ``benchmarks/eval_throughput.py``: faces per second, peak memory and the largest pixel
+   difference from batch 1 at B = 1, 2, 4, 8, with the predicted CelebA-Test time on 1 and 8 GPUs.
 
 Writes ``gpu_check.md`` (the summary table, then each check's own report) and the logs to ``--out`` (default
 ``$OUT``, else ``gpu_check_out``). Exit status 1 if a check failed.
@@ -125,7 +127,16 @@ def checks(args: argparse.Namespace, workdir: str) -> List[Check]:
                               '--weight-dtype', 'bf16', '--steps', '2', '--out', budget_md],
                    600, _budget_summary(budget_md), budget_md)
     trains, test = training_checks(args, workdir)
-    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, test]
+    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, test,
+            eval_throughput_check(size, device, workdir)]
+
+
+def eval_throughput_check(size: str, device: str, workdir: str) -> Check:
+    """Faces per second and peak memory of evaluation at B = 1, 2, 4, 8 (benchmarks/eval_throughput.py)."""
+    out = osp.join(workdir, 'eval_throughput.md')
+    return Check('eval_throughput', [PY, 'benchmarks/eval_throughput.py', '--size', size, '--device', device,
+                                     '--out', out, '--json', osp.join(workdir, 'eval_throughput.json')],
+                 900, _tail_line('Fastest'), out)
 
 
 def weights_check(workdir: str) -> Check:

@@ -51,7 +51,7 @@ def build(args):
     face_size = args.face_size or (128 if args.tiny and not args.opt else 512)
     limits = PageLimits(args.max_files, args.max_file_mb, args.max_side)
     sampler = getattr(model.net, 'sampler', None)
-    return build_page(RestorationPage(model, detector, face_size, limits),
+    return build_page(RestorationPage(model, detector, face_size, limits, batch_size=max(1, args.batch_size)),
                       default_steps=sampler.num_steps if sampler is not None else None)
 
 

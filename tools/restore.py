@@ -66,7 +66,11 @@ def main() -> int:
     description = model.description + ('' if args.aligned else f'\n  faces: detector {detector.name}, aligned to '
                                         f'the FFHQ template at {args.face_size}x{args.face_size}')
     print(f'Restoring {len(paths)} image(s) from {args.input}', flush=True)
-    photos = PhotoRestorer(model.restore_face, args.output, args.aligned, args.face_size, detector)
+    if args.batch_size < 1:
+        print(f'--batch-size must be >= 1, got {args.batch_size}', file=sys.stderr)
+        return 1
+    photos = PhotoRestorer(model.restore_face, args.output, args.aligned, args.face_size, detector,
+                           batch_size=args.batch_size, restore_faces=model.restore_faces)
     summary = photos.run(paths, progress=not args.no_progress)
     summary.total_seconds = time.time() - start
     write_summary(summary, description, args.output)

@@ -1,8 +1,10 @@
 """Test with BasicSR's own pipeline and drward's registered components.
 
     python tools/test.py -opt options/test_celeba.yml
+    torchrun --nproc_per_node 8 tools/test.py -opt options/test_celeba.yml --launcher pytorch   # split over 8 GPUs
 
-Runs from the repo root; results land in ``results/<name>/``.
+Runs from the repo root; results land in ``results/<name>/``. Under ``--launcher`` (pytorch or slurm) every test set
+is split over the processes and rank 0 writes the one-process table (docs/evaluation.md).
 """
 import os.path as osp
 import sys

@@ -42,6 +42,7 @@ from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import ComputeCopy, no_autocast, parse_weight_dtype, runs_in_weight_dtype, store_frozen
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
+from drward.diffusion import row_noise
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import PrefixState, TruncatedDDIMSampler
 from drward.utils.options import OptionError, check_keys
@@ -159,8 +160,9 @@ class DiffBIRRestorer(Restorer):
     # -- the Restorer interface --------------------------------------------------------------------------------
     @runs_in_weight_dtype
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
-                generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
+                generator: Optional[row_noise.Generators] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1]; ``captions`` are accepted and ignored (empty SD prompt).
+        ``generator``: one for the batch, or (inference) one per row, each row then drawing its own noise.
         ``sampling``: ``stop_index`` / ``eta`` passed to the sampler, or ``prefix`` (a :class:`PrefixState` and the
         stage-1 image and condition from :meth:`restore_prefixes`: the chain continues from there)."""
         unknown = set(sampling) - {'stop_index', 'eta', 'prefix'}
@@ -172,7 +174,7 @@ class DiffBIRRestorer(Restorer):
             with torch.no_grad():
                 stage1, cond = self._stage1_and_condition(lq)
             # z_T stays float32 (the sampler's chain dtype); only the denoiser calls run in the model's dtype
-            z_T = torch.randn(cond.shape, generator=generator, device=generator.device).to(cond.device)
+            z_T = row_noise.randn(cond.shape, generator).to(cond.device)  # row r from generator[r] for a list
         else:
             (state, stage1, cond), z_T = prefix, None
             sampling['prefix'] = state

@@ -169,7 +169,8 @@ class OSEDiffRestorer(Restorer):
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:
         """Restore ``lq`` (B, 3, H, W) in [0, 1] in one step; ``grad_steps`` 1 keeps the graph (training), 0 not.
-        ``captions`` (one per image) are the SD prompts. ``generator`` draws the VAE posterior sample."""
+        ``captions`` (one per image) are the SD prompts. ``generator`` draws the VAE posterior sample (a list: one
+        generator per row, as diffusers' ``randn_tensor`` takes it)."""
         if sampling:
             raise TypeError(f'OSEDiffRestorer.restore: unknown sampling arguments {sorted(sampling)} (one step)')
         if grad_steps not in (0, 1):

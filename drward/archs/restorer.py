@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from basicsr.utils import get_root_logger
 from torch import nn
 
+from drward.diffusion import row_noise
 from drward.utils.atomic_io import atomic_save, unshared
 from drward.utils.options import OptionError, require_file
 from drward.utils.safe_load import load_weights
@@ -131,12 +132,16 @@ def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', 
         net.load_state_dict(state, strict=strict)
 
 
-def restore_seeded(restorer: Restorer, lq: torch.Tensor, captions: Optional[Sequence[str]], seed: int,
-                   grad_steps: int = 0) -> torch.Tensor:
+def restore_seeded(restorer: Restorer, lq: torch.Tensor, captions: Optional[Sequence[str]],
+                   seed: Union[int, Sequence[int]], grad_steps: int = 0) -> torch.Tensor:
     """``restorer.restore`` without gradient, drawing from a generator seeded with ``seed`` (the noise, and with
-    ``grad_steps`` ≥ 1 the stop step and η too); the image mapped to [0, 1], float32."""
+    ``grad_steps`` ≥ 1 the stop step and η too); the image mapped to [0, 1], float32. A sequence of seeds (one per
+    row, inference only) gives each row its own generator: a face restored in a batch draws the noise it would
+    draw alone (:mod:`drward.diffusion.row_noise`)."""
+    if not isinstance(seed, int) and len(seed) != lq.shape[0]:
+        raise ValueError(f'restore_seeded: {len(seed)} seeds for {lq.shape[0]} images')
     with torch.no_grad():
-        out = restorer.restore(lq, captions, grad_steps=grad_steps, generator=torch.Generator().manual_seed(seed))
+        out = restorer.restore(lq, captions, grad_steps=grad_steps, generator=row_noise.seeded(seed))
     return ((out.image.float() + 1) / 2).clamp(0, 1)
 
 

@@ -8,7 +8,7 @@ BadImageGuard`) are listed too.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from basicsr.utils import get_root_logger
 from torch.utils.data import default_collate
@@ -24,11 +24,15 @@ def item_name(dataset, index: int) -> str:
     return entry.get('lq_path', str(entry)) if isinstance(entry, dict) else str(entry)
 
 
-def readable_batches(dataloader, skipped: List[str]) -> Iterator[Tuple[int, Dict[str, Any]]]:
-    """``(index, batch of one item)`` for each item of ``dataloader.dataset`` that reads; each one that does not is
-    logged and appended to ``skipped`` as ``"<file> (<error>)"``. Raises if no item reads at all."""
+def readable_batches(dataloader, skipped: List[str], select: Optional[Callable[[int], bool]] = None
+                     ) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``(index, batch of one item)`` for each item of ``dataloader.dataset`` that reads (only the indices
+    ``select`` keeps: a rank's share); each one that does not is logged and appended to ``skipped`` as
+    ``"<file> (<error>)"``. Raises if no item reads at all."""
     dataset, first_error, yielded = dataloader.dataset, None, 0
     for index in range(len(dataset)):
+        if select is not None and not select(index):
+            continue
         try:
             item = dataset[index]
         except Exception as error:  # noqa: BLE001 - a dataset's reader raises anything on a corrupt file

@@ -22,6 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 
+from drward.diffusion import row_noise
+from drward.diffusion.row_noise import Generators
 from drward.diffusion.schedule import leading_timesteps, predict_x0, sd_alphas_cumprod
 
 #: ``denoise(z_t, t, with_grad) -> ε``: z_t (B, C, h, w), t (B,) int64 model timesteps; ``with_grad`` tells the
@@ -104,10 +106,10 @@ def ddim_update(z_t: torch.Tensor, eps: torch.Tensor, alpha_t: float, alpha_prev
     return z_prev
 
 
-def _randn_like(like: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """N(0, I) shaped like ``like``, drawn on the generator's device (seeded ⇒ reproducible), then moved."""
-    device = generator.device if generator is not None else like.device
-    return host_to_device(torch.randn(like.shape, generator=generator, device=device, dtype=like.dtype), like.device)
+def _randn_like(like: torch.Tensor, generator: Optional[Generators]) -> torch.Tensor:
+    """N(0, I) shaped like ``like``, drawn on the generator's device (seeded ⇒ reproducible; row ``r`` from
+    ``generator[r]`` for a list, :mod:`drward.diffusion.row_noise`), then moved."""
+    return host_to_device(row_noise.randn(like.shape, generator, like.dtype, like.device), like.device)
 
 
 def _draw_noise(chain: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
@@ -181,7 +183,7 @@ class TruncatedDDIMSampler:
 
     # -- sampling ----------------------------------------------------------------------------------------------
     def sample(self, denoise: DenoiseFn, z_T: torch.Tensor, grad_steps: int = 0, stop_index: Optional[int] = None,
-               eta: Optional[float] = None, generator: Optional[torch.Generator] = None,
+               eta: Optional[float] = None, generator: Optional[Generators] = None,
                prefix: Optional[PrefixState] = None) -> SampleOutput:
         """Run the chain from ``z_T`` (B, C, h, w).
 
@@ -192,12 +194,15 @@ class TruncatedDDIMSampler:
                 (``ẑ_0`` at the stop step, graph over the last N calls; N ≥ s + 1 keeps the whole chain).
             stop_index: training only: the stop index s in [0, K); drawn with :meth:`draw_stop_index` if None.
             eta: DDIM η; default ``eta_infer`` at inference, :meth:`draw_eta` in training.
-            generator: drives every random draw (stop index, η, DDIM noise), in that order.
+            generator: drives every random draw (stop index, η, DDIM noise), in that order; at inference also a
+                list of generators, one per row (each row's noise drawn from its own).
             prefix: training only: the chain's no-grad prefix already ran (a batched prefix); continue from its
                 latent with its draws (``z_T``, ``stop_index``, ``eta`` and ``generator`` are then unused).
         """
         if grad_steps < 0:
             raise ValueError(f'grad_steps must be >= 0, got {grad_steps}')
+        if grad_steps and row_noise.is_per_row(generator):
+            raise ValueError('a generator per row is for inference (grad_steps = 0); training draws from one')
         if grad_steps == 0:
             if stop_index is not None:
                 raise ValueError('stop_index applies to training calls (grad_steps >= 1) only')
@@ -206,7 +211,7 @@ class TruncatedDDIMSampler:
         return self._sample_truncated(denoise, z_T, grad_steps, stop_index, eta, generator, prefix)
 
     def _sample_inference(self, denoise: DenoiseFn, z_T: torch.Tensor, eta: float,
-                          generator: Optional[torch.Generator]) -> SampleOutput:
+                          generator: Optional[Generators]) -> SampleOutput:
         z = _working_copy(z_T)
         with torch.no_grad():
             for index in range(self.num_steps):
@@ -309,7 +314,7 @@ class TruncatedDDIMSampler:
         return eps.to(z.dtype)
 
     def _denoise_and_update(self, denoise: DenoiseFn, z: torch.Tensor, index: int, eta: float,
-                            generator: Optional[torch.Generator], with_grad: bool) -> torch.Tensor:
+                            generator: Optional[Generators], with_grad: bool) -> torch.Tensor:
         eps = self._denoise(denoise, z, index, with_grad)
         sigma = ddim_sigma(self.alpha_t[index], self.alpha_prev[index], eta)
         return self._update(z, eps, index, eta, _randn_like(z, generator) if sigma > 0 else None)

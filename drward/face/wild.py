@@ -42,21 +42,28 @@ class WildFaceRestorer:
         self.min_face = min_face
 
     def __call__(self, img_rgb: np.ndarray, restore_faces: RestoreFaces) -> WildResult:
+        found = self.detect_and_align(img_rgb)
+        if not found.faces:
+            return found
+        return self.paste(found, list(restore_faces(np.stack(found.aligned))))
+
+    def detect_and_align(self, img_rgb: np.ndarray) -> WildResult:
+        """The first half: the selected faces, their aligned crops, and the background (upscaled); ``image`` is the
+        background, ``restored`` still empty (:meth:`paste` finishes; a caller may batch the crops of several
+        photos in between)."""
         faces = select_faces(self.detector.detect(img_rgb), self.select, self.min_face)
         background = img_rgb
         if self.upscale != 1:
             height, width = img_rgb.shape[:2]
             background = cv2.resize(img_rgb, (width * self.upscale, height * self.upscale),
                                     interpolation=cv2.INTER_CUBIC)
-        if not faces:
-            return WildResult(background)
-        aligned, matrices = [], []
-        for face in faces:
-            crop, _ = align_face(img_rgb, face.landmarks5, self.face_size)
-            aligned.append(crop)
-            matrices.append(similarity_to_template(face.landmarks5 * self.upscale, face_template(self.face_size)))
-        restored = list(restore_faces(np.stack(aligned)))
-        out = background
-        for face_img, matrix in zip(restored, matrices):
+        aligned = [align_face(img_rgb, face.landmarks5, self.face_size)[0] for face in faces]
+        return WildResult(background, faces, aligned)
+
+    def paste(self, found: WildResult, restored: List[np.ndarray]) -> WildResult:
+        """The second half: each restored face blended back into ``found.image`` with its soft mask."""
+        out = found.image
+        for face, face_img in zip(found.faces, restored):
+            matrix = similarity_to_template(face.landmarks5 * self.upscale, face_template(self.face_size))
             out = paste_face(out, face_img, matrix)
-        return WildResult(out, faces, aligned, restored)
+        return WildResult(out, found.faces, found.aligned, list(restored))

@@ -5,8 +5,9 @@ sampling and precision choices of the command line.
   restorer (its weight files must exist; each missing one is named, with its option key, before any image is read);
 * ``--tiny``: ``network_g`` of ``options/refl_<restorer>_tiny.yml``, tiny random models (CPU demos and tests).
 
-Faces are restored one at a time with :func:`drward.archs.restorer.restore_seeded` (no gradient, the noise drawn
-from a generator seeded with ``seed``), so a face's result does not depend on the other faces of the photo.
+Faces are restored with :func:`drward.archs.restorer.restore_seeded` (no gradient), one at a time or
+``--batch-size`` at once, each face's noise drawn from its own generator seeded with ``seed``, so a face's result
+does not depend on the other faces of the photo or of the batch.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -> None:
     """The command-line options that choose and configure the restorer, shared by ``tools/restore.py`` and
     ``tools/app.py``: ``--opt``, ``--checkpoint``, ``--tiny``, ``--restorer``, ``--steps``, ``--seed``,
-    ``--weight-dtype``, ``--device``."""
+    ``--weight-dtype``, ``--device``, ``--batch-size``."""
     group.add_argument('--opt', help='option file whose network_g is the restorer (e.g. options/refl_diffbir.yml)')
     group.add_argument('--checkpoint', help='trained part of the restorer (net_g_<iter>.safetensors of a ReFL run)')
     group.add_argument('--tiny', action='store_true', help='tiny random models, no weight files (demo, tests)')
@@ -46,6 +47,9 @@ def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -
     group.add_argument('--weight-dtype', choices=('fp32', 'bf16'),
                        help="default: the option file's network_g.weight_dtype (else fp32)")
     group.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
+    group.add_argument('--batch-size', type=int, default=1,
+                       help='aligned faces restored in one network call, across the faces of a photo and across '
+                            'photos (default 1; each face keeps its own noise, the result within 1 DN of batch 1)')
 
 
 def arch_option_keys(arch_type: str) -> List[str]:
@@ -107,14 +111,20 @@ class FaceRestorer:
 
     def restore_face(self, face_rgb: np.ndarray) -> np.ndarray:
         """One aligned face ``(S, S, 3)`` RGB uint8 → the restored face, same shape."""
-        size = face_rgb.shape[0]
-        lq = torch.from_numpy(face_rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(self.device)
+        return self.restore_faces(face_rgb[None])[0]
+
+    def restore_faces(self, faces_rgb: np.ndarray) -> np.ndarray:
+        """Aligned faces ``(N, S, S, 3)`` RGB uint8 → the restored faces, in one network call; each face draws its
+        noise from its own generator seeded with ``seed`` (:mod:`drward.diffusion.row_noise`), so its result does
+        not depend on the other faces of the batch (up to the network's batch-size kernels: ±1 DN measured)."""
+        size = faces_rgb.shape[1]
+        lq = torch.from_numpy(faces_rgb.astype(np.float32) / 255.0).permute(0, 3, 1, 2).to(self.device)
         context = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                    else nullcontext())
         with context:
-            out = restore_seeded(self.net, lq, None, self.seed)
-        img = (out[0].permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
-        return resize_to(img, size, size)
+            out = restore_seeded(self.net, lq, None, self.seed if len(lq) == 1 else [self.seed] * len(lq))
+        imgs = (out.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+        return np.stack([resize_to(img, size, size) for img in imgs])
 
 
 def pick_device(name: str) -> torch.device:

@@ -81,8 +81,9 @@ class RestorationPage:
     """The page's work: one request = the uploads restored into a fresh folder, sliders and a zip made."""
 
     def __init__(self, model: FaceRestorer, detector=None, face_size: int = 512, limits: PageLimits = PageLimits(),
-                 work_root: Optional[str] = None):
+                 work_root: Optional[str] = None, batch_size: int = 1):
         self.model, self.detector, self.face_size, self.limits = model, detector, face_size, limits
+        self.batch_size = int(batch_size)  # faces per network call, across the request's images
         self.work_root = work_root or tempfile.mkdtemp(prefix='drward_app_')
 
     def restore(self, paths: List[str], aligned: bool, steps: Optional[int], seed: int, progress=None
@@ -100,17 +101,19 @@ class RestorationPage:
         for folder in OUTPUT_FOLDERS:
             os.makedirs(osp.join(output, folder), exist_ok=True)
         photos = PhotoRestorer(self.model.restore_face, output, aligned, self.face_size,
-                               None if aligned else self.detector)
-        sliders, restored = [], 0
-        for index, path in enumerate(inputs):
+                               None if aligned else self.detector, batch_size=self.batch_size,
+                               restore_faces=self.model.restore_faces)
+        stems = [osp.splitext(osp.basename(path))[0] for path in inputs]
+        finished = [0]
+
+        def advance(result) -> None:
+            finished[0] += 1
             if progress is not None:
-                progress((index, len(inputs)), desc=f'restoring {osp.basename(path)}')
-            stem = osp.splitext(osp.basename(path))[0]
-            try:
-                result = photos.restore_image(path, stem)
-            except Exception as error:  # noqa: BLE001  (one bad image must not stop the others or the server)
-                notes.append(f'{stem[3:]}: failed ({type(error).__name__}: {str(error).splitlines()[0]})')
-                continue
+                progress((finished[0], len(inputs)), desc=f'restored {osp.basename(result.path)}')
+        if progress is not None:
+            progress((0, len(inputs)), desc='restoring')
+        sliders, restored = [], 0
+        for path, stem, result in zip(inputs, stems, photos.restore_images(inputs, stems, advance)):
             if result.status == 'no face':
                 notes.append(f'{stem[3:]}: no face found (try "aligned faces" for a cropped face)')
                 continue

@@ -20,7 +20,7 @@ import os
 import os.path as osp
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from drward.face.wild import WildFaceRestorer
 
 OUTPUT_FOLDERS = ('cropped_faces', 'restored_faces', 'cmp', 'restored_imgs')
 RestoreFace = Callable[[np.ndarray], np.ndarray]
+RestoreFaces = Callable[[np.ndarray], np.ndarray]  # (N, S, S, 3) RGB uint8 → the restored faces, same shape
 
 
 @dataclass
@@ -148,15 +149,35 @@ def resize_to(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
+@dataclass
+class PreparedImage:
+    """An image read and its faces found and aligned (``crops``), waiting for the restored faces (:meth:`finish`)."""
+
+    path: str
+    stem: str
+    crops: List[np.ndarray]
+    finish: Callable[[List[np.ndarray]], ImageResult]
+
+
 class PhotoRestorer:
-    """Run ``restore_face`` over the faces of a list of images and write GFPGAN-style output folders."""
+    """Run ``restore_face`` over the faces of a list of images and write GFPGAN-style output folders.
+
+    With ``batch_size`` B > 1 and a batched ``restore_faces`` (``(N, S, S, 3)`` → same shape), the aligned faces of
+    consecutive images are gathered and restored B at a time: a group photo's faces together, and the faces of a
+    folder of photos or aligned faces across images. Each face's noise comes from the restorer's seed alone
+    (:mod:`drward.diffusion.row_noise`), so the batch changes only the network's batch size."""
 
     def __init__(self, restore_face: RestoreFace, output: str, aligned: bool = False, face_size: int = 512,
-                 detector=None, min_face: float = 16.0):
+                 detector=None, min_face: float = 16.0, batch_size: int = 1,
+                 restore_faces: Optional[RestoreFaces] = None):
         self.restore_face = restore_face
         self.output = output
         self.aligned = aligned
         self.face_size = face_size
+        if int(batch_size) < 1:
+            raise ValueError(f'batch size must be >= 1, got {batch_size}')
+        self.batch_size = int(batch_size)
+        self.restore_faces = restore_faces
         if not aligned and detector is None:
             from drward.face.detect import build_face_detector
             detector = photo_face_detector(build_face_detector())
@@ -164,8 +185,13 @@ class PhotoRestorer:
         self.face_seconds = 0.0
 
     def _timed_restore(self, faces: np.ndarray) -> np.ndarray:
+        """Restore ``faces`` (N, S, S, 3): ``batch_size`` at a time through ``restore_faces``, else one by one."""
         start = time.time()
-        restored = np.stack([self.restore_face(face) for face in faces])
+        if self.restore_faces is None or self.batch_size == 1:
+            restored = np.stack([self.restore_face(face) for face in faces])
+        else:
+            restored = np.concatenate([self.restore_faces(faces[i:i + self.batch_size])
+                                       for i in range(0, len(faces), self.batch_size)])
         self.face_seconds += time.time() - start
         return restored
 
@@ -176,8 +202,8 @@ class PhotoRestorer:
             write_rgb(osp.join(self.output, 'restored_faces', name), face)
             write_rgb(osp.join(self.output, 'cmp', name), np.concatenate([crop, face], axis=1))
 
-    def restore_image(self, path: str, stem: str) -> ImageResult:
-        """Restore one image's faces and write its outputs; read errors become a 'skipped' result."""
+    def prepare_image(self, path: str, stem: str) -> Union[ImageResult, PreparedImage]:
+        """Read one image and align its faces; a read error or a photo without a face is already a result."""
         try:
             img = read_rgb(path)
         except OSError as error:
@@ -185,16 +211,69 @@ class PhotoRestorer:
         height, width = img.shape[:2]
         if self.aligned:
             crop = resize_to(img, self.face_size, self.face_size)
-            face = self._timed_restore(crop[None])[0]
-            self._write_faces(stem, [crop], [face])
-            write_rgb(osp.join(self.output, 'restored_imgs', f'{stem}.png'), resize_to(face, height, width))
-            return ImageResult(path, 'restored', 1, 'aligned face')
-        result = self.wild(img, self._timed_restore)
-        write_rgb(osp.join(self.output, 'restored_imgs', f'{stem}.png'), result.image)
-        if not result.faces:
+
+            def finish_aligned(restored: List[np.ndarray]) -> ImageResult:
+                self._write_faces(stem, [crop], restored)
+                write_rgb(osp.join(self.output, 'restored_imgs', f'{stem}.png'), resize_to(restored[0], height, width))
+                return ImageResult(path, 'restored', 1, 'aligned face')
+            return PreparedImage(path, stem, [crop], finish_aligned)
+        found = self.wild.detect_and_align(img)
+        if not found.faces:
+            write_rgb(osp.join(self.output, 'restored_imgs', f'{stem}.png'), found.image)
             return ImageResult(path, 'no face')
-        self._write_faces(stem, result.aligned, result.restored)
-        return ImageResult(path, 'restored', len(result.faces))
+
+        def finish_wild(restored: List[np.ndarray]) -> ImageResult:
+            result = self.wild.paste(found, restored)
+            write_rgb(osp.join(self.output, 'restored_imgs', f'{stem}.png'), result.image)
+            self._write_faces(stem, result.aligned, result.restored)
+            return ImageResult(path, 'restored', len(result.faces))
+        return PreparedImage(path, stem, found.aligned, finish_wild)
+
+    def restore_image(self, path: str, stem: str) -> ImageResult:
+        """Restore one image's faces and write its outputs; read errors become a 'skipped' result."""
+        prepared = self.prepare_image(path, stem)
+        if isinstance(prepared, ImageResult):
+            return prepared
+        return prepared.finish(list(self._timed_restore(np.stack(prepared.crops))))
+
+    def restore_images(self, paths: List[str], stems: List[str],
+                       on_result: Optional[Callable[[ImageResult], None]] = None) -> List[ImageResult]:
+        """Every image, its faces restored ``batch_size`` at a time across images; an error in one image (or in
+        one batch: its images) never stops the others. ``on_result`` is called as each image is done."""
+        results: Dict[int, ImageResult] = {}
+        pending: List[Tuple[int, PreparedImage]] = []
+
+        def done(index: int, result: ImageResult) -> None:
+            results[index] = result
+            if on_result is not None:
+                on_result(result)
+
+        def flush() -> None:
+            try:
+                restored = self._timed_restore(np.stack([crop for _, item in pending for crop in item.crops]))
+            except Exception as error:  # noqa: BLE001  (one failed batch must not stop the others)
+                for index, item in pending:
+                    done(index, _failed(item.path, error))
+                pending.clear()
+                return
+            start = 0
+            for index, item in pending:
+                faces = list(restored[start:start + len(item.crops)])
+                start += len(item.crops)
+                done(index, _guarded(item.path, lambda: item.finish(faces)))
+            pending.clear()
+
+        for index, (path, stem) in enumerate(zip(paths, stems)):
+            prepared = _guarded(path, lambda: self.prepare_image(path, stem))
+            if isinstance(prepared, ImageResult):
+                done(index, prepared)
+                continue
+            pending.append((index, prepared))
+            if self.batch_size == 1 or sum(len(item.crops) for _, item in pending) >= self.batch_size:
+                flush()
+        if pending:
+            flush()
+        return [results[i] for i in range(len(paths))]
 
     def run(self, paths: List[str], progress: bool = True) -> RunSummary:
         """Every image in turn (a tqdm bar), an error in one never stopping the others."""
@@ -202,16 +281,30 @@ class PhotoRestorer:
         for folder in OUTPUT_FOLDERS:
             os.makedirs(osp.join(self.output, folder), exist_ok=True)
         summary = RunSummary()
-        bar = tqdm(list(zip(paths, output_stems(paths))), unit='image', desc='restore', disable=not progress)
-        for path, stem in bar:
-            try:
-                result = self.restore_image(path, stem)
-            except Exception as error:  # noqa: BLE001  (one bad image must not stop the others)
-                result = ImageResult(path, 'skipped', reason=f'{type(error).__name__}: {str(error).splitlines()[0]}')
-            summary.results.append(result)
-            bar.set_postfix(faces=summary.faces)
+        bar = tqdm(total=len(paths), unit='image', desc='restore', disable=not progress)
+
+        faces = [0]
+
+        def advance(result: ImageResult) -> None:
+            faces[0] += result.faces
+            bar.update(1)
+            bar.set_postfix(faces=faces[0])
+        summary.results = self.restore_images(paths, output_stems(paths), advance)
+        bar.close()
         summary.face_seconds, summary.total_seconds = self.face_seconds, time.time() - start
         return summary
+
+
+def _failed(path: str, error: BaseException) -> ImageResult:
+    return ImageResult(path, 'skipped', reason=f'{type(error).__name__}: {(str(error).splitlines() or [""])[0]}')
+
+
+def _guarded(path: str, work: Callable[[], Any]) -> Any:
+    """``work()``, or a 'skipped' result naming the error."""
+    try:
+        return work()
+    except Exception as error:  # noqa: BLE001  (one bad image must not stop the others)
+        return _failed(path, error)
 
 
 def write_summary(summary: RunSummary, restorer: str, output: str, stream=None) -> List[str]:

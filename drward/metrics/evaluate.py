@@ -90,26 +90,69 @@ def _face_note(columns: Dict[str, MetricInfo], metric_opts: Mapping[str, Mapping
     return [f'{", ".join(labels)} backend: {backend}' for backend, labels in by_backend.items()]
 
 
-def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]],
-                    metric_opts: Mapping[str, Mapping[str, Any]], restored_dir: str, gt_dir: Optional[str],
-                    pbar: bool = True, label: str = '') -> FolderScores:
-    """Score ``restored`` (name → image path) against ``gt`` (name → path, or None for no-reference sets)."""
-    scores = FolderScores()
-    columns = metric_columns(metric_opts)
-    names = sorted(restored)
+@dataclass
+class ImageScores:
+    """Per-image values of one row (all of a set, or one rank's share): ``values[metric][name]``; ``cells`` holds
+    the ``n/a ...`` cell of a per-image metric that could not be built."""
+
+    values: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    cells: Dict[str, str] = field(default_factory=dict)
+
+
+def score_images(names: List[str], restored: Mapping[str, str], gt: Optional[Mapping[str, str]],
+                 metric_opts: Mapping[str, Mapping[str, Any]], pbar: bool = True, label: str = '') -> ImageScores:
+    """The per-image metrics of ``names`` (every rank scores its own share; :func:`merge_image_scores` joins them).
+    Set-level metrics and metrics needing a missing GT are left to :func:`finish_scores`."""
+    scores, columns = ImageScores(), metric_columns(metric_opts)
     for name, opts in metric_opts.items():
         info = columns[name]
-        if info.needs_gt and gt is None:
-            scores.means[name] = f'{NA} (no ground truth)'
+        if info.set_level or (info.needs_gt and gt is None):
             continue
         try:
-            if info.set_level:
-                scores.means[name] = _set_level(opts, restored_dir, gt_dir)
-                continue
-            values = _per_image(names, restored, gt, opts, f'{label} {info.label}'.strip(), pbar)
+            values = _per_image(names, restored, gt, opts, f'{label} {info.label}'.strip(), pbar) if names else []
         except (MissingWeightsError, OSError) as error:
-            scores.means[name] = unavailable(error)
+            scores.cells[name] = unavailable(error)
             continue
+        scores.values[name] = dict(zip(names, values))
+    return scores
+
+
+def merge_image_scores(parts: List[ImageScores]) -> ImageScores:
+    """The shares' per-image values in one :class:`ImageScores` (a metric unavailable on any share stays n/a)."""
+    merged = ImageScores()
+    for part in parts:
+        for name, cell in part.cells.items():
+            merged.cells.setdefault(name, cell)
+        for name, values in part.values.items():
+            merged.values.setdefault(name, {}).update(values)
+    for name in merged.cells:
+        merged.values.pop(name, None)
+    return merged
+
+
+def finish_scores(image_scores: ImageScores, names: List[str], gt_present: bool,
+                  metric_opts: Mapping[str, Mapping[str, Any]], restored_dir: str,
+                  gt_dir: Optional[str]) -> FolderScores:
+    """The table's means (``nanmean`` over ``names`` in sorted order), per-image lists and notes from the per-image
+    values, and the set-level metrics (FID) called once on the whole ``restored_dir``."""
+    scores = FolderScores()
+    columns = metric_columns(metric_opts)
+    names = sorted(names)
+    for name, opts in metric_opts.items():
+        info = columns[name]
+        if info.needs_gt and not gt_present:
+            scores.means[name] = f'{NA} (no ground truth)'
+            continue
+        if info.set_level:
+            try:
+                scores.means[name] = _set_level(opts, restored_dir, gt_dir)
+            except (MissingWeightsError, OSError) as error:
+                scores.means[name] = unavailable(error)
+            continue
+        if name in image_scores.cells:
+            scores.means[name] = image_scores.cells[name]
+            continue
+        values = [image_scores.values[name][n] for n in names]
         scores.per_image[name] = values
         finite = [v for v in values if not math.isnan(v)]
         scores.means[name] = float(np.mean(finite)) if finite else f'{NA} (no face found)'
@@ -118,3 +161,12 @@ def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]]
                                 'detected face, averaged over the rest')
     scores.notes = _face_note(columns, metric_opts) + scores.notes
     return scores
+
+
+def evaluate_folder(restored: Mapping[str, str], gt: Optional[Mapping[str, str]],
+                    metric_opts: Mapping[str, Mapping[str, Any]], restored_dir: str, gt_dir: Optional[str],
+                    pbar: bool = True, label: str = '') -> FolderScores:
+    """Score ``restored`` (name → image path) against ``gt`` (name → path, or None for no-reference sets)."""
+    names = sorted(restored)
+    return finish_scores(score_images(names, restored, gt, metric_opts, pbar, label), names, gt is not None,
+                         metric_opts, restored_dir, gt_dir)

@@ -56,4 +56,25 @@ def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     import drward  # noqa: F401  (registers archs, losses, datasets, metrics, models)
     from drward.utils import basicsr_compat
     basicsr_compat.install()
+    wrap_ddp_on_the_cpu()
     sys.argv = argv
+
+
+def wrap_ddp_on_the_cpu() -> None:
+    """Make BasicSR's ``BaseModel.model_to_device`` work under ``--launcher`` on the CPU (gloo): it passes
+    ``device_ids=[torch.cuda.current_device()]`` to DDP, which fails without CUDA; a CPU module is wrapped with
+    ``device_ids=None``, as DDP wants for CPU modules. CUDA models keep BasicSR's own code. (FaceTestModel wraps
+    nothing: it trains nothing.)"""
+    from basicsr.models.base_model import BaseModel
+    if getattr(BaseModel.model_to_device, 'drward_cpu_ddp', False):
+        return
+    original = BaseModel.model_to_device
+
+    def model_to_device(self, net):
+        if not (self.opt.get('dist') and self.device.type == 'cpu'):
+            return original(self, net)
+        from torch.nn.parallel import DistributedDataParallel
+        return DistributedDataParallel(net.to(self.device),
+                                       find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    model_to_device.drward_cpu_ddp = True
+    BaseModel.model_to_device = model_to_device

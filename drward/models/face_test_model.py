@@ -22,6 +22,11 @@ average), applied wherever the network's output is written (and to the face crop
 
 Compare mode: a ``compare`` block naming the second row (``label``, ``pretrain_network_g``, optionally its own
 ``network_g``). Only one network is in memory at a time.
+
+``val.batch_size`` (default 1): images of one size restored in one network call, each seeded by its place in the set
+sorted by path (:mod:`drward.models.test_batches`). ``torchrun ... tools/test.py --launcher pytorch`` (or slurm)
+shards every set: image i on rank i mod P, per-image metrics on each rank, gathered; rank 0 computes FID over the
+whole folder and writes everything (:mod:`drward.models.test_shards`; docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -44,16 +49,21 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from drward.archs.restorer import Restorer, load_restorer_weights
-from drward.data.readable_items import readable_batches
+from drward.data.readable_items import item_name, readable_batches
+from drward.diffusion import row_noise
 from drward.face.detect import build_face_detector
 from drward.face.wild import WildFaceRestorer
-from drward.metrics.evaluate import evaluate_folder, metric_columns, read_bgr
+from drward.metrics.evaluate import (ImageScores, finish_scores, merge_image_scores, metric_columns, read_bgr,
+                                     score_images)
 from drward.metrics.report import ResultsTable, side_by_side
+from drward.models import test_shards
+from drward.models.test_batches import Batch, PendingItem, SizeBatches, write_image
+from drward.utils.atomic_io import remove_stale_temp_files
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 VAL_KEYS = ('save_img', 'suffix', 'pbar', 'metrics', 'label', 'skip_existing', 'output_range', 'face_align', 'grids',
-            'seed', 'quantize')
+            'seed', 'quantize', 'batch_size')
 QUANTIZE_MODES = ('round', 'truncate')
 COMPARE_KEYS = ('label', 'network_g', 'pretrain_network_g', 'param_key_g', 'strict_load_g')
 FACE_ALIGN_KEYS = ('enabled', 'face_size', 'upscale', 'select', 'detector', 'weights_dir', 'min_face')
@@ -124,6 +134,11 @@ class FaceTestModel(BaseModel):
         self.results_tables: Dict[str, ResultsTable] = {}
         self.restore_calls = 0  # network calls, for logs and tests
         self.image_seed = int(self.val_opt.get('seed', 0))
+        self.image_seeds = [self.image_seed]  # one per image of the batch being restored
+        self.batch_size = int(self.val_opt.get('batch_size', 1))
+        if self.batch_size < 1:
+            raise OptionError(f'FaceTestModel: val.batch_size must be >= 1, got {self.batch_size}')
+        test_shards.wait_group()  # every rank creates the long-timeout group here, at the same point
         self.skipped_inputs: Dict[str, List[str]] = {}  # dataset → unreadable input files, listed in the report
 
     # ----------------------------------------------------------------------------------------------- building
@@ -144,6 +159,11 @@ class FaceTestModel(BaseModel):
             get_root_logger().info(f'FaceTestModel: {spec.label} loaded {spec.pretrain} [{spec.param_key}]')
         return self.model_to_device(net.eval())
 
+    def model_to_device(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The network on this rank's device, never wrapped in DDP: nothing is trained, every rank restores its
+        own share (BasicSR's wrapper asks for ``torch.cuda.current_device()`` and fails on the CPU)."""
+        return net.to(self.device)
+
     def _activate(self, index: int) -> None:
         if self._active_row != index:
             self.net_g = None  # free the other row's network first
@@ -156,13 +176,14 @@ class FaceTestModel(BaseModel):
         self.lq = data['lq'].to(self.device)
         self.gt = data['gt'].to(self.device) if 'gt' in data else None
 
-    def _network(self, lq: torch.Tensor) -> torch.Tensor:
-        """One network call on ``lq`` in [0, 1]; a Restorer samples its noise from the image's own seed."""
+    def _network(self, lq: torch.Tensor, seeds) -> torch.Tensor:
+        """One network call on ``lq`` in [0, 1]; a Restorer samples each image's noise from its own seed (``seeds``:
+        one per row, or one int for the whole batch: the faces of one in-the-wild photo)."""
         self.restore_calls += 1
         net = self.get_bare_model(self.net_g)
         with torch.no_grad():
             if isinstance(net, Restorer):
-                generator = torch.Generator().manual_seed(self.image_seed)
+                generator = row_noise.seeded(seeds[0] if not isinstance(seeds, int) and len(seeds) == 1 else seeds)
                 out = (net.restore(lq.to(self.device), None, grad_steps=0, generator=generator).image + 1) / 2
             else:
                 out = self.net_g(lq.to(self.device))
@@ -172,7 +193,7 @@ class FaceTestModel(BaseModel):
 
     def _restore_faces(self, faces_rgb: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(faces_rgb.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-        out = quantize(self._network(batch), self.quantize)
+        out = quantize(self._network(batch, self.image_seed), self.quantize)
         size = faces_rgb.shape[1]
         return np.stack([cv2.resize(o, (size, size), interpolation=cv2.INTER_AREA) if o.shape[0] != size else o
                          for o in out])
@@ -180,10 +201,11 @@ class FaceTestModel(BaseModel):
     def test(self) -> None:
         """Restore ``self.lq`` into ``self.output`` ((B, 3, H, W) in [0, 1]; with ``face_align``, 8-bit values)."""
         if self.wild is None:
-            self.output = self._network(self.lq)
+            self.output = self._network(self.lq, self.image_seeds)
             return
         pasted = []
-        for lq in self.lq:
+        for lq, seed in zip(self.lq, self.image_seeds):
+            self.image_seed = seed  # every face of a photo from the photo's seed
             rgb = (lq.permute(1, 2, 0).cpu().numpy() * 255.0).round().astype(np.uint8)
             pasted.append(torch.from_numpy(self.wild(rgb, self._restore_faces).image.astype(np.float32) / 255.0))
         self.output = torch.stack(pasted).permute(0, 3, 1, 2)
@@ -228,19 +250,31 @@ class FaceTestModel(BaseModel):
             for tensor, name in zip(data[key], names):
                 path = osp.join(inputs_dir, key, name + IMAGE_EXT)
                 if not osp.exists(path):
-                    imwrite(tensor2img(tensor), path)
+                    write_image(tensor2img(tensor, rgb2bgr=False), path)
+
+    def _reuse_saved(self, folder: str, spec: RestorerSpec) -> bool:
+        """Whether saved images in ``folder`` may be reused: rank 0 checks and rewrites the fingerprint (and removes
+        temporary files a killed run left), every rank gets its answer."""
+        same = None
+        if test_shards.rank() == 0:
+            same = self._fingerprint_ok(folder, spec)
+            remove_stale_temp_files(folder)
+        return bool(test_shards.from_rank_zero(same)) and self.val_opt.get('skip_existing', True)
 
     def restore_set(self, index: int, dataloader, dataset: str) -> Dict[str, str]:
-        """Restore every image of ``dataloader`` with row ``index`` (skipping saved ones); returns name → path."""
-        spec, skip = self.rows[index], self.val_opt.get('skip_existing', True)
+        """Restore this rank's share of ``dataloader`` (item i on rank i mod P; all of it in one process) with row
+        ``index``, ``val.batch_size`` images of one size at a time, skipping saved ones; returns name → path."""
+        spec = self.rows[index]
         folder = osp.join(self.restored_root(), spec.slug, dataset)
         inputs_dir = osp.join(self.restored_root(), '_inputs', dataset)
-        skip = self._fingerprint_ok(folder, spec) and skip
-        outputs, restored_now = {}, 0
-        bar = tqdm(total=len(dataloader), unit='image', desc=f'restore {spec.label} on {dataset}',
+        skip = self._reuse_saved(folder, spec)
+        outputs, restored_now, skipped = {}, 0, []
+        batches = SizeBatches(self.batch_size)
+        positions = test_shards.sorted_positions(dataloader.dataset)  # item i's place in the sorted set
+        share = len(range(test_shards.rank(), len(positions), test_shards.world_size()))
+        bar = tqdm(total=share, unit='image', desc=f'restore {spec.label} on {dataset}',
                    disable=not self.val_opt.get('pbar', True))
-        skipped: List[str] = []
-        for batch_index, data in readable_batches(dataloader, skipped):
+        for item, data in readable_batches(dataloader, skipped, select=lambda i: test_shards.mine(positions[i])):
             names = [osp.splitext(osp.basename(p))[0] for p in data['lq_path']]
             self._save_inputs(data, names, inputs_dir)
             paths = [osp.join(folder, name + IMAGE_EXT) for name in names]
@@ -248,19 +282,29 @@ class FaceTestModel(BaseModel):
             bar.update(1)
             if skip and all(osp.exists(p) for p in paths):
                 continue
-            self._activate(index)
-            self.image_seed = int(self.val_opt.get('seed', 0)) + batch_index  # same noise for every row
-            torch.manual_seed(self.image_seed)
-            self.feed_data(data)
-            self.test()
-            for image, path in zip(quantize(self.output, self.quantize), paths):
-                imwrite(np.ascontiguousarray(image[..., ::-1]), path)  # RGB → BGR for cv2
-            restored_now += len(paths)
+            for batch in batches.add(PendingItem(positions[item], data, paths)):
+                restored_now += self._restore_batch(index, batch)
+        for batch in batches.rest():
+            restored_now += self._restore_batch(index, batch)
         bar.close()
         self.skipped_inputs[dataset] = skipped
         get_root_logger().info(f'FaceTestModel: {spec.label} on {dataset}: restored {restored_now}, '
                                f'reused {len(outputs) - restored_now} saved images in {folder}')
         return outputs
+
+    def _restore_batch(self, index: int, batch: Batch) -> int:
+        """Restore one batch with row ``index``, each image seeded by its index in the sorted set; returns the
+        count."""
+        self._activate(index)
+        base = int(self.val_opt.get('seed', 0))
+        self.image_seeds = [base + i for i in batch.indices]  # same noise for every row, any batch or rank
+        self.image_seed = self.image_seeds[0]
+        torch.manual_seed(self.image_seed)
+        self.feed_data(batch.collated())
+        self.test()
+        for image, path in zip(quantize(self.output, self.quantize), batch.paths):
+            write_image(image, path)
+        return len(batch.paths)
 
     def _input_paths(self, dataset: str, kind: str, names: List[str]) -> Optional[Dict[str, str]]:
         folder = osp.join(self.restored_root(), '_inputs', dataset, kind)
@@ -289,23 +333,35 @@ class FaceTestModel(BaseModel):
                 for i, name in enumerate(names):
                     writer.writerow([label, name] + [values[m][i] if m in values else '' for m in metrics])
 
-    def evaluate_set(self, dataset: str, outputs: List[Dict[str, str]]) -> ResultsTable:
-        """Score each row's restorations and build the dataset's table (with relative change in compare mode)."""
+    def score_share(self, dataset: str, outputs: List[Dict[str, str]]) -> List[ImageScores]:
+        """The per-image metrics of this rank's share, one :class:`ImageScores` per row."""
+        metric_opts = self.val_opt.get('metrics') or {}
+        names = sorted(outputs[0])
+        gt = self._input_paths(dataset, 'gt', names)
+        return [score_images(names, restored, gt, metric_opts, self.val_opt.get('pbar', True), spec.label)
+                for spec, restored in zip(self.rows, outputs)]
+
+    def evaluate_set(self, dataset: str, outputs: List[Dict[str, str]], image_scores: List[ImageScores],
+                     shares: Optional[List[int]] = None) -> ResultsTable:
+        """The dataset's table from every row's per-image scores (all shares merged) and the set-level metrics,
+        computed here over each row's whole folder (with the relative change in compare mode)."""
         metric_opts = self.val_opt.get('metrics') or {}
         names = sorted(outputs[0])
         gt = self._input_paths(dataset, 'gt', names)
         gt_dir = osp.join(self.restored_root(), '_inputs', dataset, 'gt') if gt else None
         table = ResultsTable(dataset, metric_columns(metric_opts))
         per_row = {}
-        for spec, restored in zip(self.rows, outputs):
-            folder = osp.dirname(next(iter(restored.values())))
-            scores = evaluate_folder(restored, gt, metric_opts, folder, gt_dir, self.val_opt.get('pbar', True),
-                                     spec.label)
+        for spec, restored, share_scores in zip(self.rows, outputs, image_scores):
+            folder = osp.join(self.restored_root(), spec.slug, dataset)
+            scores = finish_scores(share_scores, names, gt is not None, metric_opts, folder, gt_dir)
             table.add_row(spec.label, scores.means)
             table.notes += [f'{spec.label}: {note}' if len(self.rows) > 1 and 'backend' not in note else note
                             for note in scores.notes if note not in table.notes]
             per_row[spec.label] = scores.per_image
         table.notes.append(f'{len(names)} images; restored images in {osp.dirname(osp.dirname(folder))}')
+        note = test_shards.processes_note(shares or [])
+        if note:
+            table.notes.append(note)
         skipped = self.skipped_inputs.get(dataset) or []
         if skipped:
             table.notes.append(f'skipped {len(skipped)} unreadable input file(s): {"; ".join(skipped)}')
@@ -313,11 +369,21 @@ class FaceTestModel(BaseModel):
         return table
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
+        """Restore, score and report one test set; under ``--launcher`` every rank runs this on its share and
+        rank 0 alone computes the set-level metrics and writes (:mod:`drward.models.test_shards`)."""
         dataset = dataloader.dataset.opt['name']
         outputs = [self.restore_set(index, dataloader, dataset) for index in range(len(self.rows))]
+        share = (outputs, self.score_share(dataset, outputs), self.skipped_inputs.get(dataset) or [])
+        shares = test_shards.gather(share)  # also the barrier: every rank's images are written
+        outputs = [{k: v for part in shares for k, v in part[0][row].items()} for row in range(len(self.rows))]
         if not outputs[0]:
             raise ValueError(f'FaceTestModel: dataset {dataset} has no images')
-        table = self.evaluate_set(dataset, outputs)
+        if test_shards.rank() != 0:
+            return
+        scores = [merge_image_scores([part[1][row] for part in shares]) for row in range(len(self.rows))]
+        self.skipped_inputs[dataset] = merge_skipped(dataloader.dataset, [part[2] for part in shares])
+        counts = [len(part[0][0]) for part in shares]
+        table = self.evaluate_set(dataset, outputs, scores, counts)
         paths = table.write(self.report_root())
         if save_img:
             self._save_grids(dataset, outputs)
@@ -327,5 +393,14 @@ class FaceTestModel(BaseModel):
         get_root_logger().info(f'FaceTestModel results ({paths["md"]}, {paths["csv"]}):\n{text}')
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
-        if self.opt['rank'] == 0:
-            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        """Sharded: item i restored and scored on rank i mod P, the shares gathered, rank 0 reports."""
+        self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+
+def merge_skipped(dataset, shares: List[List[str]]) -> List[str]:
+    """The ranks' unreadable-file lines in the dataset's order (as one process lists them)."""
+    order = [item_name(dataset, i) for i in range(len(dataset))]
+
+    def position(line: str) -> int:
+        return next((i for i, name in enumerate(order) if line.startswith(f'{name} (')), len(order))
+    return sorted((line for share in shares for line in share), key=position)

@@ -138,7 +138,7 @@ FRM_VAL = Section({'val_freq': Int(1), 'save_img': Bool(), 'val_at_start': Bool(
                    'pbar': Bool()}, also=FRM_VAL_KEYS)
 TEST_VAL = Section({
     'label': Text(), 'save_img': Bool(), 'grids': Int(0), 'pbar': Bool(), 'seed': Int(0),
-    'quantize': Choice(*QUANTIZE_MODES), 'metrics': METRICS,
+    'quantize': Choice(*QUANTIZE_MODES), 'metrics': METRICS, 'batch_size': Int(1),
     'face_align': Section({'enabled': Bool(), 'face_size': Int(8), 'upscale': Int(1),
                            'select': Text(), 'detector': Choice(*DETECTOR_BACKENDS),
                            'weights_dir': PATH}, also=FACE_ALIGN_KEYS)}, also=TEST_VAL_KEYS)
