@@ -40,7 +40,8 @@ from drward.data.demo_faces import ensure_demo_faces  # noqa: E402
 from drward.utils.atomic_io import FAULT_ENV, TEMP_SUFFIX  # noqa: E402
 
 ITER = re.compile(r'iter:\s+(\d+),')
-RESUMED = re.compile(r'Resuming training from epoch: \d+, iter: (\d+)\.')
+#: BasicSR's line once it loaded the state (or found none: iteration 0), before the first iteration.
+RESUMED = re.compile(r'Start training from epoch: \d+, iter: (\d+)')
 FILES = {'state': 'training_states', 'net_g': 'models', 'net_frm': 'models'}
 
 
