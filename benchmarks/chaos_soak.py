@@ -215,7 +215,8 @@ def report(faults: List[dict], diff, ranks: int, seconds: float, reference_s: fl
                  f'({sum("file" in f for f in faults)} mid-write, {sum("torn" in f for f in faults)} torn files, '
                  f'{sum(bool(f.get("fallback")) for f in faults)} fallbacks to an older state); iterations lost per '
                  f'fault mean {sum(lost) / max(len(lost), 1):.1f} max {max(lost, default=0)}; time to resume mean '
-                 f'{sum(waits) / max(len(waits), 1):.1f} s max {max(waits, default=0):.1f} s; final max |Δw| = {diff}; '
+                 f'{sum(waits) / max(len(waits), 1):.1f} s max {max(waits, default=0):.1f} s; '
+                 f'final max |Δw| = {diff}; '
                  f'soak {seconds:.0f} s, uninterrupted {reference_s:.0f} s')
     return '\n'.join(lines)
 
