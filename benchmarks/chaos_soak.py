@@ -264,7 +264,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
         return result
     finally:
         if not args.keep:
-            for name in names:
+            for name in names:  # a launch that found no state to resume archived the folder (BasicSR)
+                for folder in glob.glob(os.path.join(ROOT, 'experiments', f'{name}_archived_*')):
+                    shutil.rmtree(folder, ignore_errors=True)
                 shutil.rmtree(os.path.join(ROOT, 'experiments', name), ignore_errors=True)
                 shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
