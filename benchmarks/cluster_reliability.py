@@ -1,15 +1,19 @@
 """Cluster reliability on the CPU (gloo, tiny models): every torchrun scenario of docs/reliability.md, each compared
 bit for bit with an uninterrupted one-node, two-process run of the same tiny ReFL training.
 
-    python benchmarks/cluster_reliability.py [--scenarios elastic preempt two_nodes] [--keep]
+    python benchmarks/cluster_reliability.py [--scenarios static standalone c10d preempt two_nodes] [--keep]
 
-* ``elastic``: ``torchrun --standalone --max-restarts 1 ... --auto_resume`` with
-  ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (PyTorch issue 135712); rank 1 is SIGKILLed once the first checkpoint
-  is written; torchrun restarts both ranks, which resume from the newest complete state and finish.
+* ``static``, ``standalone``, ``c10d``: ``torchrun --nproc_per_node 2 --max-restarts 1 ... --auto_resume`` on the
+  static rendezvous (``--master_port P``), on ``--standalone``, and on ``--rdzv-backend c10d --rdzv-endpoint``;
+  rank 1 is SIGKILLed once the first checkpoint is written; torchrun restarts both ranks, which resume from the
+  newest complete state and finish. Each runs twice: without and with ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
+  (the ``variable`` column; PyTorch issue 135712, which drward's ``init_dist`` works around itself).
 * ``preempt``: SIGUSR1 to rank 1 only once the first checkpoint is written: both ranks stop after the same
   iteration, save it and exit with status 75; a second launch with ``--auto_resume`` finishes.
 * ``two_nodes``: two torchrun agents, ``--nnodes 2 --node_rank 0/1 --rdzv-backend c10d --rdzv-endpoint
   127.0.0.1:PORT --nproc-per-node 1`` (two "nodes" on loopback): one run; only global rank 0 writes.
+* ``two_nodes_restarted``: the same with ``--max-restarts 1``; node 1's worker is SIGKILLed after the first
+  checkpoint, without the variable.
 
 Prints one row per scenario: its wall time, the exit statuses, where it resumed, and the largest absolute
 difference of the final ``net_g`` / ``net_frm`` to the reference (0 = bit for bit). Takes ~1-3 min on 2 cores.
@@ -61,10 +65,18 @@ def reference(data: str, name: str, work: str) -> dict:
     return {'status': str(run.wait(timeout=600)), 'seconds': time.time() - start, 'resumed': '-'}
 
 
-def elastic(data: str, name: str, work: str) -> dict:
+RESTARTS = ('--nproc_per_node', '2', '--max-restarts', '1')
+RENDEZVOUS = {'static': lambda: (*RESTARTS, '--master_port', str(free_port())),
+              'standalone': lambda: ('--standalone', *RESTARTS),
+              'c10d': lambda: ('--nnodes', '1', *RESTARTS, '--rdzv-backend', 'c10d', '--rdzv-endpoint',
+                               f'127.0.0.1:{free_port()}')}
+
+
+def elastic(data: str, name: str, work: str, kind: str, variable: bool) -> dict:
     start, log = time.time(), os.path.join(work, f'{name}.log')
-    run = T.torchrun(('--standalone', '--nproc_per_node', '2', '--max-restarts', '1'),
-                     T.train_args(name, data, '--auto_resume'), log, env=T.environment(**RESTART_ENV))
+    env = {k: v for k, v in T.environment().items() if k not in RESTART_ENV}
+    run = T.torchrun(RENDEZVOUS[kind](), T.train_args(name, data, '--auto_resume'), log,
+                     env={**env, **RESTART_ENV} if variable else env)
     T.signal_worker_after_first_state(run, experiment(name), signal.SIGKILL)
     status = run.wait(timeout=600)
     return {'status': f'kill -9 rank 1 -> {status}', 'seconds': time.time() - start,
@@ -98,7 +110,27 @@ def two_nodes(data: str, name: str, work: str) -> dict:
             'resumed': '-'}
 
 
-SCENARIOS = {'elastic': elastic, 'preempt': preempt, 'two_nodes': two_nodes}
+def two_nodes_restarted(data: str, name: str, work: str) -> dict:
+    """Two loopback "nodes" with ``--max-restarts 1``; node 1's worker is SIGKILLed after the first checkpoint."""
+    start, port = time.time(), free_port()
+    nodes = [T.torchrun(('--nnodes', '2', '--node_rank', str(rank), '--rdzv-backend', 'c10d', '--rdzv-endpoint',
+                         f'127.0.0.1:{port}', '--rdzv-id', name, '--nproc-per-node', '1', '--max-restarts', '1'),
+                        T.train_args(name, data, '--auto_resume'), os.path.join(work, f'{name}.node{rank}.log'))
+             for rank in (0, 1)]
+    T.signal_worker_after_first_state(nodes[1], experiment(name), signal.SIGKILL, local_rank=0)
+    statuses = [node.wait(timeout=600) for node in nodes]
+    return {'status': f'kill -9 node 1 -> {statuses}', 'seconds': time.time() - start,
+            'resumed': resumed_at(open(os.path.join(work, f'{name}.node0.log')).read())}
+
+
+def elastic_runs(kind: str):
+    return {f'{kind}{tag}': (lambda data, name, work, v=variable: elastic(data, name, work, kind, v))
+            for tag, variable in (('', False), ('+variable', True))}
+
+
+SCENARIOS = {'static': elastic_runs('static'), 'standalone': elastic_runs('standalone'),
+             'c10d': elastic_runs('c10d'), 'preempt': {'preempt': preempt}, 'two_nodes': {'two_nodes': two_nodes},
+             'two_nodes_restarted': {'two_nodes_restarted': two_nodes_restarted}}
 
 
 def main() -> None:
@@ -110,23 +142,26 @@ def main() -> None:
     ensure_demo_faces(os.path.join(work, 'faces'), size=64)
     ensure_demo_faces(os.path.join(work, 'val'), size=64, count=2)
     tag = f'bench_cluster_{os.getpid()}'
-    names = {key: f'{tag}_{key}' for key in ['reference', *args.scenarios]}
+    runs = {key: run for scenario in args.scenarios for key, run in SCENARIOS[scenario].items()}
+    names = {key: f'{tag}_{key.replace("+", "_")}' for key in ['reference', *runs]}
     rows = []
     try:
         result = reference(work, names['reference'], work)
         expected = T.final_weights(experiment(names['reference']))
         rows.append(('reference (1 node, 2 processes)', result, 0.0))
-        for key in args.scenarios:
-            result = SCENARIOS[key](work, names[key], work)
+        for key, run in runs.items():
+            result = run(work, names[key], work)
             try:
                 diff = T.max_difference(T.final_weights(experiment(names[key])), expected)
             except (OSError, AssertionError) as error:
                 diff = f'no final weights ({type(error).__name__})'
             rows.append((key, result, diff))
     finally:
-        print(f'{"scenario":34s} {"time s":>7s} {"resumed at":>10s} {"max |Δw|":>10s}  exit statuses')
+        print(f'{"scenario":32s} {"variable":>8s} {"time s":>7s} {"resumed at":>10s} {"max |Δw|":>10s}  exit statuses')
         for key, result, diff in rows:
-            print(f'{key:34s} {result["seconds"]:7.1f} {result["resumed"]:>10s} {str(diff):>10s}  {result["status"]}')
+            scenario, _, variable = key.partition('+')
+            print(f'{scenario:32s} {"set" if variable else "-":>8s} {result["seconds"]:7.1f} {result["resumed"]:>10s} '
+                  f'{str(diff):>10s}  {result["status"]}')
         if not args.keep:
             for name in names.values():
                 shutil.rmtree(experiment(name), ignore_errors=True)

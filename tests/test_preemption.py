@@ -52,11 +52,3 @@ def test_a_signal_finishes_the_step_saves_that_iteration_once_and_exits_75(tmp_p
     assert sorted(os.listdir(tmp_path)) == ['3.state']  # no temporary file left by the interrupted-looking save
     assert lines == ['Preempted (SIGUSR1): saved the state and checkpoints of iteration 3; exiting with status 75. '
                      'Resume with --auto_resume.']
-
-
-def test_torchrun_restarts_without_separate_rendezvous_stores_are_warned_about():
-    from drward.utils.distributed import warn_on_unsafe_restarts
-    assert 'TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1' in warn_on_unsafe_restarts({'TORCHELASTIC_MAX_RESTARTS': '1'})
-    safe = {'TORCHELASTIC_MAX_RESTARTS': '1', 'TORCH_DISABLE_SHARE_RDZV_TCP_STORE': '1'}
-    assert warn_on_unsafe_restarts(safe) is None
-    assert warn_on_unsafe_restarts({'TORCHELASTIC_MAX_RESTARTS': '0'}) is None and warn_on_unsafe_restarts({}) is None

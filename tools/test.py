@@ -15,6 +15,6 @@ sys.path.insert(0, ROOT)
 from drward.models.cli import prepare_basicsr_run  # noqa: E402
 
 if __name__ == '__main__':
-    prepare_basicsr_run(ROOT, sys.argv)
+    prepare_basicsr_run(ROOT, sys.argv, outputs='results')
     from basicsr.test import test_pipeline
     test_pipeline(ROOT)

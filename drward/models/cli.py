@@ -36,9 +36,19 @@ def check_option_values(argv: List[str], opt: Optional[dict]) -> None:
         raise SystemExit(f'option error: {error}') from None
 
 
-def prepare_basicsr_run(root: str, argv: List[str]) -> None:
+def output_folders(root: str, opt: Optional[dict], outputs: str) -> List[str]:
+    """The folders BasicSR's pipeline writes into: ``experiments`` (with ``tb_logger``) or ``results``, where the
+    option file's ``path.experiments_root`` / ``path.results_root`` may move the first."""
+    paths = (opt or {}).get('path') or {}
+    key = f'{outputs}_root'
+    folders = [paths.get(key) or os.path.join(root, outputs)]
+    return folders + ([os.path.join(root, 'tb_logger')] if outputs == 'experiments' else [])
+
+
+def prepare_basicsr_run(root: str, argv: List[str], outputs: Optional[str] = None) -> None:
     """Resolve ``-opt`` against the caller's folder, move to the repo root, check the option values, stop early on
-    missing weight files, import the option file's host packages, register drward's components, make BasicSR's
+    missing weight files or an output folder (``outputs``: ``experiments`` or ``results``) that cannot be written,
+    import the option file's host packages, register drward's components, make BasicSR's
     resume work on the CPU and its ``--launcher`` choose the process-group backend from the option file's device."""
     if '-opt' in argv:
         i = argv.index('-opt') + 1
@@ -49,6 +59,9 @@ def prepare_basicsr_run(root: str, argv: List[str]) -> None:
     from drward.utils.options import check_weights_before_run, option_file_from_argv
     opt = option_file_from_argv(argv)
     check_option_values(argv, opt)  # types, ranges and key names first: one line, nothing built
+    if outputs:  # then the folders it will write into: not an hour later at the first save
+        from drward.utils.storage_faults import check_writable
+        check_writable(output_folders(root, opt, outputs), os.path.basename(argv[0]))
     check_weights_before_run(argv)
     from drward.utils import distributed
     distributed.configure(opt)  # --launcher: gloo on the CPU, nccl on CUDA

@@ -8,11 +8,22 @@ clears before a resume.
 
 :func:`atomic_write` yields the temporary path to any writer (``torch.save``, safetensors' ``save_file``, another
 serializer); :func:`atomic_save` picks the writer by the file's suffix.
+
+A failed write whose folder had less than :data:`FULL_BELOW` bytes free (measured before its temporary file is
+removed), or that raised ``ENOSPC`` / ``EDQUOT``, is marked ``error.disk_full = True``
+(:func:`drward.utils.storage_faults.guard_saves` turns it into one line).
+
+Test hook (fault injection, ``benchmarks/chaos_soak.py``): the environment variable :data:`FAULT_ENV` holds
+``pause:<seconds>`` (every write waits that long with its temporary file written, before the rename: a watcher can
+kill the process mid-write) or ``enospc:<name>`` (the write of a file called ``<name>`` fails with ``ENOSPC`` after
+its temporary file is written, as a full disk does).
 """
 from __future__ import annotations
 
+import errno
 import os
 import os.path as osp
+import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -20,6 +31,24 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 import torch
 
 TEMP_SUFFIX = '.tmp'
+#: The fault-injection hook's variable (module docstring).
+FAULT_ENV = 'DRWARD_TEST_FAULT'
+#: A failed write with less free space than this in its folder is taken as a full disk.
+FULL_BELOW = 2 ** 20
+
+
+def injected_fault(path: str) -> None:
+    """Apply :data:`FAULT_ENV` to the write of ``path`` (its temporary file is written): pause, or fail."""
+    kind, _, arg = os.environ.get(FAULT_ENV, '').partition(':')
+    if kind == 'pause':
+        time.sleep(float(arg))
+    elif kind == 'enospc' and osp.basename(path) == arg:
+        raise OSError(errno.ENOSPC, f'No space left on device (injected by {FAULT_ENV})', path)
+
+
+def free_bytes(folder: str) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _fsync_path(path: str, directory: bool = False) -> None:
@@ -57,10 +86,15 @@ def atomic_write(path: str) -> Iterator[str]:
         yield tmp
         if not osp.exists(tmp):
             raise FileNotFoundError(f'atomic_write: the writer did not create {tmp} (destination {path})')
+        if FAULT_ENV in os.environ:
+            injected_fault(path)
         _fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         written = osp.getsize(tmp) if osp.exists(tmp) else 0
+        if isinstance(error, Exception) and hasattr(os, 'statvfs'):  # safetensors' own error type too
+            error.disk_full = getattr(error, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or \
+                free_bytes(folder) < FULL_BELOW
         if osp.exists(tmp):
             os.remove(tmp)
         if isinstance(error, (OSError, RuntimeError)):

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from basicsr.utils import MessageLogger, check_resume
 
+from drward.utils import determinism, distributed, preemption, storage_faults
 from drward.utils.resumable_sampler import ResumableSampler
-from drward.utils import determinism, distributed, preemption
 from drward.utils.resume import load_state_file, newest_loadable_state, samples_done_in_epoch
 
 _PENDING: Dict[str, Any] = {'notes': [], 'resume': None, 'sampler': None}
@@ -155,6 +155,7 @@ def build_training_model(opt: dict):
         get_root_logger().info('deterministic: deterministic algorithms, cuDNN benchmark and TF32 off')
     model = _BASICSR['build_model'](opt)
     sampler = _PENDING['sampler']
+    storage_faults.guard_saves(model, get_root_logger().error)  # a full disk: one line, previous state intact
     preemption.watch(model, lambda: sampler.epoch if sampler is not None else 0, get_root_logger().info)
     return model
 

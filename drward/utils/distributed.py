@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime
 import os
 import subprocess
-import warnings
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
@@ -29,6 +28,7 @@ from torch import nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from torch.autograd.graph import increment_version
 
+from drward.utils import elastic_store
 from drward.utils.options import check_keys
 
 DIST_PARAMS_KEYS = ('backend', 'timeout_minutes', 'port')
@@ -77,21 +77,6 @@ def _slurm_environment(port: Optional[int]) -> None:
     os.environ.setdefault('MASTER_PORT', '29500')
 
 
-def warn_on_unsafe_restarts(environ: Mapping[str, str] = os.environ) -> Optional[str]:
-    """The warning for a torchrun that may restart its workers with a shared rendezvous store, else None.
-
-    With ``--max-restarts`` > 0, torchrun's c10d rendezvous shares its TCP store with the workers, and a restarted
-    group reads the previous round's addresses from it (PyTorch issue 135712): the new ranks fail to connect, or
-    hang. ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's environment gives each round its own store
-    (docs/reliability.md). The workers inherit torchrun's environment, so they can tell.
-    """
-    if int(environ.get('TORCHELASTIC_MAX_RESTARTS', '0') or 0) > 0 and \
-            environ.get('TORCH_DISABLE_SHARE_RDZV_TCP_STORE') != '1':
-        return ('torchrun --max-restarts > 0 without TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: a restarted group may '
-                'hang or fail to connect (PyTorch issue 135712); export it before torchrun (docs/reliability.md)')
-    return None
-
-
 def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
     """Start the default process group for ``launcher`` (``pytorch`` or ``slurm``) on the configured device.
 
@@ -107,15 +92,18 @@ def init_dist(launcher: str, backend: Optional[str] = None, **kwargs) -> None:
     params = {**_SETTINGS['dist_params'], **kwargs}
     if launcher == 'slurm':
         _slurm_environment(params.get('port'))
-    unsafe = warn_on_unsafe_restarts()
-    if unsafe:
-        warnings.warn(unsafe)
     backend = backend or params.get('backend') or choose_backend(device)
     if device == 'cuda':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    timeout = params.get('timeout_minutes') or DEFAULT_TIMEOUT_MINUTES.get(backend)
-    dist.init_process_group(backend=backend,
-                            timeout=datetime.timedelta(minutes=float(timeout)) if timeout else None)
+    minutes = params.get('timeout_minutes') or DEFAULT_TIMEOUT_MINUTES.get(backend)
+    timeout = datetime.timedelta(minutes=float(minutes)) if minutes else None
+    if launcher == 'pytorch' and elastic_store.under_torchrun():  # each restart round in its own key space
+        store, rank_, world, text = elastic_store.restart_round_store(timeout or datetime.timedelta(minutes=30))
+        dist.init_process_group(backend=backend, timeout=timeout, store=store, rank=rank_, world_size=world)
+        if rank_ == 0:
+            print(f'init_dist: {text}', flush=True)
+        return
+    dist.init_process_group(backend=backend, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------------- queries

@@ -1,0 +1,118 @@
+"""Storage faults (``drward/utils/storage_faults.py``): a full disk during a save leaves the previous checkpoint and
+state intact and stops the run with one line, and a resume after space is freed ends bit for bit on an
+uninterrupted run; an output folder that cannot be written stops tools/train.py and tools/test.py before any work.
+A full disk is injected (``DRWARD_TEST_FAULT=enospc:<file>``, ``drward/utils/atomic_io.py``) and, where this
+process may mount one, a real 256 KiB tmpfs."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from drward.utils import atomic_io, storage_faults
+from option_files import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+import chaos_soak  # noqa: E402
+import torchrun_helpers as T  # noqa: E402
+
+
+class _Model:
+    """A model whose ``save`` writes two files of iteration ``it`` atomically, as ReFLModel does."""
+
+    def __init__(self, folder):
+        self.folder, self.opt = folder, {'path': {'models': str(folder)}}
+
+    def save(self, epoch, it):
+        atomic_io.atomic_save({'w': torch.full((4,), float(it))}, os.path.join(self.folder, f'net_g_{it}.pth'))
+        atomic_io.atomic_save({'iter': it}, os.path.join(self.folder, f'{it}.state'))
+
+
+def test_an_injected_full_disk_stops_the_save_with_one_line_and_leaves_the_previous_files(tmp_path, monkeypatch):
+    model, lines = _Model(tmp_path), []
+    storage_faults.guard_saves(model, lines.append)
+    model.save(0, 2)
+    monkeypatch.setenv(atomic_io.FAULT_ENV, 'enospc:4.state')
+    with pytest.raises(SystemExit) as stop:
+        model.save(0, 4)
+    assert stop.value.code == storage_faults.EXIT_DISK_FULL
+    assert len(lines) == 1 and lines[0].startswith('Disk full while saving iteration 4') and '--auto_resume' in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ['2.state', 'net_g_2.pth', 'net_g_4.pth']  # no temporary file left
+    assert torch.load(tmp_path / '2.state', weights_only=True) == {'iter': 2}
+
+
+def test_other_save_errors_are_not_called_a_full_disk(tmp_path):
+    model = _Model(tmp_path)
+    storage_faults.guard_saves(model, print)
+    model.folder = str(tmp_path / 'a_file')
+    open(model.folder, 'w').close()
+    with pytest.raises((OSError, RuntimeError)):
+        model.save(0, 2)
+
+
+def test_a_real_full_tmpfs_is_seen_as_a_full_disk(tmp_path):
+    mount = tmp_path / 'small'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (not root, or no mount permission)')
+    try:
+        model, lines = _Model(mount), []
+        storage_faults.guard_saves(model, lines.append)
+        model.save(0, 2)
+        big = {'w': torch.zeros(200_000)}  # 800 kB: more than the tmpfs holds
+        for path in (mount / 'net_g_4.pth', mount / 'net_g_4.safetensors'):
+            with pytest.raises(Exception) as failure:
+                atomic_io.atomic_save(big, str(path))
+            assert getattr(failure.value, 'disk_full', False), failure.value
+        assert sorted(os.listdir(mount)) == ['2.state', 'net_g_2.pth']
+    finally:
+        subprocess.run(['umount', str(mount)])
+
+
+def test_unwritable_output_folders_stop_train_and_test_before_any_work(tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    for tool, option_file, key in (('train.py', 'refl_diffbir_tiny.yml', 'experiments_root'),
+                                   ('test.py', 'test_celeba_tiny.yml', 'results_root')):
+        run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', tool), '-opt',
+                              os.path.join(ROOT, 'options', option_file), '--force_yml',
+                              f'path:{key}={blocker}/out'], capture_output=True, text=True, timeout=300,
+                             env=T.environment())
+        assert run.returncode != 0
+        last = run.stderr.strip().splitlines()[-1]
+        assert last == f'{tool}: cannot write into {blocker}/out ({blocker} is a file, not a folder); make it ' \
+                       'writable, or run from a checkout where it is', run.stderr[-2000:]
+    assert storage_faults.unwritable_reason(str(tmp_path / 'new' / 'folder')) is None  # created later by BasicSR
+
+
+def test_a_run_stopped_by_a_full_disk_resumes_after_space_is_freed_and_ends_bit_identical(tmp_path):
+    from drward.data.demo_faces import ensure_demo_faces
+    ensure_demo_faces(str(tmp_path / 'faces'), size=64)
+    ensure_demo_faces(str(tmp_path / 'val'), size=64, count=2)
+    names = [f'pytest_diskfull_{tag}_{os.getpid()}' for tag in ('whole', 'full')]
+    exps = [os.path.join(ROOT, 'experiments', name) for name in names]
+
+    def train(name, env=None):
+        cmd = chaos_soak.train_cmd(name, str(tmp_path), 6, 2)
+        return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                              env={**T.environment(), **(env or {})})
+
+    try:
+        assert train(names[0]).returncode == 0
+        full = train(names[1], {atomic_io.FAULT_ENV: 'enospc:4.state'})
+        assert full.returncode == storage_faults.EXIT_DISK_FULL, full.stderr[-3000:]
+        assert 'Disk full while saving iteration 4' in full.stdout + full.stderr
+        assert 'Traceback' not in full.stderr
+        assert sorted(os.listdir(os.path.join(exps[1], 'training_states'))) == ['2.state']
+        resumed = train(names[1])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert 'Resuming training from epoch: 0, iter: 2.' in resumed.stdout + resumed.stderr
+        diff = T.max_difference(T.final_weights(exps[1], 6), T.final_weights(exps[0], 6))
+        assert diff == 0.0
+    finally:
+        import shutil
+        for name, exp in zip(names, exps):
+            shutil.rmtree(exp, ignore_errors=True)
+            shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
