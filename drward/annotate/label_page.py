@@ -152,6 +152,8 @@ def build_page(store: LabelStore, default_annotator: str = 'annotator', require_
                         tab = tabs.note(session, False, '✗ **not recorded** (Undo): nothing to undo')
                         return _view(store, name, shown, tab, '✗ Nothing to undo.')
                     line = f'✓ **recorded**: Undo of pair #{undone} (as {name})'
+                    if shown is None or shown.index != undone:
+                        line += '; another annotator has that pair now, so here is your next one'
                 else:
                     shown = store.decide(name, action, expected)
                     line = f'✓ **recorded**: pair #{expected} → {labels[action]} (as {name})'

@@ -218,8 +218,9 @@ class LabelStore:
             return history[-1] if history else None
 
     def undo(self, annotator: str, expected: Optional[int] = None) -> Optional[Shown]:
-        """Cancel ``annotator``'s last decision in effect (an ``undo`` line, fsynced) and show that pair again;
-        nothing to undo: the current pair. ``expected`` as in :meth:`decide`."""
+        """Cancel ``annotator``'s last decision in effect (an ``undo`` line, fsynced) and show that pair again,
+        unless another annotator took it meanwhile (a skipped pair is free for others): then the next pair.
+        Nothing to undo: the current pair. ``expected`` as in :meth:`decide`."""
         with self._lock:
             self._check(annotator, expected)
             index = self.undone_index(annotator)
@@ -228,4 +229,6 @@ class LabelStore:
             append_record(self.out_path, decision_record(self._written[index], 'undo', annotator))
             self._apply(annotator, index, 'undo', None)
             self._shown.pop(annotator, None)
-            return self._show(annotator, index)
+            if self._eligible(annotator, index, self.labelled_indices()):
+                return self._show(annotator, index)
+            return self.current(annotator)  # an undone skip's pair went to another annotator meanwhile: theirs
