@@ -69,8 +69,11 @@ def test_a_malformed_line_is_reported_with_its_number_and_kept(tmp_path):
     assert out.read_text().startswith(before) and len(out.read_text().splitlines()) == 3
     decisions, malformed = read_label_log(out)
     assert len(decisions) == 2 and [n for n, _ in malformed] == [2]
+    reported = []
+    assert len(read_pairs(out, report=reported.append)) == 2  # the torn line skipped, the two labels read
+    assert len(reported) == 1 and 'human.jsonl, line 2' in reported[0]
     with pytest.raises(PairsFormatError, match='line 2'):
-        read_pairs(out)
+        read_pairs(out, strict=True)
 
 
 def test_two_annotators_never_share_a_pair_outside_the_overlap(tmp_path):
