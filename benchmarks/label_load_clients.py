@@ -75,24 +75,37 @@ def token_of(status: str) -> int:
     return int(found.group(1)) if found else -1
 
 
+def connect(name: str, url: str, timeout_s: float = 180.0) -> tuple:
+    """``(gradio_client Client, pair shown)`` for annotator ``name``: a new session, retried while the server is
+    (re)starting or too busy to answer."""
+    from gradio_client import Client
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client = Client(url, download_files=False, verbose=False, httpx_kwargs={'timeout': ANSWER_S})
+            return client, token_of(client.submit(name, api_name='/show').result(timeout=ANSWER_S)[
+                OUTPUTS.index('status')])
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
+
+
 def run_http(annotator: Annotator, url: str, watch: ServerWatch, on_ack: Callable[[], None]) -> None:
     """Drive one annotator through gradio_client (its own session); reconnect after a server restart."""
-    from gradio_client import Client
     try:
         generation = watch.wait_up()
-        client = Client(url, download_files=False, verbose=False)
-        token = token_of(client.predict(annotator.name, api_name='/show')[OUTPUTS.index('status')])
+        client, token = connect(annotator.name, url)
         for action in annotator.plan:
             started = time.monotonic()
             try:
                 out = client.submit(annotator.name, str(token), api_name='/' + action).result(timeout=ANSWER_S)
             except Exception:  # the server went away with this request in flight (or never answered)
                 annotator.failed.append((token, action))
-                while watch.generation == generation:
+                while watch.generation == generation and time.monotonic() - started < ANSWER_S:
                     time.sleep(0.2)
                 generation = watch.wait_up()
-                client = Client(url, download_files=False, verbose=False)
-                token = token_of(client.predict(annotator.name, api_name='/show')[OUTPUTS.index('status')])
+                client, token = connect(annotator.name, url)
                 continue
             shown = token_of(out[OUTPUTS.index('status')])
             annotator.answered(token, action, shown, out[OUTPUTS.index('outcome')], time.monotonic() - started,
