@@ -269,7 +269,7 @@ def table(result: dict) -> str:
         pass
     restart = f"{result['restart s']:.1f}" if result['restart s'] is not None else '-'
     rows = ['| annotators (browser + HTTP) | pairs each | clicks answered (recorded / not recorded) | in flight at '
-            'kill | kills | relaunch s | labels/s | p50 s | p95 s |',
+            'kill | kills | relaunch s | recorded/s | p50 s | p95 s |',
             '|---|---|---|---|---|---|---|---|---|',
             f"| {result['annotators']} ({result['browsers']} + {result['http']}) | {result['pairs']} | "
             f"{result['recorded'] + result['not recorded']} ({result['recorded']} / {result['not recorded']}) | "

@@ -313,3 +313,33 @@ def test_quick_clicks_every_acknowledged_decision_is_logged_and_the_rest_say_not
         for context in contexts[1:]:
             context.close()
         app.close()
+
+
+def test_a_click_without_a_name_or_on_a_stale_pair_is_answered_not_recorded_and_writes_nothing(task, tmp_path):
+    """Over the page's API (gradio_client, no browser): the same handlers the buttons call."""
+    from gradio_client import Client
+    out = tmp_path / 'human.jsonl'
+    store = LabelStore(task.pairs, str(out), order='file')
+    app = build_page(store, 'seed', require_name=True)
+    port = free_port()
+    launch_page(app, store, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        wait_for_http(f'http://127.0.0.1:{port}/')
+        client = Client(f'http://127.0.0.1:{port}/', download_files=False, verbose=False)
+        status, outcome, tally = -3, -2, -1
+        answer = client.predict('', '0', api_name='/left')
+        assert answer[outcome].startswith('✗ Not recorded: type your name') and not out.exists()
+        shown = client.predict('ana', api_name='/show')
+        token = shown[status].split('pair #')[1].split()[0]
+        answer = client.predict('ana', str(int(token) + 1), api_name='/right')  # a pair not on ana's screen
+        assert answer[outcome].startswith(f'✗ Not recorded: that click was for pair #{int(token) + 1}')
+        assert not out.exists() and f'pair #{token}' in answer[status]  # the pair stays
+        answer = client.predict('ana', token, api_name='/tie')
+        assert answer[outcome].startswith(f'✓ Recorded: pair #{token} → Tie (as ana)')
+        again = client.predict('ana', token, api_name='/tie')  # the same click once more: a double click
+        assert again[outcome].startswith('✗ Not recorded') and 'This tab: **1 recorded** · 3 not recorded' in \
+            again[tally]
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r['annotator'], r['event'], r['label']) for r in records] == [('ana', 'label', 0.5)]
+    finally:
+        app.close()
