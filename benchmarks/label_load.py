@@ -1,7 +1,7 @@
 """The labelling page under load, with a kill -9 in the middle (docs/labelling.md, "Under load").
 
-    python benchmarks/label_load.py                      # 4 browser contexts + 12 gradio_client annotators, 20 pairs each
-    python benchmarks/label_load.py --smoke              # 1 browser + 3 HTTP annotators, 4 pairs each (the test's run)
+    python benchmarks/label_load.py              # 4 browser contexts + 12 gradio_client annotators, 20 pairs each
+    python benchmarks/label_load.py --smoke      # 1 browser + 3 HTTP annotators, 4 pairs each (the test's run)
     python benchmarks/label_load.py --browsers 0 --http 16 --out label_load.md
 
 It serves a task of tiny images with ``tools/label_pairs.py`` (no overlap: each pair is one annotator's), starts
@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
