@@ -146,8 +146,7 @@ def build_page(store: LabelStore, default_annotator: str = 'annotator', require_
         else:
             try:
                 if action == 'undo':
-                    undone = store.undone_index(name)
-                    shown = store.undo(name, expected)
+                    undone, shown = store.undo_returning(name, expected)
                     if undone is None:
                         tab = tabs.note(session, False, '✗ **not recorded** (Undo): nothing to undo')
                         return _view(store, name, shown, tab, '✗ Nothing to undo.')

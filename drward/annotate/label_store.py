@@ -221,14 +221,18 @@ class LabelStore:
         """Cancel ``annotator``'s last decision in effect (an ``undo`` line, fsynced) and show that pair again,
         unless another annotator took it meanwhile (a skipped pair is free for others): then the next pair.
         Nothing to undo: the current pair. ``expected`` as in :meth:`decide`."""
+        return self.undo_returning(annotator, expected)[1]
+
+    def undo_returning(self, annotator: str, expected: Optional[int] = None) -> Tuple[Optional[int], Optional[Shown]]:
+        """:meth:`undo`, also returning the index of the pair undone (``None``: nothing to undo), in one step."""
         with self._lock:
             self._check(annotator, expected)
             index = self.undone_index(annotator)
             if index is None:
-                return self.current(annotator)
+                return None, self.current(annotator)
             append_record(self.out_path, decision_record(self._written[index], 'undo', annotator))
             self._apply(annotator, index, 'undo', None)
             self._shown.pop(annotator, None)
             if self._eligible(annotator, index, self.labelled_indices()):
-                return self._show(annotator, index)
-            return self.current(annotator)  # an undone skip's pair went to another annotator meanwhile: theirs
+                return index, self._show(annotator, index)
+            return index, self.current(annotator)  # an undone skip's pair went to another annotator meanwhile
