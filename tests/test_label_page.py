@@ -216,10 +216,11 @@ def _tally(page) -> tuple:
 
 
 def _open_as(context, url, name):
-    """A tab whose person types ``name`` into Annotator and presses Enter as soon as the box is there (before
-    the page's first answer, the moment a late load answer used to overwrite it)."""
+    """A tab whose person types ``name`` into Annotator and presses Enter as soon as the page is there (before
+    its first answer, the moment a late load answer used to overwrite the name)."""
     page = context.new_page()
     page.goto(url)
+    page.get_by_role('button', name='A is better').wait_for()  # the page is there; its first answer is not yet
     box = page.get_by_label('Annotator')
     box.fill(name)
     box.press('Enter')

@@ -78,7 +78,11 @@ def exposure_warning(host: str, auth: Optional[Tuple[str, str]]) -> Optional[str
             'and write labels; pass --auth USER:PASS')
 
 
-NAME_FROM_URL = "(name) => new URLSearchParams(window.location.search).get('annotator') || name"
+# the URL's name, else what the box holds right now (a name typed while the page was starting is kept)
+NAME_FROM_URL = """(name) => {
+  const box = document.querySelector('#annotator textarea, #annotator input');
+  return new URLSearchParams(window.location.search).get('annotator') || (box ? box.value : name);
+}"""
 QUEUE = dict(concurrency_id='labelling', concurrency_limit=1)
 
 
