@@ -46,13 +46,18 @@ def test_blank_and_comment_lines_are_skipped(tmp_path):
     ('["a.png", "b.png"]', 'expected a JSON object'),
     ('{"image_a": "a.png", "image_b": "b.png", "label": true, "source": "human"}', 'must be a number'),
 ])
-def test_malformed_line_raises_with_file_and_line_number(tmp_path, bad_line, fragment):
+def test_malformed_line_is_skipped_and_named_with_file_and_line_number(tmp_path, bad_line, fragment):
     good = '{"image_a": "a.png", "image_b": "b.png"}'
-    path = _write_lines(tmp_path / 'p.jsonl', [good, good, bad_line])
+    path = _write_lines(tmp_path / 'p.jsonl', [good, good, bad_line, good])
+    reported = []
+    assert len(read_pairs(path, report=reported.append)) == 3  # the rest are read
+    assert len(reported) == 1 and f'{path}, line 3' in reported[0] and fragment in reported[0]
     with pytest.raises(PairsFormatError) as err:
-        read_pairs(path)
-    assert f'{path}, line 3' in str(err.value)
-    assert fragment in str(err.value)
+        read_pairs(path, strict=True)
+    assert f'{path}, line 3' in str(err.value) and fragment in str(err.value)
+    only_bad = _write_lines(tmp_path / 'bad.jsonl', [bad_line])
+    with pytest.raises(PairsFormatError, match='no readable line'):
+        read_pairs(only_bad, report=reported.append)
 
 
 def test_write_refuses_an_invalid_pair(tmp_path):

@@ -200,3 +200,147 @@ def test_renaming_on_the_page_releases_the_old_names_pair(browser, task, tmp_pat
         page.close()
     finally:
         app.close()
+
+
+# -- several people at once (issue: acknowledged labels lost or filed under the server's default name) -------------
+TALLY = r"/This tab: (\d+) recorded · (\d+) not recorded/"
+
+
+def _tally(page) -> tuple:
+    """``(recorded, not recorded)`` the page shows for its tab (0, 0 before the first answer)."""
+    text = page.inner_text('#tally')
+    if 'This tab' not in text:
+        return 0, 0
+    recorded, rest = text.split('This tab: ')[1].split(' recorded · ')
+    return int(recorded), int(rest.split(' not recorded')[0])
+
+
+def _open_as(context, url, name):
+    """A tab whose person types ``name`` into Annotator and presses Enter as soon as the page is there (before
+    its first answer, the moment a late load answer used to overwrite the name)."""
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role('button', name='A is better').wait_for()  # the page is there; its first answer is not yet
+    box = page.get_by_label('Annotator')
+    box.fill(name)
+    box.press('Enter')
+    page.wait_for_function(f"() => (document.querySelector('#progress')?.innerText || '').startsWith({name!r} + ':')")
+    page.wait_for_function("() => (document.querySelector('#status')?.innerText || '').includes('pair #')")
+    return page
+
+
+def _logged_labels(out):
+    from drward.annotate.label_log import read_label_log
+    decisions, malformed = read_label_log(str(out))
+    assert malformed == []
+    return [d for d in decisions if d.event == 'label']
+
+
+def _p95(values) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def test_four_annotators_at_once_every_acknowledged_label_is_logged_under_its_own_name(browser, task, tmp_path):
+    import time
+    out = tmp_path / 'human.jsonl'
+    store, app, url = _serve(task.pairs, out, order='random', overlap=0.0)  # the page's default name is 'ana'
+    names = ['load0', 'load1', 'load2', 'load3']
+    contexts = [browser.new_context() for _ in names]
+    try:
+        pages = {name: _open_as(context, url, name) for name, context in zip(names, contexts)}
+        latencies, acknowledged = [], {name: [] for name in names}
+        for _ in range(3):  # each round: all four click, then each waits for its answer
+            clicked = {}
+            for name, page in pages.items():
+                acknowledged[name].append(_shown(page))
+                page.get_by_role('button', name='A is better', exact=True).click()
+                clicked[name] = time.monotonic()
+            while clicked:
+                for name in list(clicked):
+                    if _tally(pages[name])[0] == len(acknowledged[name]):
+                        latencies.append(time.monotonic() - clicked.pop(name))
+                pages[names[0]].wait_for_timeout(20)
+        labels = _logged_labels(out)
+        for name, page in pages.items():
+            assert _tally(page) == (3, 0)
+            mine = [d for d in labels if d.annotator == name]
+            assert len(mine) == 3, f'{name}: 3 acknowledged, {len(mine)} logged'
+        assert {d.annotator for d in labels} == set(names)  # none under the default 'ana' or another tab's name
+        keys = [d.key for d in labels]
+        assert len(keys) == len(set(keys)) == 12  # no duplicates; no pair labelled twice (no overlap here)
+        logged_index = {name: sorted(store._index[tuple(os.path.normpath(str(out.parent / p)) for p in d.key)]
+                                     for d in labels if d.annotator == name) for name in names}
+        assert logged_index == {name: sorted(shown) for name, shown in acknowledged.items()}
+        print(f'\n4 annotators x 3 labels: click -> answer p50 {sorted(latencies)[len(latencies) // 2]:.2f} s, '
+              f'p95 {_p95(latencies):.2f} s')
+    finally:
+        for context in contexts:
+            context.close()
+        app.close()
+
+
+def test_quick_clicks_every_acknowledged_decision_is_logged_and_the_rest_say_not_recorded(browser, task, tmp_path):
+    out = tmp_path / 'human.jsonl'
+    store, app, url = _serve(task.pairs, out, order='random', overlap=0.0)
+    names = ['fast0', 'fast1', 'fast2', 'fast3']
+    contexts = [browser.new_context() for _ in names]
+    try:
+        pages = {name: _open_as(context, url, name) for name, context in zip(names, contexts)}
+        for _ in range(4):  # no waiting for answers: double clicks and clicks on a pair about to change
+            for page in pages.values():
+                page.get_by_role('button', name='A is better', exact=True).click()
+                page.wait_for_timeout(60)
+        for page in pages.values():  # every click is answered, one way or the other
+            page.wait_for_function(f"() => {{ const m = document.querySelector('#tally').innerText.match({TALLY});"
+                                   " return m && Number(m[1]) + Number(m[2]) === 4; }")
+        tallies = {name: _tally(page) for name, page in pages.items()}
+        texts = {name: page.inner_text('#tally') for name, page in pages.items()}
+        # the last one, closed right after its click: what it acknowledged before closing is logged all the same
+        pages['fast0'].get_by_role('button', name='B is better', exact=True).click()
+        contexts[0].close()
+        app.close()  # nothing more can be written
+        labels = _logged_labels(out)
+        for name, page_tally in tallies.items():
+            recorded, refused = page_tally
+            mine = [d for d in labels if d.annotator == name]
+            expected = recorded + (name == 'fast0')  # the last click may or may not have landed
+            assert recorded <= len(mine) <= expected, f'{name}: page says {page_tally}, log holds {len(mine)}'
+            assert texts[name].count('✗ **not recorded**'.replace('**', '')) == min(refused, 4)  # each one shown
+        keys = [d.key for d in labels]
+        assert len(keys) == len(set(keys))
+        assert {d.annotator for d in labels} <= set(names)
+    finally:
+        for context in contexts[1:]:
+            context.close()
+        app.close()
+
+
+def test_a_click_without_a_name_or_on_a_stale_pair_is_answered_not_recorded_and_writes_nothing(task, tmp_path):
+    """Over the page's API (gradio_client, no browser): the same handlers the buttons call."""
+    from gradio_client import Client
+    out = tmp_path / 'human.jsonl'
+    store = LabelStore(task.pairs, str(out), order='file')
+    app = build_page(store, 'seed', require_name=True)
+    port = free_port()
+    launch_page(app, store, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        wait_for_http(f'http://127.0.0.1:{port}/')
+        client = Client(f'http://127.0.0.1:{port}/', download_files=False, verbose=False)
+        status, outcome, tally = -3, -2, -1
+        answer = client.predict('', '0', api_name='/left')
+        assert answer[outcome].startswith('✗ Not recorded: type your name') and not out.exists()
+        shown = client.predict('ana', api_name='/show')
+        token = shown[status].split('pair #')[1].split()[0]
+        answer = client.predict('ana', str(int(token) + 1), api_name='/right')  # a pair not on ana's screen
+        assert answer[outcome].startswith(f'✗ Not recorded: that click was for pair #{int(token) + 1}')
+        assert not out.exists() and f'pair #{token}' in answer[status]  # the pair stays
+        answer = client.predict('ana', token, api_name='/tie')
+        assert answer[outcome].startswith(f'✓ Recorded: pair #{token} → Tie (as ana)')
+        again = client.predict('ana', token, api_name='/tie')  # the same click once more: a double click
+        assert again[outcome].startswith('✗ Not recorded') and 'This tab: **1 recorded** · 3 not recorded' in \
+            again[tally]
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r['annotator'], r['event'], r['label']) for r in records] == [('ana', 'label', 0.5)]
+    finally:
+        app.close()

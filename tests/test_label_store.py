@@ -69,8 +69,11 @@ def test_a_malformed_line_is_reported_with_its_number_and_kept(tmp_path):
     assert out.read_text().startswith(before) and len(out.read_text().splitlines()) == 3
     decisions, malformed = read_label_log(out)
     assert len(decisions) == 2 and [n for n, _ in malformed] == [2]
+    reported = []
+    assert len(read_pairs(out, report=reported.append)) == 2  # the torn line skipped, the two labels read
+    assert len(reported) == 1 and 'human.jsonl, line 2' in reported[0]
     with pytest.raises(PairsFormatError, match='line 2'):
-        read_pairs(out)
+        read_pairs(out, strict=True)
 
 
 def test_two_annotators_never_share_a_pair_outside_the_overlap(tmp_path):
@@ -110,3 +113,50 @@ def test_non_loopback_without_auth_warns_and_auth_parses():
     assert parse_auth('ana:secret:x') == ('ana', 'secret:x') and parse_auth(None) is None
     with pytest.raises(ValueError, match='USER:PASS'):
         parse_auth('ana')
+
+
+def test_a_click_for_a_pair_no_longer_current_is_refused_and_racing_clicks_record_one_decision(tmp_path):
+    import threading
+    from drward.annotate.label_store import StaleClick
+    out = tmp_path / 'human.jsonl'
+    store = LabelStore(_pairs(tmp_path, 8), str(out), order='file')
+    first = store.current('ana').index
+    outcomes, start = [], threading.Barrier(6)
+
+    def click(choice):
+        start.wait()
+        try:
+            store.decide('ana', choice, expected=first)
+            outcomes.append('recorded')
+        except StaleClick as err:
+            outcomes.append(str(err))
+
+    threads = [threading.Thread(target=click, args=(c,)) for c in ('left', 'right', 'tie', 'skip', 'left', 'tie')]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count('recorded') == 1 and len(_lines(out)) == 1  # the other five named the old pair
+    assert all(f'pair #{first}, no longer on screen' in o for o in outcomes if o != 'recorded')
+    now = store.current('ana').index
+    store.undo('ana', expected=now)                     # shows pair `first` again
+    with pytest.raises(StaleClick):
+        store.undo('ana', expected=now)                 # a double click on Undo undoes nothing more
+    assert [r['event'] for r in _lines(out)] == [_lines(out)[0]['event'], 'undo']
+
+
+def test_a_failed_write_leaves_the_pair_on_screen_and_nothing_recorded(tmp_path, monkeypatch):
+    import drward.annotate.label_store as label_store
+    out = tmp_path / 'human.jsonl'
+    store = LabelStore(_pairs(tmp_path), str(out), order='file')
+    shown = store.current('ana').index
+
+    def full_disk(path, record):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(label_store, 'append_record', full_disk)
+    with pytest.raises(OSError):
+        store.decide('ana', 'left', expected=shown)
+    assert store.current('ana').index == shown and store.labels() == {}
+    monkeypatch.undo()
+    assert store.decide('ana', 'left', expected=shown).index != shown and len(_lines(out)) == 1

@@ -31,6 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     source.add_argument('--demo', metavar='DIR', help='make the annotate demo task in DIR (unlabelled) and serve it')
     parser.add_argument('--out', help='label log to append to [<pairs folder>/human.jsonl]')
     parser.add_argument('--annotator', default=None, help='default annotator name on the page [$USER]')
+    parser.add_argument('--require-annotator', action='store_true',
+                        help='start with an empty Annotator box: each person types a name (or opens ?annotator=NAME)')
     parser.add_argument('--order', default='random', choices=ORDERS, help='which pair next [random]')
     parser.add_argument('--overlap', type=float, default=0.1, help='share of pairs every annotator labels [0.1]')
     parser.add_argument('--seed', type=int, default=0, help='seed of the order, the overlap and the sides [0]')
@@ -84,9 +86,10 @@ def serve(args: argparse.Namespace) -> int:
     annotator = args.annotator or os.environ.get('USER') or getpass.getuser() or 'annotator'
     mine, everyone, total = store.progress(annotator)
     print(f'{total} pairs, {everyone} labelled so far ({mine} by {annotator}); decisions go to {store.out_path}')
-    page = build_page(store, annotator)
+    page = build_page(store, annotator, require_name=args.require_annotator)
     launch_page(page, store, args.host, args.port, parse_auth(args.auth), prevent_thread_lock=True)
-    print(f'labelling page: http://{args.host}:{args.port}/  (Ctrl+C to stop; every decision is already on disk)',
+    print(f'labelling page: http://{args.host}:{args.port}/  (Ctrl+C to stop; every decision the page '
+          'answered "recorded" is already on disk)',
           flush=True)
     try:
         while True:

@@ -5,9 +5,20 @@ ImageSlider of the two, the progress (``n labelled / N`` for the annotator and f
 buttons — **A is better**, **B is better**, **Tie**, **Skip**, **Undo** — also on the keys ← → ↓ space backspace
 (a ``keydown`` handler in the page's ``<head>`` clicks the buttons; keys typed into a text box are left alone).
 
-Who is labelling: the *Annotator* box, filled from the URL's ``?annotator=NAME`` or the tool's ``--annotator``.
-Every click carries the index of the pair the browser shows, and a decision for a pair that is no longer the one
-on screen (a double click, a key held down) is ignored rather than applied to a pair nobody saw.
+Who is labelling: the *Annotator* box, filled in the browser from the URL's ``?annotator=NAME`` (else the tool's
+``--annotator``; empty with ``require_name``). **Each click sends the box's value at the moment of the click and
+the index of the pair on screen as the inputs of the click event itself**; the server never substitutes a default
+or another tab's name, and refuses a click with an empty box. The server never writes into the box (a page-load
+answer arriving late used to overwrite a name typed meanwhile, so labels went to the default name).
+
+Every click is answered **recorded** (the line is appended and fsynced before the answer; only then does the page
+show the next pair) or **not recorded**, with the reason, the pair staying (:mod:`drward.annotate.label_tabs`).
+A click for a pair that is no longer the annotator's current one (a double click, a second tab, a late answer)
+is refused under the store's lock (:class:`~drward.annotate.label_store.StaleClick`). The buttons use
+``trigger_mode='multiple'`` so no click is dropped silently in the browser, and every event that touches the store
+runs in one queue (``concurrency_id='labelling'``, one at a time, in arrival order) so the answers to one tab
+arrive in the order of its clicks. Closing the tab cannot lose an answered decision: Gradio drops a closed tab's
+queued events, but an answer is only sent after the handler (and its fsync) has returned.
 
 Security (:func:`launch_page`): 127.0.0.1 unless told otherwise, a warning for any other host without ``auth``,
 and Gradio's ``allowed_paths`` set to the task's image folders only, so no other file can be fetched.
@@ -21,7 +32,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import gradio as gr
 
-from drward.annotate.label_store import LabelStore, Shown
+from drward.annotate.label_store import NO_PAIR, LabelStore, Shown, StaleClick
+from drward.annotate.label_tabs import TabLedger, TabRecord
 from drward.annotate.pairs import pair_caption
 
 BUTTONS = (('A is better', 'left', 'btn-a'), ('B is better', 'right', 'btn-b'), ('Tie', 'tie', 'btn-tie'),
@@ -66,51 +78,107 @@ def exposure_warning(host: str, auth: Optional[Tuple[str, str]]) -> Optional[str
             'and write labels; pass --auth USER:PASS')
 
 
-def _view(store: LabelStore, annotator: str, shown: Optional[Shown], note: str = '') -> tuple:
-    """The page's outputs for ``annotator`` showing ``shown``: progress, caption, images, slider, token, status."""
+# the URL's name, else what the box holds right now (a name typed while the page was starting is kept)
+NAME_FROM_URL = """(name) => {
+  const box = document.querySelector('#annotator textarea, #annotator input');
+  return new URLSearchParams(window.location.search).get('annotator') || (box ? box.value : name);
+}"""
+QUEUE = dict(concurrency_id='labelling', concurrency_limit=1)
+
+
+def token_of(shown: Optional[Shown]) -> str:
+    """What the page sends back with a click: the shown pair's index (``NO_PAIR`` when nothing is left)."""
+    return str(NO_PAIR if shown is None else shown.index)
+
+
+def _view(store: LabelStore, annotator: str, shown: Optional[Shown], tab: Optional[TabRecord] = None,
+          outcome: str = '') -> tuple:
+    """The page's outputs: progress, caption, images, slider, reference, token, status, outcome, tally."""
+    tally = tab.tally() if tab is not None else ''
+    if not annotator:
+        status = 'Type your name in **Annotator** and press Enter to start.'
+        return '', '', None, None, None, None, '', status, outcome, tally
     mine, everyone, total = store.progress(annotator)
     progress = f'**{annotator}: {mine} labelled / {total}** · all annotators: {everyone} labelled / {total}'
     if shown is None:
-        status = f'{note} No pair left for {annotator}: every pair is labelled (or skipped by you). Thank you!'
-        return progress, '', None, None, None, None, '', status.strip()
+        status = f'No pair left for {annotator}: every pair is labelled (or skipped by you). Thank you!'
+        return progress, '', None, None, None, None, token_of(None), status, outcome, tally
     pair = shown.pair
     caption = pair_caption(pair, os.path.dirname(pair.image_a), fallback='(no caption)')
     where = ' · this pair is labelled by every annotator (overlap)' if shown.index in store.overlap else ''
     return (progress, caption, shown.left, shown.right, (shown.left, shown.right), pair.reference,
-            str(shown.index), f'{note} pair #{shown.index}{where}'.strip())
+            token_of(shown), f'pair #{shown.index}{where}', outcome, tally)
 
 
-def build_page(store: LabelStore, default_annotator: str = 'annotator') -> gr.Blocks:
-    """The Gradio app (not launched); see the module docstring."""
+def _parse_token(token: str) -> Optional[int]:
+    try:
+        return int(token)
+    except (TypeError, ValueError):
+        return None
 
-    def name_of(annotator: str) -> str:
-        return (annotator or '').strip() or default_annotator
 
-    def on_load(annotator: str, request: gr.Request) -> tuple:
-        name = name_of((request.query_params.get('annotator') if request else None) or annotator)
-        return (name, name) + _view(store, name, store.current(name))
+def build_page(store: LabelStore, default_annotator: str = 'annotator', require_name: bool = False,
+               tabs: Optional[TabLedger] = None) -> gr.Blocks:
+    """The Gradio app (not launched); see the module docstring. ``tabs``: the per-tab ledger (made if None)."""
+    tabs = tabs if tabs is not None else TabLedger()
+    labels = {action: label for label, action, _ in BUTTONS}
 
-    def on_rename(annotator: str, previous: str) -> tuple:
-        name = name_of(annotator)
-        if previous and previous != name:
-            store.release(previous)  # the pair the old name had on screen goes back to the pool
-        return (name,) + _view(store, name, store.current(name))
+    def show(annotator: str, request: gr.Request) -> tuple:
+        """Page load (also the API's ``/show``): the current pair of the name in the box."""
+        tab = tabs.tab(request.session_hash)
+        tab.name = (annotator or '').strip()
+        return _view(store, tab.name, store.current(tab.name) if tab.name else None, tab)
+
+    def rename(annotator: str, request: gr.Request) -> tuple:
+        tab = tabs.tab(request.session_hash)
+        name = (annotator or '').strip()
+        if name == tab.name:  # e.g. the blur of clicking a button: nothing changed, nothing sent
+            return tuple(gr.skip() for _ in range(10))
+        if tab.name:
+            store.release(tab.name)  # the pair the old name had on screen goes back to the pool
+        tab.name = name
+        return _view(store, name, store.current(name) if name else None, tab)
+
+    def decide(action: str, annotator: str, token: str, session: str) -> tuple:
+        name, expected = (annotator or '').strip(), _parse_token(token)
+        if not name:
+            tab = tabs.note(session, False, f'✗ **not recorded** ({labels[action]}): type your name in Annotator')
+            return _view(store, '', None, tab, '✗ Not recorded: type your name in **Annotator** first.')
+        if expected is None:
+            shown = store.current(name)
+            reason = 'the page had not shown a pair yet'
+        else:
+            try:
+                if action == 'undo':
+                    undone, shown = store.undo_returning(name, expected)
+                    if undone is None:
+                        tab = tabs.note(session, False, '✗ **not recorded** (Undo): nothing to undo')
+                        return _view(store, name, shown, tab, '✗ Nothing to undo.')
+                    line = f'✓ **recorded**: Undo of pair #{undone} (as {name})'
+                    if shown is None or shown.index != undone:
+                        line += '; another annotator has that pair now, so here is your next one'
+                else:
+                    shown = store.decide(name, action, expected)
+                    line = f'✓ **recorded**: pair #{expected} → {labels[action]} (as {name})'
+                tab = tabs.note(session, True, line)
+                return _view(store, name, shown, tab, line.replace('**recorded**', 'Recorded'))
+            except StaleClick as err:
+                shown, reason = err.current, str(err)
+            except OSError as err:
+                shown, reason = store.current(name), f'the label log could not be written ({err}); try again'
+        tab = tabs.note(session, False, f'✗ **not recorded** ({labels[action]}): {reason}')
+        return _view(store, name, shown, tab, f'✗ Not recorded: {reason}.')
 
     def on_button(action: str):
-        def handler(annotator: str, token: str) -> tuple:
-            name = name_of(annotator)
-            shown = store.current(name)
-            if action == 'undo':
-                return _view(store, name, store.undo(name), 'Undone.')
-            if shown is None or token != str(shown.index):
-                return _view(store, name, shown, 'That click was for a pair no longer shown; ignored.')
-            return _view(store, name, store.decide(name, action))
+        def handler(annotator: str, token: str, request: gr.Request) -> tuple:
+            return decide(action, annotator, token, request.session_hash)
         return handler
 
     with gr.Blocks(title='drward: which face is better?') as page:
         gr.Markdown(f'## Which face is better?\n{HELP}')
         with gr.Row():
-            annotator = gr.Textbox(label='Annotator', value=default_annotator, scale=1)
+            annotator = gr.Textbox(label='Annotator', value='' if require_name else default_annotator, scale=1,
+                                   placeholder='your name', elem_id='annotator')
             progress = gr.Markdown(elem_id='progress')
         caption = gr.Textbox(label='Caption', interactive=False, elem_id='caption')
         show_reference = gr.Checkbox(label='Show the reference', value=False)
@@ -124,17 +192,21 @@ def build_page(store: LabelStore, default_annotator: str = 'annotator') -> gr.Bl
             buttons = {action: gr.Button(label, elem_id=elem_id, variant='primary' if action in ('left', 'right')
                                          else 'secondary') for label, action, elem_id in BUTTONS}
         status = gr.Markdown(elem_id='status')
+        outcome = gr.Markdown(elem_id='outcome')
         token = gr.Textbox(visible='hidden', elem_id='shown-pair')
         with gr.Accordion('Slider view (drag to compare A and B)', open=False):
             slider = gr.ImageSlider(type='filepath', label='A | B', buttons=[])
-        session_name = gr.State('')
-        outputs = [progress, caption, left, right, slider, reference, token, status]
-        page.load(on_load, [annotator], [annotator, session_name] + outputs)
-        annotator.submit(on_rename, [annotator, session_name], [session_name] + outputs)
-        annotator.blur(on_rename, [annotator, session_name], [session_name] + outputs)
-        show_reference.change(lambda on: gr.update(visible=on), [show_reference], [reference])
+        tally = gr.Markdown(elem_id='tally')
+        outputs = [progress, caption, left, right, slider, reference, token, status, outcome, tally]
+        page.load(None, [annotator], [annotator], js=NAME_FROM_URL, queue=False).then(
+            show, [annotator], outputs, api_name='show', **QUEUE)
+        for event in (annotator.submit, annotator.blur):
+            event(rename, [annotator], outputs, api_visibility='private', **QUEUE)
+        show_reference.change(lambda on: gr.update(visible=on), [show_reference], [reference],
+                             api_visibility='private')
         for action, button in buttons.items():
-            button.click(on_button(action), [annotator, token], outputs)
+            button.click(on_button(action), [annotator, token], outputs, api_name=action, trigger_mode='multiple',
+                         **QUEUE)
     return page
 
 

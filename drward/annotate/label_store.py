@@ -14,6 +14,11 @@ handlers run in threads):
 * **Decisions**: ``label`` (A / B / tie → P(image_a preferred) = 1 / 0 / ½ from the side chosen and
   ``shown_left``), ``skip`` (never a label; the annotator is not offered the pair again) and ``undo`` (cancels
   the annotator's last decision in effect and shows that pair again).
+* **One decision per pair seen**: :meth:`LabelStore.decide` and :meth:`LabelStore.undo` take the index of the
+  pair the click was made on (``expected``) and raise :class:`StaleClick` if it is not the annotator's current
+  pair, checked under the same lock as the write, so two clicks racing on one pair record one decision. The line
+  is appended and fsynced (:func:`~drward.annotate.label_log.append_record`) before the state moves on; a write
+  that fails raises ``OSError`` and leaves the state (and the pair on screen) as it was.
 """
 from __future__ import annotations
 
@@ -32,6 +37,16 @@ from drward.annotate.pairs import PreferencePair
 from drward.utils.options import OptionError
 
 ORDERS = ('random', 'uncertainty', 'file')
+NO_PAIR = -1  # the ``expected`` index of a click made while no pair was shown (nothing left)
+
+
+class StaleClick(Exception):
+    """A click made on a pair that is no longer the annotator's current pair (a double click, another tab)."""
+
+    def __init__(self, expected: int, current: Optional['Shown']) -> None:
+        now = 'no pair' if current is None else f'pair #{current.index}'
+        super().__init__(f'that click was for pair #{expected}, no longer on screen (now {now})')
+        self.expected, self.current = expected, current
 
 
 @dataclasses.dataclass
@@ -171,10 +186,18 @@ class LabelStore:
             self._shown.pop(annotator, None)
 
     # -- decisions -----------------------------------------------------------------------------------------
-    def decide(self, annotator: str, choice: str) -> Optional[Shown]:
-        """Record ``choice`` (``left``, ``right``, ``tie`` or ``skip``) on the shown pair; return the next pair."""
+    def _check(self, annotator: str, expected: Optional[int]) -> Optional[Shown]:
+        """The annotator's current pair; :class:`StaleClick` if ``expected`` is given and is not its index."""
+        shown = self.current(annotator)
+        if expected is not None and (NO_PAIR if shown is None else shown.index) != expected:
+            raise StaleClick(expected, shown)
+        return shown
+
+    def decide(self, annotator: str, choice: str, expected: Optional[int] = None) -> Optional[Shown]:
+        """Record ``choice`` (``left``, ``right``, ``tie`` or ``skip``) on the shown pair (appended and fsynced
+        first); return the next pair. ``expected``: the pair index the click was made on (see the docstring)."""
         with self._lock:
-            shown = self.current(annotator)
+            shown = self._check(annotator, expected)
             if shown is None:
                 return None
             event = 'skip' if choice == 'skip' else 'label'
@@ -188,14 +211,28 @@ class LabelStore:
             self._on_label(self)
         return self.current(annotator)
 
-    def undo(self, annotator: str) -> Optional[Shown]:
-        """Cancel ``annotator``'s last decision in effect (an ``undo`` line) and show that pair again."""
+    def undone_index(self, annotator: str) -> Optional[int]:
+        """The pair :meth:`undo` would show again (``None``: nothing to undo)."""
         with self._lock:
             history = self._history.get(annotator, [])
-            if not history:
-                return self.current(annotator)
-            index = history[-1]
+            return history[-1] if history else None
+
+    def undo(self, annotator: str, expected: Optional[int] = None) -> Optional[Shown]:
+        """Cancel ``annotator``'s last decision in effect (an ``undo`` line, fsynced) and show that pair again,
+        unless another annotator took it meanwhile (a skipped pair is free for others): then the next pair.
+        Nothing to undo: the current pair. ``expected`` as in :meth:`decide`."""
+        return self.undo_returning(annotator, expected)[1]
+
+    def undo_returning(self, annotator: str, expected: Optional[int] = None) -> Tuple[Optional[int], Optional[Shown]]:
+        """:meth:`undo`, also returning the index of the pair undone (``None``: nothing to undo), in one step."""
+        with self._lock:
+            self._check(annotator, expected)
+            index = self.undone_index(annotator)
+            if index is None:
+                return None, self.current(annotator)
             append_record(self.out_path, decision_record(self._written[index], 'undo', annotator))
             self._apply(annotator, index, 'undo', None)
             self._shown.pop(annotator, None)
-            return self._show(annotator, index)
+            if self._eligible(annotator, index, self.labelled_indices()):
+                return index, self._show(annotator, index)
+            return index, self.current(annotator)  # an undone skip's pair went to another annotator meanwhile

@@ -24,16 +24,19 @@ Label-log fields (the labelling page's ``--out`` file, :mod:`drward.annotate.lab
     on the pair) and ``time`` (UTC, ISO 8601) describe it. A file holding such records is a label log:
     :func:`read_pairs` yields its labels in effect (skips and undone labels removed), one row per pair.
 
-Malformed lines raise :class:`PairsFormatError` naming the file and line number.
+A malformed line (bad JSON, a torn last line, a field out of range) is skipped and named with its file and line
+number, and the rest of the file is read (:func:`read_pairs`; ``strict=True`` raises :class:`PairsFormatError` on
+the first instead). A file with malformed lines and no readable line raises.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 LABEL_SOURCES = ('human', 'svm')
 PAIR_FIELDS = ('image_a', 'image_b', 'caption', 'caption_key', 'reference', 'label', 'source', 'confidence')
@@ -152,17 +155,31 @@ def parse_pair_lines(path: str | os.PathLike) -> Iterator[Tuple[int, Any, Option
                 yield line_no, None, None, str(err)
 
 
-def read_pairs(path: str | os.PathLike) -> List[PreferencePair]:
+def read_pairs(path: str | os.PathLike, strict: bool = False,
+               report: Optional[Callable[[str], None]] = None) -> List[PreferencePair]:
     """Read and validate a pairs file. Blank lines and lines starting with ``#`` are skipped.
+
+    A malformed line is skipped and named, ``<path>, line <n>: <error> (line skipped)``, through ``report``
+    (default: a warning of this module's logger, printed on stderr when logging is not set up) and the rest are
+    read; ``strict=True`` raises :class:`PairsFormatError` on the first instead. Malformed lines and not one
+    readable line: :class:`PairsFormatError` (there is nothing to go on with).
 
     A label log (lines with ``event``) yields its labels in effect, one per pair
     (:func:`labels_in_effect`, the replay rule of :mod:`drward.annotate.label_log`); ordinary lines are yielded as written.
     """
-    rows = []
+    report = report or logging.getLogger(__name__).warning
+    rows, skipped = [], []
     for line_no, obj, pair, error in parse_pair_lines(path):
         if error is not None:
-            raise PairsFormatError(f'{path}, line {line_no}: {error}')
-        rows.append((line_no, obj, pair))
+            message = f'{path}, line {line_no}: {error}'
+            if strict:
+                raise PairsFormatError(message)
+            skipped.append(message)
+            report(message + ' (line skipped)')
+        else:
+            rows.append((line_no, obj, pair))
+    if skipped and not rows:
+        raise PairsFormatError(f'{path}: no readable line ({len(skipped)} malformed; first: {skipped[0]})')
     if any('event' in obj for _, obj, _ in rows):
         return labels_in_effect(rows)
     return [pair for _, _, pair in rows]
