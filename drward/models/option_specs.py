@@ -15,8 +15,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping, Optional
 
-from drward.archs.diffbir_arch import DEFAULTS as DIFFBIR_KEYS
-from drward.archs.osediff_arch import CHOICES as OSEDIFF_CHOICES, DEFAULTS as OSEDIFF_KEYS
+from basicsr.utils.registry import ARCH_REGISTRY
+
 from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS
 from drward.face.detect import DETECTOR_BACKENDS
 from drward.losses.iqa_reward import IQA_REWARD_KEYS
@@ -28,7 +28,7 @@ from drward.models.hack_monitor import HACK_MONITOR_KEYS
 from drward.models.refl_model import AUTOCAST_DTYPES, TRAIN_KEYS as REFL_TRAIN_KEYS
 from drward.utils.distributed import DIST_PARAMS_KEYS
 from drward.utils.options import OptionError
-from drward.utils.option_schema import (ANY, Bool, ByType, Choice, Int, ListOf, MapOf, Num, OneOf, Section, Text,
+from drward.utils.option_schema import (ANY, Bool, ByRegistry, ByType, Choice, Int, ListOf, MapOf, Num, OneOf, Section, Text,
                                         validate)
 
 PATH = Text(nullable=True)                 # a file or folder (existence is checked elsewhere: missing weights)
@@ -65,25 +65,12 @@ DATASET = ByType({'FaceDegradationDataset': FACE_DEGRADATION_DATASET,
                   'PairedImageDataset': _TEST_DATASET, 'SingleImageDataset': _TEST_DATASET})
 
 # ------------------------------------------------------------------------------------------------ networks
-_RESTORER = {'type': Text(), 'sd_checkpoint': PATH, 'tiny': Bool(), 'gradient_checkpointing': Bool(),
-             'weight_dtype': WEIGHT_DTYPE, 'random_weights': Bool()}
-DIFFBIR_RESTORER = Section({
-    **_RESTORER, 'diffbir_checkpoint': PATH, 'swinir_checkpoint': PATH,
-    'control_scales': OneOf(Num(0), ListOf(Num(0), length=13)), 'num_steps': Int(1, 1000),
-    'stop_window': Int(1), 'eta_train': OneOf(Choice('uniform'), Num(0, 1)), 'eta_per_update': Bool(),
-    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True), 'compile': Bool()},
-    also=DIFFBIR_KEYS)
-OSEDIFF_RESTORER = Section({
-    **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
-    'reg_reference': Choice(*OSEDIFF_CHOICES['reg_reference']), 'vae_latent': Choice(*OSEDIFF_CHOICES['vae_latent']),
-    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False),
-    'color_fix': Choice(*OSEDIFF_CHOICES['color_fix'])},
-    also=OSEDIFF_KEYS)
 FRM_NETWORK = Section({
     'type': Text(), 'model_name': Text(), 'checkpoint': PATH, 'unlocked_image_groups': Int(0),
     'unlocked_text_layers': Int(0), 'gradient_checkpointing': Bool(), 'weight_dtype': WEIGHT_DTYPE,
     'resize': Choice('bicubic_antialias', 'bilinear')}, also=('model_cfg', 'random_weights', 'precision'))
-NETWORK_G = ByType({'DiffBIRRestorer': DIFFBIR_RESTORER, 'OSEDiffRestorer': OSEDIFF_RESTORER})
+#: A restorer: the keys its class declares (``options`` along its MRO), e.g. drward/archs/diffbir_arch.py.
+NETWORK_G = ByRegistry(ARCH_REGISTRY)
 
 # ------------------------------------------------------------------------------------------------ train blocks
 ADAMW = Section({'type': Choice('AdamW', 'Adam'), 'lr': LR, 'weight_decay': Num(0), 'betas': ListOf(Num(0, 1), 2),
