@@ -109,12 +109,27 @@ def ListOf(item: Spec, length: Optional[int] = None, nonempty: bool = True, null
     words = f'a list of {length if length else ("one or more" if nonempty else "zero or more")} ' \
             f'({item.accepted})'
 
+    walked = type(item).children is not Spec.children  # a list of mappings: each entry is checked on its own
+
     def ok(v: Any) -> bool:
         return isinstance(v, list) and (length is None or len(v) == length) and (bool(v) or not nonempty) and \
-            all(item.ok(x) or (x is None and item.nullable) for x in v)
+            (walked or all(item.ok(x) or (x is None and item.nullable) for x in v))
     bad_item = item.out_of_range()
     bad = [bad_item] * (length or 1) if bad_item is not MISSING else ([] if nonempty and not length else MISSING)
-    return Spec(words, ok, nullable, wrong='x', bad=bad)
+    return _List(item, words, ok, nullable, wrong='x', bad=bad)
+
+
+class _List(Spec):
+    """A list spec; the entries of a list of mappings are walked too (``rewards.0.loss_weight``)."""
+
+    def __init__(self, item: Spec, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.item = item
+
+    def children(self, value: Any) -> Iterator[Tuple[str, Any, 'Spec']]:
+        if type(self.item).children is not Spec.children and isinstance(value, list):
+            for i, entry in enumerate(value):
+                yield str(i), entry, self.item
 
 
 def OneOf(*specs: Spec, bad: Any = MISSING) -> Spec:
@@ -251,6 +266,34 @@ def resolve(owner: str, options: Options, given: Optional[Mapping[str, Any]], ig
     return {**defaults(options), **given}
 
 
+def declare(**specs: Tuple[Spec, str]) -> Callable[[type], type]:
+    """Class decorator for a class built as ``cls(**opt)`` (a BasicSR loss, the FRM): ``options`` from its
+    ``__init__`` keyword parameters, each default read from the signature (written once, there), its spec and help
+    from ``specs`` (``key=(spec, help)``; every parameter must have one); the constructor then checks the keys and
+    values it is given (:func:`resolve`). Subclasses inherit the declaration and may add ``options`` of their own."""
+    def decorate(cls: type) -> type:
+        import functools
+        import inspect
+        init = cls.__init__
+        params = {name: p for name, p in inspect.signature(init).parameters.items()
+                  if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if set(params) != set(specs):
+            raise TypeError(f'{cls.__name__}: declare() specs {sorted(specs)} differ from the parameters '
+                            f'{sorted(params)}')
+        cls.options = {name: Option(specs[name][0], REQUIRED if p.default is p.empty else p.default, specs[name][1])
+                       for name, p in params.items()}
+
+        @functools.wraps(init)
+        def checked_init(self, *args: Any, **kwargs: Any) -> None:
+            if not args:
+                resolve(type(self).__name__, declared_options(type(self)), kwargs)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = checked_init
+        return cls
+    return decorate
+
+
 class ByRegistry(ByType):
     """A mapping whose ``type:`` names a class registered in ``registry`` (BasicSR's ``ARCH_REGISTRY``,
     ``LOSS_REGISTRY``, ...): checked against the options that class declares (:func:`declared_options`) plus
@@ -297,4 +340,4 @@ def validate(opt: Mapping[str, Any], schema: Spec, source: str) -> None:
 
 __all__: List[str] = ['MISSING', 'Spec', 'Int', 'Num', 'Bool', 'Text', 'Choice', 'ListOf', 'OneOf', 'ANY', 'Section',
                       'ByType', 'MapOf', 'walk', 'validate', 'REQUIRED', 'Option', 'Options', 'declared_options',
-                      'defaults', 'group', 'resolve', 'ByRegistry']
+                      'defaults', 'group', 'resolve', 'declare', 'ByRegistry']
