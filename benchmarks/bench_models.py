@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import inspect
 import os.path as osp
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
@@ -48,13 +47,14 @@ def available(spec: RestorerSpec) -> bool:
 
 
 def accepts_option(cls: type, key: str) -> bool:
-    """Whether ``cls(**{key: ...})`` is accepted: a named argument, or a key of its module's ``DEFAULTS`` (the
-    restorers take ``**opts`` checked against it)."""
+    """Whether ``cls(**{key: ...})`` is accepted: a named argument, or a key it declares (the restorers take
+    ``**opts`` checked against their declared options)."""
     parameters = inspect.signature(cls).parameters
     if key in parameters:
         return True
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    return takes_any and key in getattr(sys.modules[cls.__module__], 'DEFAULTS', {})
+    from drward.utils.option_schema import declared_options
+    return takes_any and key in declared_options(cls)
 
 
 def _weight_dtype(args: argparse.Namespace, cls: type) -> Dict:

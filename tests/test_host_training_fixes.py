@@ -72,7 +72,7 @@ def test_composite_loss_writes_its_terms_every_n_calls():
     terms = [line for line in handler.lines if line.startswith('CompositeLoss terms')]
     assert terms == ['CompositeLoss terms (call 2): L1Loss 1.0000e+00, MSELoss 5.0000e-01',
                      'CompositeLoss terms (call 4): L1Loss 1.0000e+00, MSELoss 5.0000e-01']
-    with pytest.raises(ValueError, match='log_every must be >= 0'):
+    with pytest.raises(ValueError, match=r'^CompositeLoss: log_every: got -1 \(int\); accepted: an integer >= 0'):
         build_loss({'type': 'CompositeLoss', 'log_every': -1, 'losses': [{'type': 'L1Loss'}]})
 
 

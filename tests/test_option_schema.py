@@ -28,9 +28,9 @@ def _set(opt, dotted, value=None, rename=None):
     *parents, last = dotted.split('.')
     node = opt
     for key in parents:
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
     if rename is None:
-        node[last] = value
+        node[int(last) if isinstance(node, list) else last] = value
     else:
         node[rename] = node.pop(last)
 

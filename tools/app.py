@@ -18,15 +18,14 @@ sys.path.insert(0, ROOT)
 
 def parse_args(argv=None) -> argparse.Namespace:
     from drward.inference.model import add_restorer_arguments  # imports drward (BasicSR): after sys.path
+    from drward.utils.page_launch import add_launch_arguments
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     model = parser.add_argument_group('restorer (built once)')
     add_restorer_arguments(model, steps_help="default DDIM steps on the page (default: the option file's)")
     model.add_argument('--face-size', type=int, help='side of the aligned faces (default 512; 128 with --tiny)')
     model.add_argument('--detector', choices=('auto', 'facexlib', 'dlib'), default='auto')
     page = parser.add_argument_group('page')
-    page.add_argument('--host', default='127.0.0.1', help='address to bind (default 127.0.0.1: this machine only)')
-    page.add_argument('--port', type=int, default=7860)
-    page.add_argument('--auth', help='USER:PASSWORD asked by the page')
+    add_launch_arguments(page)  # --host, --port, --auth: the same on both pages (drward/utils/page_launch.py)
     page.add_argument('--max-files', type=int, default=8, help='images per request')
     page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
     page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
@@ -58,20 +57,14 @@ def build(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from drward.utils.options import MissingWeightsError, OptionError
-    auth = None
-    if args.auth:
-        user, sep, password = args.auth.partition(':')
-        if not sep:
-            print('--auth takes USER:PASSWORD', file=sys.stderr)
-            return 1
-        auth = (user, password)
+    from drward.utils.page_launch import launch, launch_arguments
     try:
+        host, port, auth = launch_arguments(args)
         demo = build(args)
-    except (MissingWeightsError, OptionError, FileNotFoundError) as error:
+    except (MissingWeightsError, OptionError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1
-    demo.launch(server_name=args.host, server_port=args.port, auth=auth, max_file_size=f'{args.max_file_mb:g}mb',
-                share=False)
+    launch(demo, host, port, auth, max_file_size=f'{args.max_file_mb:g}mb')
     return 0
 
 

@@ -22,6 +22,7 @@ sys.path.insert(0, ROOT)
 
 from drward.annotate.label_store import ORDERS  # noqa: E402
 from drward.utils.options import OptionError  # noqa: E402
+from drward.utils.page_launch import add_launch_arguments  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,9 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='seed of the order, the overlap and the sides [0]')
     parser.add_argument('--refit-every', type=int, default=20, help='uncertainty: refit the SVM every N labels [20]')
     parser.add_argument('--metrics', default='no_face', help='uncertainty and --report: metric preset of the SVM (report: none = no SVM) [no_face]')
-    parser.add_argument('--host', default='127.0.0.1', help='address to bind [127.0.0.1: this machine only]')
-    parser.add_argument('--port', type=int, default=7860)
-    parser.add_argument('--auth', metavar='USER:PASS', help='ask for this login (needed off this machine)')
+    add_launch_arguments(parser)  # --host, --port, --auth: the same on both pages
     tasks = parser.add_argument_group('instead of serving')
     tasks.add_argument('--report', metavar='HUMAN_JSONL', help='print the report of a label log and exit')
     tasks.add_argument('--export-label-studio', metavar='TASKS_JSON', help='write Label Studio tasks + config')

@@ -20,12 +20,12 @@ runs in one queue (``concurrency_id='labelling'``, one at a time, in arrival ord
 arrive in the order of its clicks. Closing the tab cannot lose an answered decision: Gradio drops a closed tab's
 queued events, but an answer is only sent after the handler (and its fsync) has returned.
 
-Security (:func:`launch_page`): 127.0.0.1 unless told otherwise, a warning for any other host without ``auth``,
-and Gradio's ``allowed_paths`` set to the task's image folders only, so no other file can be fetched.
+Security (:func:`launch_page`, through the pages' shared launcher :mod:`drward.utils.page_launch`): 127.0.0.1 unless
+told otherwise, a warning for any other host without ``auth``, and Gradio's ``allowed_paths`` set to the task's
+image folders only, so no other file can be fetched.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from typing import List, Optional, Sequence, Tuple
@@ -35,6 +35,7 @@ import gradio as gr
 from drward.annotate.label_store import NO_PAIR, LabelStore, Shown, StaleClick
 from drward.annotate.label_tabs import TabLedger, TabRecord
 from drward.annotate.pairs import pair_caption
+from drward.utils.page_launch import exposure_warning, is_loopback, launch, parse_auth  # noqa: F401 (the page's API)
 
 BUTTONS = (('A is better', 'left', 'btn-a'), ('B is better', 'right', 'btn-b'), ('Tie', 'tie', 'btn-tie'),
            ('Skip', 'skip', 'btn-skip'), ('Undo', 'undo', 'btn-undo'))
@@ -59,23 +60,6 @@ def image_folders(store: LabelStore) -> List[str]:
     """The folders holding the task's images and references: the only ones the page may serve."""
     paths = {p for pair in store.pairs for p in (pair.image_a, pair.image_b, pair.reference) if p}
     return sorted({os.path.dirname(os.path.abspath(p)) for p in paths})
-
-
-def is_loopback(host: str) -> bool:
-    if host == 'localhost':
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def exposure_warning(host: str, auth: Optional[Tuple[str, str]]) -> Optional[str]:
-    """The warning for serving on a non-loopback ``host`` without ``auth``, else ``None``."""
-    if is_loopback(host) or auth is not None:
-        return None
-    return (f'WARNING: serving on {host} without --auth: anyone who can reach this address can see the images '
-            'and write labels; pass --auth USER:PASS')
 
 
 # the URL's name, else what the box holds right now (a name typed while the page was starting is kept)
@@ -214,23 +198,9 @@ def launch_page(page: gr.Blocks, store: LabelStore, host: str = '127.0.0.1', por
                 auth: Optional[Tuple[str, str]] = None, prevent_thread_lock: bool = False,
                 quiet: bool = False) -> None:
     """Serve ``page`` on ``host:port`` with the task's image folders as the only allowed paths."""
-    warning = exposure_warning(host, auth)
-    if warning:
-        print(warning, file=sys.stderr)
     keys = '{' + ', '.join(f'{k!r}: {v!r}' for k, v in KEYS.items()) + '}'
-    page.launch(server_name=host, server_port=port, auth=auth, share=False, prevent_thread_lock=prevent_thread_lock,
-                allowed_paths=image_folders(store), quiet=quiet, head=KEY_SCRIPT % keys, css=CSS,
-                footer_links=[])
-
-
-def parse_auth(text: Optional[str]) -> Optional[Tuple[str, str]]:
-    """``USER:PASS`` → ``(user, password)``."""
-    if not text:
-        return None
-    user, sep, password = text.partition(':')
-    if not sep or not user or not password:
-        raise ValueError(f'--auth must be USER:PASS, got {text!r}')
-    return user, password
+    launch(page, host, port, auth, prevent_thread_lock=prevent_thread_lock, allowed_paths=image_folders(store),
+           quiet=quiet, head=KEY_SCRIPT % keys, css=CSS, footer_links=[])
 
 
 def report_malformed(store: LabelStore, stream=sys.stderr) -> Sequence[str]:

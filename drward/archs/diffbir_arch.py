@@ -40,18 +40,15 @@ from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import ComputeCopy, no_autocast, parse_weight_dtype, runs_in_weight_dtype, store_frozen
-from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
+from drward.archs.sd_parts import SD_OPTIONS, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion import row_noise
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import PrefixState, TruncatedDDIMSampler
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import Bool, Choice, Int, ListOf, Num, OneOf, Option, Text
+from drward.utils.options import OptionError
 from drward.utils.registry import register
 
-DEFAULTS = dict(sd_checkpoint=None, diffbir_checkpoint=None, swinir_checkpoint=None, tiny=False, control_scales=1.0,
-                num_steps=50, stop_window=2, eta_train='uniform', eta_infer=1.0, color_fix=True,
-                min_short_side=None, gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0,
-                weight_dtype='fp32', eta_per_update=True, random_weights=False, compile=False)
 WEIGHT_KEYS = ('sd_checkpoint', 'diffbir_checkpoint', 'swinir_checkpoint')
 SIZE_MULTIPLE = 64  # SwinIR window on the ×8-unshuffled map; the UNet's three down-samplings of the latent
 MIN_SHORT_SIDE = 512  # DiffBIR's SwinIRPipeline: stage 1 runs on inputs whose short side is at least this
@@ -69,35 +66,40 @@ def _min_short_side(value: Optional[int], tiny: bool) -> int:
 
 @register(ARCH_REGISTRY)
 class DiffBIRRestorer(Restorer):
-    """DiffBIR face restorer; options (all validated here):
-
-    ``sd_checkpoint`` (SD 2.1-base LDM file or diffusers folder), ``diffbir_checkpoint`` (``v1_face.pth`` or
-    ``v2.pth``; null = initialise the IRControlNet from the UNet, DiffBIR's stage-2 start), ``swinir_checkpoint``
-    (``face_swinir_v1.ckpt``), ``tiny`` (tiny models: random, or from the tiny files given; see
-    :mod:`drward.archs.tiny_configs`), ``control_scales`` (1 or 13 floats),
-    ``num_steps`` (K = 50), ``stop_window`` (M = 2), ``eta_train`` ('uniform' or a float), ``eta_infer`` (1.0),
-    ``eta_per_update`` (true: with ``eta_train: uniform`` a fresh η ~ U(0, 1) for every DDIM update of a training
-    restoration, as the authors' sampler draws it; false: one η per restoration),
-    ``color_fix`` (wavelet colour fix at inference), ``min_short_side`` (inputs with a shorter side are upscaled
-    to it before stage 1 and the result resized back, as DiffBIR's pipeline does with 512; null: 512, or 0 for
-    tiny models; 0: off), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
-    ``seed`` (tiny weights and the default noise generator), ``weight_dtype`` (``fp32`` or ``bf16``: the frozen
-    SD parts, SwinIR and θ₀ stored in bf16, the trained IRControlNet kept in fp32 and run through a bf16
-    :class:`~drward.archs.precision.ComputeCopy`; see :mod:`drward.archs.precision`).
+    """DiffBIR face restorer; its options are declared in :attr:`options` (plus :data:`SD_OPTIONS` and the
+    :class:`Restorer` ones: ``tiny`` builds tiny models, random or from the tiny files given, see
+    :mod:`drward.archs.tiny_configs`; ``weight_dtype: bf16`` stores the frozen SD parts, SwinIR and θ₀ in bf16 and
+    runs the fp32 IRControlNet through a bf16 :class:`~drward.archs.precision.ComputeCopy`).
 
     Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
-    :mod:`drward.archs.materialize`). ``random_weights``: real sizes without the required weight files, RANDOM
-    weights (benchmarks only). ``compile``: ``torch.compile`` the no-grad denoiser calls (UNet + IRControlNet;
-    :mod:`drward.archs.compiled`), false by default (unmeasured at real size).
+    :mod:`drward.archs.materialize`).
     """
 
     family = 'diffbir'
     has_prefix = True
+    options = {
+        **SD_OPTIONS,
+        'diffbir_checkpoint': Option(Text(nullable=True), None, 'the IRControlNet: v1_face.pth or v2.pth; null = '
+                                     "initialised from the UNet (DiffBIR's stage-2 start)"),
+        'swinir_checkpoint': Option(Text(nullable=True), None, 'stage 1: face_swinir_v1.ckpt (required unless tiny)'),
+        'control_scales': Option(OneOf(Num(0), ListOf(Num(0), length=13)), 1.0,
+                                 'scale s_k of the control residuals: one number or 13'),
+        'num_steps': Option(Int(1, 1000), 50, 'DDIM steps K'),
+        'stop_window': Option(Int(1), 2, 'the stop step is drawn among the last M steps'),
+        'eta_train': Option(OneOf(Choice('uniform'), Num(0, 1)), 'uniform',
+                            'DDIM η in training: uniform = η ~ U(0, 1)'),
+        'eta_per_update': Option(Bool(), True, 'with eta_train: uniform, a fresh η for every DDIM update (as the '
+                                 "authors' sampler); false: one η per restoration"),
+        'eta_infer': Option(Num(0, 1), 1.0, 'DDIM η at inference'),
+        'color_fix': Option(Bool(), True, 'wavelet colour fix against stage 1 at inference'),
+        'min_short_side': Option(Int(0, nullable=True), None, 'a shorter input side is upscaled to it before stage 1 '
+                                 'and resized back; null: 512 (0 for tiny models); 0: off'),
+        'compile': Option(Bool(), False, 'torch.compile the no-grad denoiser calls (unmeasured at real size)'),
+    }
 
     def __init__(self, **opts):
         super().__init__()
-        check_keys('DiffBIRRestorer', opts, DEFAULTS)
-        opt = {**DEFAULTS, **opts}
+        self.opt = opt = self.resolve_options(opts)
         self.is_tiny = bool(opt['tiny'])
         self.color_fix = bool(opt['color_fix'])
         self.min_short_side = _min_short_side(opt['min_short_side'], self.is_tiny)

@@ -34,7 +34,8 @@ from drward.archs.materialize import check_materialized, empty_weights, has_meta
 from drward.archs.precision import no_autocast, parse_weight_dtype
 from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.atomic_io import atomic_save
-from drward.utils.options import checked_options, require_file
+from drward.utils.option_schema import ANY, Bool, Choice, Int, Text, declare
+from drward.utils.options import require_file
 from drward.utils.safe_load import load_weights
 from drward.utils.registry import register
 
@@ -121,7 +122,15 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
 
 @register(ARCH_REGISTRY)
 @register(REWARD_REGISTRY)
-@checked_options
+@declare(model_name=(Text(), "open_clip config name: ViT-H-14 (HPS v2's) or tiny"),
+         model_cfg=(ANY, 'an explicit open_clip config dict (overrides model_name)'),
+         checkpoint=(Text(nullable=True), 'HPS_v2_compressed.pt / FaceRewardModel.pth / a state dict; null: random'),
+         unlocked_image_groups=(Int(0), 'trainable vision groups from the end'),
+         unlocked_text_layers=(Int(0), 'trainable text blocks from the end'),
+         gradient_checkpointing=(Bool(), 'activation checkpointing in both towers'),
+         checkpoint_key=(Text(), 'the option key named in a missing-file error'),
+         weight_dtype=(Choice('fp32', 'bf16'), 'locked layers stored in bf16, trainable ones fp32'),
+         resize=(Choice(*RESIZE_MODES), "how images reach the CLIP's input size"))
 class FaceRewardModel(Reward):
     """HPS v2-style reward model for faces (paper: FRM), the trainable :class:`~drward.archs.reward.Reward`
     (``type: FaceRewardModel`` in ``train.reward_opt.rewards``; its score is ``r = cos(e_I, e_T)``).
@@ -331,8 +340,8 @@ class FaceRewardModel(Reward):
 
 
 def build_frm(opt: Optional[Mapping]) -> FaceRewardModel:
-    """Build a FaceRewardModel from an option dict (keys = the constructor's arguments, checked by
-    :func:`~drward.utils.options.checked_options`; ``type`` optional)."""
+    """Build a FaceRewardModel from an option dict (keys = the constructor's arguments, declared and checked by
+    :func:`~drward.utils.option_schema.declare`; ``type`` optional)."""
     opt = dict(opt or {})
     opt.pop('type', None)
     return FaceRewardModel(**opt)

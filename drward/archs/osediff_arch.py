@@ -45,18 +45,13 @@ from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import cast_buffers, cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.image_sizes import resize_to, round_down_to_multiple
-from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, seeded_rng
+from drward.archs.sd_parts import SD_OPTIONS, build_sd_parts, seeded_rng
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import Bool, Choice, Int, Option, Text
+from drward.utils.options import OptionError
 from drward.utils.registry import register
 
-DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
-                reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
-                color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
-                eta_per_update=True, random_weights=False)
-CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
-               color_fix=('adain', 'wavelet', 'none'))
 TIMESTEP = 999  # OSEDiff's one step
 LATENT_FACTOR = 8  # the VAE's down-sampling: OSEDiff rounds sides to multiples of it (no padding to 64)
 TINY_LORA_B_STD = 0.02  # tiny builds: non-zero B factors, so the adapters change the output (as trained ones do)
@@ -65,32 +60,32 @@ Sides = Tuple[Tuple[str, nn.Module], ...]
 
 @register(ARCH_REGISTRY)
 class OSEDiffRestorer(Restorer):
-    """OSEDiff restorer; options (all validated here):
-
-    ``sd_checkpoint`` (SD 2.1-base LDM file or diffusers folder), ``osediff_checkpoint`` (``osediff_face.pkl`` /
-    ``osediff.pkl``, or a ``.safetensors`` LoRA file written by :func:`drward.weights.osediff.save_lora_safetensors`;
-    null = fresh adapters, i.e. plain SD), ``tiny`` (tiny random models; tiny files may be given), ``lora_rank``
-    (null: the file's, else 4; a value must match the file's), ``train_conv_in`` (true: OSEDiff trains it),
-    ``reg_reference`` ('no_lora' | 'initial'), ``vae_latent`` ('sample' | 'mode'), ``use_captions``,
-    ``fallback_prompt`` (''), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
-    ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator),
-    ``weight_dtype`` (``fp32`` | ``bf16``: SD's base weights stored in bf16; the LoRA factors and ``conv_in`` stay
-    fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast to
-    fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`),
-    ``eta_per_update`` (accepted so that option files can switch restorers, and has no effect here: the one step
-    at t = 999 predicts ``ẑ_0`` in closed form with no DDIM update, so there is no η to draw, per update or not).
-    ``random_weights`` (real sizes without ``sd_checkpoint``: RANDOM weights, benchmarks only).
+    """OSEDiff restorer; its options are declared in :attr:`options` (plus :data:`SD_OPTIONS` and the
+    :class:`Restorer` ones). ``weight_dtype: bf16`` stores SD's base weights in bf16; the LoRA factors and
+    ``conv_in`` stay fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets
+    its input cast to fp32 and its output back (:func:`~drward.archs.precision.cast_io_to_weights`).
     """
 
     family = 'osediff'
+    options = {
+        **SD_OPTIONS,
+        'osediff_checkpoint': Option(Text(nullable=True), None, 'osediff_face.pkl / osediff.pkl, or a .safetensors '
+                                     'LoRA file (drward.weights.osediff); null = fresh adapters (plain SD)'),
+        'lora_rank': Option(Int(1, nullable=True), None, "LoRA rank; null: the file's, else 4 (must match the file)"),
+        'train_conv_in': Option(Bool(), True, "train the UNet's conv_in too (OSEDiff does)"),
+        'reg_reference': Option(Choice('no_lora', 'initial'), 'no_lora', 'L_reg reference: the UNet without '
+                                'adapters, or with the initial (loaded) ones'),
+        'vae_latent': Option(Choice('sample', 'mode'), 'sample', 'z_LQ: a draw from the posterior or its mean'),
+        'use_captions': Option(Bool(), True, "the SD prompt is the image's caption"),
+        'fallback_prompt': Option(Text(nonempty=False), '', 'the SD prompt where there is no caption'),
+        'color_fix': Option(Choice('adain', 'wavelet', 'none'), 'adain', 'colour alignment to the input (inference)'),
+        'eta_per_update': Option(Bool(), True, 'no effect (one closed-form step, no η); accepted so that option '
+                                 'files can switch restorers'),
+    }
 
     def __init__(self, **opts):
         super().__init__()
-        check_keys('OSEDiffRestorer', opts, DEFAULTS)
-        opt = {**DEFAULTS, **opts}
-        for key, choices in CHOICES.items():
-            if opt[key] not in choices:
-                raise OptionError(f'OSEDiffRestorer: {key} must be one of {list(choices)}, got {opt[key]!r}')
+        self.opt = opt = self.resolve_options(opts)
         self.is_tiny = bool(opt['tiny'])
         self.train_conv_in = bool(opt['train_conv_in'])
         self.reg_reference, self.vae_latent, self.color_fix = opt['reg_reference'], opt['vae_latent'], opt['color_fix']

@@ -9,7 +9,10 @@ A restorer turns LQ faces into restored faces through a latent diffusion chain a
 * :meth:`Restorer.trained_state_dict` / :meth:`Restorer.load_trained_state_dict` — the trained part only (a
   ControlNet, LoRA adapters), so checkpoints are MBs, not GBs.
 
-Adding a restorer is adding one ``*_arch.py`` file that subclasses :class:`Restorer`.
+Adding a restorer is adding one ``*_arch.py`` file that subclasses :class:`Restorer` (or one of drward's
+restorers) and declares the option keys it adds in ``options = {key: Option(spec, default, help)}``; the keys of
+its bases are inherited (:func:`~drward.utils.option_schema.declared_options`) and the option file is checked
+against all of them (docs/design.md §3).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from torch import nn
 
 from drward.diffusion import row_noise
 from drward.utils.atomic_io import atomic_save, unshared
+from drward.archs.precision import WEIGHT_DTYPES
+from drward.utils.option_schema import Bool, Choice, Int, Option, declared_options, resolve
 from drward.utils.options import OptionError, require_file
 from drward.utils.safe_load import load_weights
 
@@ -57,6 +62,20 @@ class Restorer(nn.Module):
     is_tiny: bool = False
     #: True when :meth:`restore_prefixes` is implemented (a multi-step chain with a no-grad prefix)
     has_prefix: bool = False
+    #: the option keys every restorer accepts (``network_g``); subclasses add theirs
+    options = {
+        'tiny': Option(Bool(), False, 'tiny random models (tests, CPU demos); tiny weight files may be given'),
+        'random_weights': Option(Bool(), False, 'real sizes without the weight files: RANDOM weights (benchmarks)'),
+        'weight_dtype': Option(Choice(*WEIGHT_DTYPES), 'fp32', 'storage dtype of the frozen weights (bf16 halves '
+                               'their memory; the trained part stays fp32)'),
+        'gradient_checkpointing': Option(Bool(), False, 'activation checkpointing in the big modules'),
+        'seed': Option(Int(0), 0, 'seed of the tiny weights and of the default noise generator'),
+    }
+
+    @classmethod
+    def resolve_options(cls, opts: Mapping) -> Dict:
+        """``opts`` (``network_g`` without ``type``) checked against the declared options, defaults filled in."""
+        return resolve(cls.__name__, declared_options(cls), opts)
 
     def restore(self, lq: torch.Tensor, captions: Optional[Sequence[str]] = None, grad_steps: int = 0,
                 generator: Optional[torch.Generator] = None, **sampling) -> RestoreOutput:

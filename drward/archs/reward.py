@@ -19,10 +19,6 @@ entry of ``train.reward_opt.rewards`` (:func:`build_reward`). An entry may name 
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import sys
 from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -30,6 +26,7 @@ from basicsr.utils.registry import Registry
 from torch import nn
 
 from drward.utils.options import OptionError
+from drward.utils.user_modules import import_user_module
 
 #: Rewards by ``type:`` name (the FRM, the pyiqa metrics, and any registered by a user's module).
 REWARD_REGISTRY = Registry('reward')
@@ -83,23 +80,9 @@ class Reward(nn.Module):
 
 
 def import_reward_module(module: str, where: str) -> None:
-    """Import ``module``: a dotted module name, or a ``.py`` file path (imported under its file stem)."""
-    if str(module).endswith('.py'):
-        path = os.path.abspath(module)
-        if not os.path.isfile(path):
-            raise OptionError(f'{where}.module: no such file {module} (a path is read from the working directory)')
-        name = os.path.splitext(os.path.basename(path))[0]
-        if getattr(sys.modules.get(name), '__file__', None) == path:
-            return
-        spec = importlib.util.spec_from_file_location(name, path)
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[name] = loaded
-        spec.loader.exec_module(loaded)
-        return
-    try:
-        importlib.import_module(str(module))
-    except ImportError as err:
-        raise OptionError(f'{where}.module: cannot import {module!r} ({err})') from err
+    """Import ``module``: a dotted module name, or a ``.py`` file path
+    (:func:`~drward.utils.user_modules.import_user_module`)."""
+    import_user_module(module, f'{where}.module')
 
 
 def build_reward(opt: Mapping, where: str = 'reward') -> Reward:

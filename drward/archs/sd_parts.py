@@ -33,9 +33,17 @@ from drward.archs.precision import cast_buffers
 
 from drward.archs.sd_config import LATENT_SCALE, SD21_BASE, SDConfig
 from drward.archs.tiny_configs import TINY_SD
+from drward.utils.option_schema import Num, Option, Text
 
-__all__ = ['LATENT_SCALE', 'SD21_BASE', 'SDConfig', 'OpenCLIPTextEncoder', 'SDParts', 'build_sd_parts', 'seeded_rng',
-           'pad_to_multiple', 'copy_frozen']
+#: The option keys of an SD-based restorer (``network_g``), declared once for DiffBIR and OSEDiff.
+SD_OPTIONS = {
+    'sd_checkpoint': Option(Text(nullable=True), None, 'SD 2.1-base: the LDM file (v2-1_512-ema-pruned.ckpt) or a '
+                            'diffusers folder (required unless tiny or random_weights)'),
+    'latent_scale': Option(Num(0, lo_open=True), LATENT_SCALE, "SD's latent scale s: c = E(x)·s, D(z / s)"),
+}
+
+__all__ = ['LATENT_SCALE', 'SD_OPTIONS', 'SD21_BASE', 'SDConfig', 'OpenCLIPTextEncoder', 'SDParts', 'build_sd_parts',
+           'seeded_rng', 'pad_to_multiple', 'copy_frozen']
 
 
 class OpenCLIPTextEncoder(nn.Module):

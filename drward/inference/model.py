@@ -15,7 +15,6 @@ import argparse
 import copy
 import inspect
 import os
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional
@@ -28,6 +27,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded, trained_part_file
 from drward.inference.photos import resize_to
+from drward.utils.option_schema import declared_options
+from drward.utils.user_modules import import_user_module
 from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
 
 TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
@@ -53,12 +54,12 @@ def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -
 
 
 def arch_option_keys(arch_type: str) -> List[str]:
-    """The option keys a registered restorer accepts: its module's ``DEFAULTS`` (which drward's restorers check),
-    else its constructor's named arguments."""
+    """The option keys a registered restorer accepts: the options it declares (drward's restorers,
+    :func:`~drward.utils.option_schema.declared_options`), else its constructor's named arguments."""
     cls = ARCH_REGISTRY.get(arch_type)
-    defaults = getattr(sys.modules[cls.__module__], 'DEFAULTS', None)
-    if isinstance(defaults, Mapping):
-        return list(defaults)
+    declared = declared_options(cls)
+    if declared:
+        return list(declared)
     return [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
 
 
@@ -83,6 +84,8 @@ def read_network_options(opt_path: str) -> Dict:
         opt = yaml.safe_load(handle) or {}
     if not isinstance(opt.get('network_g'), Mapping):
         raise OptionError(f'option file {opt_path} has no network_g section (the restorer to build)')
+    for name in opt.get('host_packages') or []:  # a user's restorer module registers itself when imported
+        import_user_module(name, f'{opt_path}: host_packages')
     return copy.deepcopy(dict(opt['network_g']))
 
 

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 import torch
 
+from drward.utils.option_schema import Choice, Num
+
 RANGES = ('[-1,1]', '[0,1]')
+#: The specs every loss declares (``declare(loss_weight=(WEIGHT, ...), ...)``).
+WEIGHT = Num(0)
+REDUCTION = Choice('mean', 'sum', 'none')
+INPUT_RANGE = Choice(*RANGES)
 
 
 def check_range(name: str, input_range: str) -> str:

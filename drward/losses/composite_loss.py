@@ -24,12 +24,15 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
-from drward.utils.options import checked_options
+from drward.losses.common import REDUCTION, WEIGHT
+from drward.utils.option_schema import Int, ListOf, Section, Text, declare
 from drward.utils.registry import register
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(losses=(ListOf(Section({'type': Text()}, open_keys=True)), 'the registered losses summed (each its own keys)'),
+         loss_weight=(WEIGHT, 'weight of the sum'), reduction=(REDUCTION, 'passed to each loss'),
+         log_every=(Int(0), 'log each term every n calls (0: never)'))
 class CompositeLoss(nn.Module):
     def __init__(self, losses: Sequence[Mapping], loss_weight: float = 1.0, reduction: str = 'mean',
                  log_every: int = 0):

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from drward.losses.common import check_range, to_unit
-from drward.utils.options import checked_options
+from drward.losses.common import INPUT_RANGE, WEIGHT, check_range, to_unit
+from drward.utils.option_schema import Choice, Int, MapOf, Num, Text, declare
 from drward.utils.registry import register
 
 BANDS = ('LL', 'LH', 'HL', 'HH')
@@ -29,7 +29,12 @@ def _wavelets():
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(loss_weight=(WEIGHT, 'λ_dwt'), reduction=(Choice('mean', 'sum'), 'over the batch'),
+         mode=(Choice('dtcwt', 'dwt'), 'dtcwt: low-pass of the dual-tree CWT; dwt: sub-bands of a plain DWT'),
+         levels=(Int(1), 'decomposition levels J'), biort=(Text(), 'DT-CWT level-1 filters'),
+         qshift=(Text(), 'DT-CWT filters of the other levels'), wave=(Text(), 'DWT wavelet (mode dwt)'),
+         band_weights=(MapOf(Num(0), nullable=True), 'weights of LL, LH, HL, HH (mode dwt)'),
+         input_range=(INPUT_RANGE, 'of the images'))
 class DWTLoss(nn.Module):
     """Args:
         mode: ``'dtcwt'`` (default, low-pass of the dual-tree CWT) or ``'dwt'`` (sub-bands of a plain DWT).

@@ -27,10 +27,10 @@ from typing import Dict, Mapping
 import torch
 
 from drward.archs.reward import REWARD_REGISTRY, Reward
-from drward.utils.options import MissingWeightsError, OptionError, check_keys
+from drward.utils.option_schema import ANY, REQUIRED, Bool, Num, Option, Text, declared_options, resolve
+from drward.utils.options import MissingWeightsError, OptionError
 from drward.utils.registry import register
 
-IQA_REWARD_KEYS = ('metric', 'loss_weight', 'name', 'weights_dir', 'pretrained_model_path', 'tiny', 'options')
 #: pyiqa metric → extra options the reward passes to it
 DIFFERENTIABLE: Dict[str, Dict] = {
     'musiq': {}, 'musiq-ava': {}, 'musiq-spaq': {}, 'maniqa': {}, 'clipiqa': {}, 'clipiqa+': {},
@@ -68,6 +68,15 @@ class IQAReward(Reward):
 
     trainable = False
     default_mapping = 'neg'  # L_k = −r_k = ∓s_k
+    options = {
+        'metric': Option(Text(), REQUIRED, 'a differentiable pyiqa no-reference metric (DIFFERENTIABLE)'),
+        'loss_weight': Option(Num(0), 1.0, 'w_k (the older iqa_rewards form)'),
+        'name': Option(Text(), None, 'log name: l_reward_<name> (default: the metric)'),
+        'weights_dir': Option(Text(nullable=True), 'weights/iqa', "folder of pyiqa's weight files"),
+        'pretrained_model_path': Option(Text(nullable=True), None, 'one weight file instead of weights_dir'),
+        'tiny': Option(Bool(), False, 'random weights (tests only)'),
+        'options': Option(ANY, None, "extra options of pyiqa's create_metric"),
+    }
 
     @classmethod
     def from_options(cls, opt: Mapping) -> 'IQAReward':
@@ -75,16 +84,15 @@ class IQAReward(Reward):
 
     def __init__(self, opt: Mapping):
         super().__init__()
-        opt = dict(opt)
-        check_keys('RewardLoss iqa_rewards[]', opt, IQA_REWARD_KEYS, required=('metric',))
+        opt = resolve('IQAReward', declared_options(type(self)), opt)
         self.metric = str(opt['metric'])
         reason = refuse_reason(self.metric)
         if reason:
             raise OptionError(reason)
-        self.tiny = self.is_tiny = bool(opt.get('tiny', False))
+        self.tiny = self.is_tiny = bool(opt['tiny'])
         default = f'{self.metric}_tiny' if self.tiny else self.metric
         self.name = re.sub(r'[^A-Za-z0-9]+', '_', str(opt.get('name') or default)).strip('_').lower()
-        self.loss_weight = float(opt.get('loss_weight', 1.0))
+        self.loss_weight = float(opt['loss_weight'])
         self.net = self._build(opt)
         for param in self.net.parameters():
             param.requires_grad_(False)
@@ -95,7 +103,7 @@ class IQAReward(Reward):
         import pyiqa
         from drward.metrics.pyiqa_weights import local_weights, require_metric_files
         options = {**DIFFERENTIABLE[self.metric], **dict(opt.get('options') or {})}
-        weights_dir = opt.get('weights_dir') or 'weights/iqa'
+        weights_dir = opt['weights_dir'] or declared_options(IQAReward)['weights_dir'].default
         path = opt.get('pretrained_model_path')
         if self.tiny:
             options['pretrained'] = False

@@ -16,7 +16,9 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.losses.common import check_range, reduce, to_signed
-from drward.utils.options import MissingWeightsError, checked_options
+from drward.losses.common import INPUT_RANGE, REDUCTION, WEIGHT
+from drward.utils.option_schema import Bool, Choice, Text, declare
+from drward.utils.options import MissingWeightsError
 from drward.utils.safe_load import load_weights
 from drward.utils.registry import register
 
@@ -45,7 +47,10 @@ def load_backbone(lpips_net: nn.Module, path: str) -> None:
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(loss_weight=(WEIGHT, 'λ_lpips'), reduction=(REDUCTION, 'over the batch'),
+         net=(Choice('vgg', 'alex'), 'LPIPS backbone'),
+         backbone_path=(Text(nullable=True), 'torchvision weight file of the backbone (vgg16-397923af.pth)'),
+         random_backbone=(Bool(), 'random backbone weights (tests only)'), input_range=(INPUT_RANGE, 'of the images'))
 class LPIPSLoss(nn.Module):
     """Args:
         net: ``'vgg'`` (authors' choice) or ``'alex'``.

@@ -15,7 +15,7 @@ from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
 from drward.losses.common import reduce
-from drward.utils.options import checked_options
+from drward.utils.option_schema import Choice, Num, declare
 from drward.utils.registry import register
 
 
@@ -33,7 +33,7 @@ def soft_labels(labels: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(loss_weight=(Num(0), 'weight of the pair cross-entropy'), reduction=(Choice('mean', 'sum'), 'over the pairs'))
 class PreferenceLoss(nn.Module):
     """``loss_weight · reduce_b(−Σ_j y_bj log softmax(s_b)_j)``."""
 

@@ -12,7 +12,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
-from drward.utils.options import checked_options
+from drward.losses.common import REDUCTION, WEIGHT
+from drward.utils.option_schema import Choice, declare
 from drward.utils.registry import register
 
 Pairs = Sequence[Tuple[torch.Tensor, torch.Tensor]]
@@ -30,7 +31,8 @@ def split_pairs(pred: Union[Pairs, Sequence[torch.Tensor]], target: Optional[Seq
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(loss_weight=(WEIGHT, 'λ_reg'), reduction=(REDUCTION, 'over the batch'),
+         mode=(Choice('output', 'weight'), 'output: the (c_k^θ, c_k^{θ₀}) pairs; weight: the trained weights'))
 class RegLoss(nn.Module):
     """Args: ``mode`` ``'output'`` (default) or ``'weight'``; ``reduction`` is fixed by the mode's formula."""
 

@@ -35,17 +35,27 @@ import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from drward.archs.reward import Reward, build_reward
-from drward.losses.common import check_range, reduce, to_unit
+from drward.archs.frm_arch import FaceRewardModel
+from drward.archs.reward import REWARD_REGISTRY, Reward, build_reward
+from drward.losses.common import INPUT_RANGE, REDUCTION, WEIGHT, check_range, reduce, to_unit
 from drward.losses.iqa_reward import IQAReward
 from drward.utils.captions import DEFAULT_FALLBACK_CAPTION
-from drward.utils.options import OptionError, checked_options
+from drward.utils.option_schema import ByRegistry, Choice, ListOf, Num, Option, Text, declare, declared_options, group
+from drward.utils.options import OptionError
 from drward.utils.registry import register
 
 DEFAULT_CAPTION = DEFAULT_FALLBACK_CAPTION  # the caption the face datasets fall back to
 MAPPINGS = ('one_minus_cos', 'neg_cos', 'neg', 'hinge', 'neg_logit')
+#: Keys of every ``rewards`` entry beside the reward's own (its class's ``options``): the loss's, and ``module``.
+ENTRY_OPTIONS = {
+    'module': Option(Text(), None, "a user's module (dotted name or .py file) imported first, so its reward registers"),
+    'loss_weight': Option(WEIGHT, 1.0, 'w_k'),
+    'name': Option(Text(), None, "log name: l_reward_<name> (default: the reward's)"),
+    'mapping': Option(Choice(*MAPPINGS), None, "φ_k, the score-to-loss mapping (default: the reward's)"),
+    'margin': Option(Num(), None, "the hinge's margin (default: the loss's margin)"),
+}
 #: Keys of a ``rewards`` entry that belong to the loss, not to the reward it builds.
-ENTRY_KEYS = ('loss_weight', 'name', 'mapping', 'margin')
+ENTRY_KEYS = tuple(key for key in ENTRY_OPTIONS if key != 'module')
 
 
 def legacy_entries(loss_weight: float, frm: Optional[Mapping], mapping: Optional[str], margin: float,
@@ -59,7 +69,17 @@ def legacy_entries(loss_weight: float, frm: Optional[Mapping], mapping: Optional
 
 
 @register(LOSS_REGISTRY)
-@checked_options
+@declare(loss_weight=(WEIGHT, 'λ_reward: multiplies the sum (the older form: the FRM term)'),
+         reduction=(REDUCTION, 'over the batch'),
+         frm=(group(declared_options(FaceRewardModel)), "the older form's FaceRewardModel options"),
+         mapping=(Choice(*MAPPINGS, nullable=True), "the older form's FRM mapping"),
+         margin=(Num(), "the hinge's margin (mapping: hinge)"),
+         fallback_caption=(Text(), 'the caption used when a batch brings none'),
+         input_range=(INPUT_RANGE, '[-1,1] (diffusion outputs) or [0,1] (BasicSR SR models)'),
+         iqa_rewards=(ListOf(group(declared_options(IQAReward), nullable=False), nullable=True),
+                      "the older form's extra pyiqa rewards"),
+         rewards=(ListOf(ByRegistry(REWARD_REGISTRY, ENTRY_OPTIONS), nullable=True),
+                  'the reward entries: type (a registered Reward), its own keys, and ENTRY_OPTIONS'))
 class RewardLoss(nn.Module):
     """``Σ_k w_k · reduce(φ_k(r_k))`` over the rewards (see the module docstring).
 
@@ -97,9 +117,10 @@ class RewardLoss(nn.Module):
             if chosen == 'neg_logit' and not hasattr(reward, 'logit_scale_exp'):
                 raise OptionError(f'{where}.mapping: neg_logit needs a reward with a temperature (the FRM)')
             built.append(reward)
-            self.weights.append(float(entry.get('loss_weight', 1.0)))
+            entry = {**{k: v.default for k, v in ENTRY_OPTIONS.items()}, **entry}
+            self.weights.append(float(entry['loss_weight']))
             self.mappings.append(chosen)
-            self.margins.append(float(entry.get('margin', margin)))
+            self.margins.append(float(margin if entry['margin'] is None else entry['margin']))
             self.names.append(re.sub(r'[^A-Za-z0-9]+', '_', str(entry.get('name') or reward.name)).strip('_').lower())
         self.rewards = nn.ModuleList(built)
         if len(set(self.names)) != len(self.names):

@@ -1,10 +1,12 @@
 """What ``tools/train.py`` and ``tools/test.py`` do before handing over to BasicSR's pipelines."""
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import List, Optional
+
+from drward.utils.options import OptionError
+from drward.utils.user_modules import import_user_module
 
 HOST_PACKAGES_KEY = 'host_packages'
 
@@ -12,16 +14,17 @@ HOST_PACKAGES_KEY = 'host_packages'
 def import_host_packages(opt: Optional[dict]) -> List[str]:
     """Import the packages listed under the option file's top-level ``host_packages`` (e.g. ``[gfpgan]``), so their
     archs, datasets and models are registered, as the host's own ``train.py`` does by importing them; returns them.
-    A package that is not installed stops the run with one line naming it."""
+    An entry may also be a user's own ``.py`` file (relative to the repo root, e.g. a restorer subclass:
+    :mod:`drward.utils.user_modules`). A package that is not installed stops the run with one line naming it."""
     names = (opt or {}).get(HOST_PACKAGES_KEY) or []
     if isinstance(names, str) or not all(isinstance(name, str) for name in names):
         raise SystemExit(f'option {HOST_PACKAGES_KEY}: a list of package names, got {names!r}')
     for name in names:
         try:
-            importlib.import_module(name)
-        except ImportError as error:
-            raise SystemExit(f'option {HOST_PACKAGES_KEY}: cannot import {name!r} ({error}); install it first '
-                             '(docs/hosts.md, "Using drward inside GFPGAN or CodeFormer")') from error
+            import_user_module(name, f'option {HOST_PACKAGES_KEY}')
+        except OptionError as error:
+            raise SystemExit(f'{error}; install it first (docs/hosts.md, "Using drward inside GFPGAN or '
+                             'CodeFormer")') from error
     return list(names)
 
 
@@ -58,6 +61,7 @@ def prepare_basicsr_run(root: str, argv: List[str], outputs: Optional[str] = Non
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     from drward.utils.options import check_weights_before_run, option_file_from_argv
     opt = option_file_from_argv(argv)
+    import_host_packages(opt)  # first, so that the check sees their registered classes (drward's names never clash)
     check_option_values(argv, opt)  # types, ranges and key names first: one line, nothing built
     if outputs:  # then the folders it will write into: not an hour later at the first save
         from drward.utils.storage_faults import check_writable
@@ -65,7 +69,6 @@ def prepare_basicsr_run(root: str, argv: List[str], outputs: Optional[str] = Non
     check_weights_before_run(argv)
     from drward.utils import distributed
     distributed.configure(opt)  # --launcher: gloo on the CPU, nccl on CUDA
-    import_host_packages(opt)  # drward is already imported: its names never clash
     import drward  # noqa: F401  (registers archs, losses, datasets, metrics, models)
     from drward.utils import basicsr_compat
     basicsr_compat.install()

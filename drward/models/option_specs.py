@@ -15,12 +15,11 @@ from __future__ import annotations
 import difflib
 from typing import Any, Mapping, Optional
 
-from drward.archs.diffbir_arch import DEFAULTS as DIFFBIR_KEYS
-from drward.archs.osediff_arch import CHOICES as OSEDIFF_CHOICES, DEFAULTS as OSEDIFF_KEYS
+from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
 from drward.data.face_degradation_dataset import BASICSR_DATASET_KEYS
 from drward.face.detect import DETECTOR_BACKENDS
-from drward.losses.iqa_reward import IQA_REWARD_KEYS
-from drward.losses.reward_loss import MAPPINGS
+import drward.losses  # noqa: F401  (registers the losses and the rewards)
 from drward.models.dynamic_frm import FRM_UPDATE_KEYS
 from drward.models.face_test_model import COMPARE_KEYS, FACE_ALIGN_KEYS, QUANTIZE_MODES, VAL_KEYS as TEST_VAL_KEYS
 from drward.models.frm_model import TRAIN_KEYS as FRM_TRAIN_KEYS, VAL_KEYS as FRM_VAL_KEYS
@@ -28,8 +27,8 @@ from drward.models.hack_monitor import HACK_MONITOR_KEYS
 from drward.models.refl_model import AUTOCAST_DTYPES, TRAIN_KEYS as REFL_TRAIN_KEYS
 from drward.utils.distributed import DIST_PARAMS_KEYS
 from drward.utils.options import OptionError
-from drward.utils.option_schema import (ANY, Bool, ByType, Choice, Int, ListOf, MapOf, Num, OneOf, Section, Text,
-                                        validate)
+from drward.utils.option_schema import (ANY, Bool, ByRegistry, ByType, Choice, Int, ListOf, MapOf, Num, OneOf, Section,
+                                        Text, validate)
 
 PATH = Text(nullable=True)                 # a file or folder (existence is checked elsewhere: missing weights)
 WEIGHT_DTYPE = Choice('bf16', 'fp32')
@@ -65,51 +64,15 @@ DATASET = ByType({'FaceDegradationDataset': FACE_DEGRADATION_DATASET,
                   'PairedImageDataset': _TEST_DATASET, 'SingleImageDataset': _TEST_DATASET})
 
 # ------------------------------------------------------------------------------------------------ networks
-_RESTORER = {'type': Text(), 'sd_checkpoint': PATH, 'tiny': Bool(), 'gradient_checkpointing': Bool(),
-             'weight_dtype': WEIGHT_DTYPE, 'random_weights': Bool()}
-DIFFBIR_RESTORER = Section({
-    **_RESTORER, 'diffbir_checkpoint': PATH, 'swinir_checkpoint': PATH,
-    'control_scales': OneOf(Num(0), ListOf(Num(0), length=13)), 'num_steps': Int(1, 1000),
-    'stop_window': Int(1), 'eta_train': OneOf(Choice('uniform'), Num(0, 1)), 'eta_per_update': Bool(),
-    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True), 'compile': Bool()},
-    also=DIFFBIR_KEYS)
-OSEDIFF_RESTORER = Section({
-    **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
-    'reg_reference': Choice(*OSEDIFF_CHOICES['reg_reference']), 'vae_latent': Choice(*OSEDIFF_CHOICES['vae_latent']),
-    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False),
-    'color_fix': Choice(*OSEDIFF_CHOICES['color_fix'])},
-    also=OSEDIFF_KEYS)
-FRM_NETWORK = Section({
-    'type': Text(), 'model_name': Text(), 'checkpoint': PATH, 'unlocked_image_groups': Int(0),
-    'unlocked_text_layers': Int(0), 'gradient_checkpointing': Bool(), 'weight_dtype': WEIGHT_DTYPE,
-    'resize': Choice('bicubic_antialias', 'bilinear')}, also=('model_cfg', 'random_weights', 'precision'))
-NETWORK_G = ByType({'DiffBIRRestorer': DIFFBIR_RESTORER, 'OSEDiffRestorer': OSEDIFF_RESTORER})
+#: The FRM of FRMModel, by type (FaceRewardModel declares its keys: drward/archs/frm_arch.py).
+FRM_NETWORK = ByRegistry(ARCH_REGISTRY)
+NETWORK_G = ByRegistry(ARCH_REGISTRY)
 
 # ------------------------------------------------------------------------------------------------ train blocks
 ADAMW = Section({'type': Choice('AdamW', 'Adam'), 'lr': LR, 'weight_decay': Num(0), 'betas': ListOf(Num(0, 1), 2),
                  'eps': Num(0, lo_open=True)})
-FRM_LOSS_FRM = Section({k: v for k, v in FRM_NETWORK.fields.items() if k != 'type'},
-                       also=FRM_NETWORK.accepted_keys)
-IQA_REWARD = Section({'metric': Text(), 'loss_weight': WEIGHT, 'name': Text(), 'weights_dir': PATH,
-                      'pretrained_model_path': PATH, 'tiny': Bool()}, also=IQA_REWARD_KEYS)
-#: One entry of ``reward_opt.rewards``: the loss's keys here; the reward's own keys are checked by its constructor.
-REWARD_ENTRY = Section({'type': Text(), 'module': Text(), 'loss_weight': WEIGHT, 'name': Text(),
-                        'mapping': Choice(*MAPPINGS), 'margin': Num()}, open_keys=True)
-REWARD_LOSS = Section({'type': Text(), 'loss_weight': WEIGHT, 'mapping': Choice(*MAPPINGS),
-                       'fallback_caption': Text(), 'frm': FRM_LOSS_FRM, 'input_range': Choice('[-1,1]', '[0,1]'),
-                       'iqa_rewards': ListOf(IQA_REWARD, nullable=True), 'rewards': ListOf(REWARD_ENTRY),
-                       'margin': Num()},
-                      also=('reduction',))
-LOSSES = ByType({
-    'RegLoss': Section({'type': Text(), 'mode': Choice('output', 'weight'), 'loss_weight': WEIGHT},
-                       also=('reduction',)),
-    'DWTLoss': Section({'type': Text(), 'mode': Choice('dtcwt', 'dwt'), 'levels': Int(1), 'loss_weight': WEIGHT,
-                        'biort': Text(), 'qshift': Text()}, also=('reduction', 'wave', 'band_weights', 'input_range')),
-    'RewardLoss': REWARD_LOSS,
-    'LPIPSLoss_drward': Section({'type': Text(), 'net': Choice('vgg', 'alex'), 'loss_weight': WEIGHT,
-                                 'backbone_path': PATH, 'random_backbone': Bool()}),
-    'PreferenceLoss': Section({'type': Text(), 'loss_weight': WEIGHT, 'reduction': Choice('mean', 'sum')})},
-    nullable=True)
+#: A loss by type: the keys its class declares (e.g. RewardLoss and its reward entries, drward/losses/).
+LOSSES = ByRegistry(LOSS_REGISTRY, nullable=True)
 FRM_UPDATE = Section({'every': OneOf(Int(1), Choice('never'), bad=0), 'loss_weight': WEIGHT,
                       'reduction': Choice('mean', 'sum'), 'grad_clip': Num(0, lo_open=True, nullable=True),
                       'optim': ADAMW, 'enabled': Bool(), 'offload': Bool()},

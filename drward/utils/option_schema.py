@@ -9,14 +9,20 @@ with one line::
 
     options/refl_diffbir.yml: train.frm_update.every: got 'ten' (str); accepted: an integer >= 1
 
-The specs themselves (which keys each component reads) live in :mod:`drward.models.option_specs`. Every spec can
-also produce a value of the wrong type and, where it has a range or choices, an out-of-range one
-(:meth:`Spec.wrong_type`, :meth:`Spec.out_of_range`), so a test can try every key.
+**Declarations beside the classes.** A component declares each key it reads once, as an :class:`Option` (its spec,
+its default and one line of help) in a class attribute ``options = {key: Option(...)}``, the way TRL's config
+dataclasses declare fields. A subclass adds or overrides keys and inherits the rest (:func:`declared_options` merges
+the attribute along the MRO). The component reads its values with :func:`resolve` (unknown key, bad value or
+missing required key: one line; absent keys get the declared default), so no default is written twice.
+:class:`ByRegistry` is the schema of a mapping whose ``type:`` names a class in a BasicSR registry: the section is
+assembled from that class's declarations when the file is checked, so no central table names a restorer, a reward
+or a loss. Every spec can also produce a value of the wrong type and, where it has a range or choices, an
+out-of-range one (:meth:`Spec.wrong_type`, :meth:`Spec.out_of_range`), so a test can try every key.
 """
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from drward.utils.options import OptionError
 
@@ -103,12 +109,27 @@ def ListOf(item: Spec, length: Optional[int] = None, nonempty: bool = True, null
     words = f'a list of {length if length else ("one or more" if nonempty else "zero or more")} ' \
             f'({item.accepted})'
 
+    walked = type(item).children is not Spec.children  # a list of mappings: each entry is checked on its own
+
     def ok(v: Any) -> bool:
         return isinstance(v, list) and (length is None or len(v) == length) and (bool(v) or not nonempty) and \
-            all(item.ok(x) or (x is None and item.nullable) for x in v)
+            (walked or all(item.ok(x) or (x is None and item.nullable) for x in v))
     bad_item = item.out_of_range()
     bad = [bad_item] * (length or 1) if bad_item is not MISSING else ([] if nonempty and not length else MISSING)
-    return Spec(words, ok, nullable, wrong='x', bad=bad)
+    return _List(item, words, ok, nullable, wrong='x', bad=bad)
+
+
+class _List(Spec):
+    """A list spec; the entries of a list of mappings are walked too (``rewards.0.loss_weight``)."""
+
+    def __init__(self, item: Spec, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.item = item
+
+    def children(self, value: Any) -> Iterator[Tuple[str, Any, 'Spec']]:
+        if type(self.item).children is not Spec.children and isinstance(value, list):
+            for i, entry in enumerate(value):
+                yield str(i), entry, self.item
 
 
 def OneOf(*specs: Spec, bad: Any = MISSING) -> Spec:
@@ -185,6 +206,122 @@ class MapOf(Spec):
             yield str(key), item, self.item
 
 
+#: "No default": the key is required (an :class:`Option` declared with it must be given).
+REQUIRED = object()
+
+
+class Option:
+    """One declared option key: ``spec`` (type, range or choices), ``default`` (:data:`REQUIRED` when it must be
+    given) and one line of ``help``. A nested block is ``Option(group({...}))``."""
+
+    def __init__(self, spec: Spec, default: Any = None, help: str = '') -> None:
+        self.spec, self.default, self.help = spec, default, help
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+Options = Mapping[str, Option]
+
+
+def declared_options(cls: type, attribute: str = 'options') -> Dict[str, Option]:
+    """The options ``cls`` declares, its bases' first (a subclass adds keys or overrides one, and keeps the rest)."""
+    merged: Dict[str, Option] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get(attribute) or {})
+    return merged
+
+
+def defaults(options: Options) -> Dict[str, Any]:
+    """Each key's declared default (required keys left out)."""
+    return {key: option.default for key, option in options.items() if not option.required}
+
+
+def group(options: Options, also: Iterable[str] = (), nullable: bool = True, open_keys: bool = False) -> 'Section':
+    """The :class:`Section` checking a mapping of declared ``options`` (``also``: keys accepted unchecked)."""
+    section = Section({key: option.spec for key, option in options.items()}, also=also, nullable=nullable,
+                      open_keys=open_keys)
+    section.options = dict(options)
+    return section
+
+
+def resolve(owner: str, options: Options, given: Optional[Mapping[str, Any]], ignore: Iterable[str] = ('type',)
+            ) -> Dict[str, Any]:
+    """``given`` checked against ``options`` and completed with the declared defaults. :class:`OptionError` (one
+    line, ``<owner>: <key>: ...``) on an unknown key (with the closest accepted one), a rejected value or a
+    missing required key. Keys in ``ignore`` (the ``type:`` that chose the class) are dropped."""
+    given = {k: v for k, v in (given or {}).items() if k not in set(ignore)}
+    accepted = sorted(options)
+    for key, value in given.items():
+        if key not in options:
+            close = difflib.get_close_matches(str(key), accepted, n=1)
+            hint = f' (did you mean {close[0]!r}?)' if close else ''
+            raise OptionError(f'{owner}: {key}: unknown key{hint}; accepted keys: {accepted}')
+        for where, item, spec in walk(value, options[key].spec, key):
+            spec.check(item, f'{owner}: {where}')
+    missing = sorted(key for key, option in options.items() if option.required and key not in given)
+    if missing:
+        raise OptionError(f'{owner}: {missing[0]}: missing; it is required ({options[missing[0]].help})')
+    return {**defaults(options), **given}
+
+
+def declare(**specs: Tuple[Spec, str]) -> Callable[[type], type]:
+    """Class decorator for a class built as ``cls(**opt)`` (a BasicSR loss, the FRM): ``options`` from its
+    ``__init__`` keyword parameters, each default read from the signature (written once, there), its spec and help
+    from ``specs`` (``key=(spec, help)``; every parameter must have one); the constructor then checks the keys and
+    values it is given (:func:`resolve`). Subclasses inherit the declaration and may add ``options`` of their own."""
+    def decorate(cls: type) -> type:
+        import functools
+        import inspect
+        init = cls.__init__
+        params = {name: p for name, p in inspect.signature(init).parameters.items()
+                  if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if set(params) != set(specs):
+            raise TypeError(f'{cls.__name__}: declare() specs {sorted(specs)} differ from the parameters '
+                            f'{sorted(params)}')
+        cls.options = {name: Option(specs[name][0], REQUIRED if p.default is p.empty else p.default, specs[name][1])
+                       for name, p in params.items()}
+
+        @functools.wraps(init)
+        def checked_init(self, *args: Any, **kwargs: Any) -> None:
+            if not args:
+                resolve(type(self).__name__, declared_options(type(self)), kwargs)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = checked_init
+        return cls
+    return decorate
+
+
+class ByRegistry(ByType):
+    """A mapping whose ``type:`` names a class registered in ``registry`` (BasicSR's ``ARCH_REGISTRY``,
+    ``LOSS_REGISTRY``, ...): checked against the options that class declares (:func:`declared_options`) plus
+    ``common`` (keys every entry has, e.g. a reward entry's ``loss_weight``). A type not registered yet, or a class
+    that declares nothing, is left to its own constructor (only ``common`` is checked, other keys pass)."""
+
+    def __init__(self, registry: Any, common: Optional[Options] = None, nullable: bool = False,
+                 attribute: str = 'options') -> None:
+        super().__init__({}, nullable=nullable)
+        self.accepted = f'a mapping with a type: registered in {getattr(registry, "_name", "the registry")}' + \
+            (' or ~ (null)' if nullable else '')
+        self.registry, self.attribute = registry, attribute
+        self.common = {'type': Option(Text(), REQUIRED, 'the registered class'), **dict(common or {})}
+
+    def _section(self, value: Any) -> Optional[Section]:
+        if not isinstance(value, Mapping):
+            return None
+        kind = value.get('type')
+        try:
+            cls = self.registry.get(kind) if isinstance(kind, str) and kind in self.registry else None
+        except KeyError:
+            cls = None
+        own = declared_options(cls, self.attribute) if isinstance(cls, type) else {}
+        if not own:
+            return group(self.common, nullable=self.nullable, open_keys=True)
+        return group({**self.common, **own}, nullable=self.nullable)
+
+
 def walk(value: Any, spec: Spec, where: str) -> Iterator[Tuple[str, Any, Spec]]:
     """Every ``(dotted key, value, spec)`` under ``value``, parents before children."""
     yield where, value, spec
@@ -202,4 +339,5 @@ def validate(opt: Mapping[str, Any], schema: Spec, source: str) -> None:
 
 
 __all__: List[str] = ['MISSING', 'Spec', 'Int', 'Num', 'Bool', 'Text', 'Choice', 'ListOf', 'OneOf', 'ANY', 'Section',
-                      'ByType', 'MapOf', 'walk', 'validate']
+                      'ByType', 'MapOf', 'walk', 'validate', 'REQUIRED', 'Option', 'Options', 'declared_options',
+                      'defaults', 'group', 'resolve', 'declare', 'ByRegistry']
