@@ -32,8 +32,8 @@ from drward.utils.option_schema import (ANY, Bool, ByType, Choice, Int, ListOf, 
                                         validate)
 
 PATH = Text(nullable=True)                 # a file or folder (existence is checked elsewhere: missing weights)
-WEIGHT_DTYPE = Choice('bf16', 'fp32')
-PRECISION = Choice(*AUTOCAST_DTYPES)
+WEIGHT_DTYPE = Choice('auto', 'bf16', 'fp32')
+PRECISION = Choice(*AUTOCAST_DTYPES, 'auto')
 LR = Num(0, lo_open=True)
 WEIGHT = Num(0)                             # a loss weight
 RANGE = ListOf(Num(0), length=2)            # [low, high]
