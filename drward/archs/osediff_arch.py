@@ -46,13 +46,14 @@ from drward.archs.precision import cast_buffers, cast_io_to_weights, parse_weigh
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.image_sizes import resize_to, round_down_to_multiple
 from drward.archs.sd_parts import LATENT_SCALE, build_sd_parts, seeded_rng
+from drward.archs.sd_tokenizer import CLIPTokenizerIds
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 DEFAULTS = dict(sd_checkpoint=None, osediff_checkpoint=None, tiny=False, lora_rank=None, train_conv_in=True,
-                reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='',
+                reg_reference='no_lora', vae_latent='sample', use_captions=True, fallback_prompt='', tokenizer_dir=None,
                 color_fix='adain', gradient_checkpointing=False, latent_scale=LATENT_SCALE, seed=0, weight_dtype='fp32',
                 eta_per_update=True, random_weights=False)
 CHOICES = dict(reg_reference=('no_lora', 'initial'), vae_latent=('sample', 'mode'),
@@ -72,7 +73,8 @@ class OSEDiffRestorer(Restorer):
     null = fresh adapters, i.e. plain SD), ``tiny`` (tiny random models; tiny files may be given), ``lora_rank``
     (null: the file's, else 4; a value must match the file's), ``train_conv_in`` (true: OSEDiff trains it),
     ``reg_reference`` ('no_lora' | 'initial'), ``vae_latent`` ('sample' | 'mode'), ``use_captions``,
-    ``fallback_prompt`` (''), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
+    ``fallback_prompt`` (''), ``tokenizer_dir`` (SD 2.1-base's tokenizer folder, OSEDiff's caption tokenizer; null or
+    a missing folder: written from open_clip's vocabulary, :mod:`drward.archs.sd_tokenizer`), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
     ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator),
     ``weight_dtype`` (``fp32`` | ``bf16``: SD's base weights stored in bf16; the LoRA factors and ``conv_in`` stay
     fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast to
@@ -102,7 +104,7 @@ class OSEDiffRestorer(Restorer):
         self.weight_dtype = parse_weight_dtype(opt['weight_dtype'], 'OSEDiffRestorer')
         with seeded_rng(opt['seed']):
             with empty_weights('sd_checkpoint' in paths):
-                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
+                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'], CLIPTokenizerIds(opt['tokenizer_dir']))
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
         if 'sd_checkpoint' in paths:  # built empty: the file must have filled every weight
             check_materialized(self.sd, 'OSEDiffRestorer (sd_checkpoint)')

@@ -76,7 +76,7 @@ DIFFBIR_RESTORER = Section({
 OSEDIFF_RESTORER = Section({
     **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
     'reg_reference': Choice(*OSEDIFF_CHOICES['reg_reference']), 'vae_latent': Choice(*OSEDIFF_CHOICES['vae_latent']),
-    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False),
+    'use_captions': Bool(), 'fallback_prompt': Text(nonempty=False), 'tokenizer_dir': PATH,
     'color_fix': Choice(*OSEDIFF_CHOICES['color_fix'])},
     also=OSEDIFF_KEYS)
 FRM_NETWORK = Section({
