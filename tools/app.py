@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     page.add_argument('--max-files', type=int, default=8, help='images per request')
     page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
     page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
+    from drward.utils.image_header import add_max_pixels_argument
+    add_max_pixels_argument(page)
     return parser.parse_args(argv)
 
 
@@ -45,6 +47,8 @@ def build(args):
     from drward.inference.model import build_face_restorer
     from drward.inference.page import PageLimits, RestorationPage, build_page
     from drward.inference.photos import photo_face_detector
+    from drward.utils.image_header import apply_max_pixels
+    apply_max_pixels(args)  # every upload's header is checked against it before decoding
     model = build_face_restorer(args.opt, args.tiny, args.restorer, args.checkpoint, args.steps, args.seed,
                                 args.weight_dtype, args.device)
     detector = photo_face_detector(build_face_detector(args.detector, 'weights/facexlib', str(model.device)))

@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 from drward.inference.model import FaceRestorer
 from drward.inference.photos import OUTPUT_FOLDERS, PhotoRestorer, read_rgb, resize_to, write_rgb
+from drward.utils.image_header import max_pixels
 
 MAX_SLIDERS = 24  # sliders shown per request (the zip holds every face)
 
@@ -32,8 +33,8 @@ class PageLimits:
 
     def text(self) -> str:
         return (f'Up to {self.max_files} images per request (jpg, png, webp, bmp, tif), each at most '
-                f'{self.max_file_mb:g} MB; photos longer than {self.max_side} px on their longest side are shrunk '
-                'to it.')
+                f'{self.max_file_mb:g} MB and {max_pixels() / 1e6:.0f} megapixels; photos longer than '
+                f'{self.max_side} px on their longest side are shrunk to it.')
 
 
 def set_steps(net, steps: Optional[int]) -> None:
