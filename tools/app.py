@@ -30,6 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     page.add_argument('--max-files', type=int, default=8, help='images per request')
     page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
     page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
+    page.add_argument('--max-queue', type=int, default=32,
+                      help='requests that may wait for the one worker; more are told the queue is full [32]')
     from drward.utils.image_header import add_max_pixels_argument
     add_max_pixels_argument(page)
     return parser.parse_args(argv)
@@ -56,7 +58,7 @@ def build(args):
     limits = PageLimits(args.max_files, args.max_file_mb, args.max_side)
     sampler = getattr(model.net, 'sampler', None)
     return build_page(RestorationPage(model, detector, face_size, limits),
-                      default_steps=sampler.num_steps if sampler is not None else None)
+                      default_steps=sampler.num_steps if sampler is not None else None, max_queue=args.max_queue)
 
 
 def main(argv=None) -> int:

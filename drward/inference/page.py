@@ -129,8 +129,10 @@ class RestorationPage:
         return '\n'.join([head] + [f'- {n}' for n in notes]), sliders[:MAX_SLIDERS], archive
 
 
-def build_page(page: RestorationPage, title: str = 'drward: face restoration', default_steps: Optional[int] = None):
-    """The Gradio Blocks of the page (not launched)."""
+def build_page(page: RestorationPage, title: str = 'drward: face restoration', default_steps: Optional[int] = None,
+               max_queue: int = 32):
+    """The Gradio Blocks of the page (not launched). One worker; at most ``max_queue`` requests wait, and any more
+    are refused at once with Gradio's "Queue is full" (HTTP 503), so no one waits without bound."""
     import gradio as gr
 
     def run(files, aligned, steps, seed, progress=gr.Progress()):
@@ -159,5 +161,5 @@ def build_page(page: RestorationPage, title: str = 'drward: face restoration', d
                 gr.ImageSlider(value=(before, after), label=f'{label} (before | after)', type='filepath')
 
         button.click(run, [files, aligned, steps, seed], [message, results, archive], concurrency_limit=1)
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    demo.queue(default_concurrency_limit=1, max_size=int(max_queue))
     return demo

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from typing import Optional, Tuple
 
@@ -66,9 +67,12 @@ def check_image_bytes(data: bytes, name: str, limit: Optional[int] = None) -> Tu
             warnings.simplefilter('ignore', Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f'{name} refused before decoding: {error} (drward\'s limit: '
-                                 f'{_megapixels(limit)}, --max-pixels / max_image_pixels)') from None
+    except Image.DecompressionBombError as error:  # beyond twice PIL's own limit: its message holds the count
+        found = re.search(r'\((\d+) pixels\)', str(error))
+        declared = _megapixels(int(found.group(1))) if found else 'more pixels than PIL accepts'
+        raise ImageTooLargeError(f'{name} declares {declared}, over the limit of {_megapixels(limit)}: refused '
+                                 'before decoding (a decompression bomb?; raise the limit with --max-pixels / '
+                                 'max_image_pixels)') from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise UnsafeImageError(f'cannot decode {name}: not an image (no image header PIL knows: '
                                f'{str(error).splitlines()[0][:80]})') from None
