@@ -144,3 +144,12 @@ def test_a_datasets_max_image_pixels_option_applies(hostile_folder):
     good = next(p for p in dataset.gt_paths if p.endswith('good_0.png'))
     with pytest.raises(image_io.ImageReadError, match='declares 32x32 pixels .* over the limit'):
         dataset.source.read(good)
+
+
+def test_make_candidates_skips_them_and_writes_the_others(hostile_folder, tmp_path):
+    from drward.annotate.candidates import CandidateRestorer, make_candidates
+    stub = CandidateRestorer('stub', lambda: (lambda face, seed: face))
+    counts = make_candidates(str(hostile_folder), str(tmp_path / 'task'), [stub], degraded=1, progress=False)
+    assert counts['faces'] == 2 and counts['written'] == 4 and len(counts['skipped']) == 3
+    assert sorted(os.listdir(tmp_path / 'task')) == ['face_good_0', 'face_good_1', 'pairs.jsonl']
+    assert any('bomb.png declares 576.0 megapixels' in reason for reason in counts['skipped'])

@@ -78,6 +78,8 @@ def main(argv=None) -> int:
         os.chdir(cwd)
     print(f"{counts['faces']} faces: {counts['written']} candidates written, {counts['kept']} already there; "
           f"{counts['pairs']} pairs in {osp.join(output, 'pairs.jsonl')}")
+    for reason in counts['skipped']:
+        print(f'skipped: {reason}')
     return 0
 
 
