@@ -120,7 +120,8 @@ def hostile_round(api, paths: Dict[str, str], steps: int) -> List[Tuple[str, str
     for name in ('bomb.png', 'truncated.jpg', 'not_an_image.png', 'no_face.png', 'oversized.jpg'):
         outcome, message, _ = ask(api, paths[name], steps)
         after = ask(api, paths['photo.jpg'], steps)[0] == 'restored'
-        rows.append((name, outcome, ' '.join(message.split())[:150], after))
+        notes = ' '.join(line[2:] for line in message.splitlines() if line.startswith('- ')) or message
+        rows.append((name, outcome, ' '.join(notes.split())[:150], after))  # the page's line about this file
     return rows
 
 
