@@ -3,7 +3,7 @@
 Rows (median of ``--repeats`` after one warm-up, seconds of process CPU time unless ``--clock wall``):
 
 * kernels: a 512³ matmul and a 64-channel 3×3 convolution on 64² (issue 30's two figures), an SD-sized 320-channel
-  3×3 convolution on a 64² latent and an SD-sized linear layer (4096 tokens, 1280 → 5120);
+  3×3 convolution on a 64² latent and an SD-sized linear layer (1024 tokens, 1280 → 5120);
 * **bf16 stored, fp32 compute**: the same two SD-sized layers with their weights stored in bf16 and cast up to fp32
   at every call (what "cast up layer by layer" costs: half the weight memory, one cast per layer per call);
 * restorers: the tiny DiffBIR (4 DDIM steps) and the tiny OSEDiff restoring a 64² face with ``weight_dtype`` fp32,
@@ -20,7 +20,7 @@ import os.path as osp
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
@@ -41,7 +41,7 @@ def timed(fn: Callable[[], object], repeats: int, clock: str) -> float:
     return statistics.median(samples)
 
 
-def kernel_rows(repeats: int, clock: str) -> List[Tuple[str, float, float, float]]:
+def kernel_rows(repeats: int, clock: str) -> Iterator[Tuple[str, float, float, float]]:
     """``(name, fp32 s, bf16 s, bf16-stored-fp32-compute s or nan)``."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(512, 512, generator=g)
@@ -49,15 +49,14 @@ def kernel_rows(repeats: int, clock: str) -> List[Tuple[str, float, float, float
     w64 = torch.randn(64, 64, 3, 3, generator=g)
     x320 = torch.randn(1, 320, 64, 64, generator=g)
     w320 = torch.randn(320, 320, 3, 3, generator=g)
-    tokens = torch.randn(4096, 1280, generator=g)
+    tokens = torch.randn(1024, 1280, generator=g)
     w_lin = torch.randn(5120, 1280, generator=g)
-    rows = []
     with torch.no_grad():
         for name, fn, args in [('matmul 512³', torch.mm, (a, a)),
                                ('conv 64→64 3×3, 64²', lambda x, w: F.conv2d(x, w, padding=1), (x64, w64)),
                                ('conv 320→320 3×3, 64² (SD UNet level 1)', lambda x, w: F.conv2d(x, w, padding=1),
                                 (x320, w320)),
-                               ('linear 4096×1280 → 5120 (SD feed-forward)', F.linear, (tokens, w_lin))]:
+                               ('linear 1024×1280 → 5120 (SD feed-forward)', F.linear, (tokens, w_lin))]:
             fp32 = timed(lambda: fn(*args), repeats, clock)
             low = tuple(t.bfloat16() for t in args)
             bf16 = timed(lambda: fn(*low), repeats, clock)
@@ -65,8 +64,7 @@ def kernel_rows(repeats: int, clock: str) -> List[Tuple[str, float, float, float
             if name.startswith(('conv 320', 'linear')):
                 weight_bf16 = args[1].bfloat16()
                 stored = timed(lambda: fn(args[0], weight_bf16.float()), repeats, clock)
-            rows.append((name, fp32, bf16, stored))
-    return rows
+            yield name, fp32, bf16, stored
 
 
 def restorer_rows(repeats: int, clock: str) -> List[Tuple[str, Dict[str, float]]]:
@@ -103,12 +101,12 @@ def main(argv=None) -> int:
     print('| kernel | fp32 | bf16 | bf16 / fp32 | bf16 stored, fp32 compute | / fp32 |\n|---|--:|--:|--:|--:|--:|')
     for name, fp32, bf16, stored in kernel_rows(args.repeats, args.clock):
         extra = '| – | – |' if stored != stored else f'| {stored:.4f} | {stored / fp32:.2f} |'
-        print(f'| {name} | {fp32:.4f} | {bf16:.4f} | {bf16 / fp32:.1f} {extra}')
+        print(f'| {name} | {fp32:.4f} | {bf16:.4f} | {bf16 / fp32:.1f} {extra}', flush=True)
     if not args.skip_restorers:
         print('\n| restorer (no grad) | fp32 | bf16 | auto | bf16 / fp32 | auto / fp32 |\n|---|--:|--:|--:|--:|--:|')
         for name, t in restorer_rows(args.repeats, args.clock):
             print(f'| {name} | {t["fp32"]:.3f} | {t["bf16"]:.3f} | {t["auto"]:.3f} | {t["bf16"] / t["fp32"]:.1f} | '
-                  f'{t["auto"] / t["fp32"]:.2f} |')
+                  f'{t["auto"] / t["fp32"]:.2f} |', flush=True)
     return 0
 
 
