@@ -74,11 +74,12 @@ class OSEDiffRestorer(Restorer):
     (null: the file's, else 4; a value must match the file's), ``train_conv_in`` (true: OSEDiff trains it),
     ``reg_reference`` ('no_lora' | 'initial'), ``vae_latent`` ('sample' | 'mode'), ``use_captions``,
     ``fallback_prompt`` (''), ``tokenizer_dir`` (SD 2.1-base's tokenizer folder, OSEDiff's caption tokenizer; null or
-    a missing folder: written from open_clip's vocabulary, :mod:`drward.archs.sd_tokenizer`), ``color_fix`` ('adain' | 'wavelet' | 'none', inference only),
-    ``gradient_checkpointing``, ``latent_scale`` (0.18215), ``seed`` (tiny weights and the default generator),
-    ``weight_dtype`` (``fp32`` | ``bf16``: SD's base weights stored in bf16; the LoRA factors and ``conv_in`` stay
-    fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast to
-    fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`),
+    a missing folder: written from open_clip's vocabulary, :mod:`drward.archs.sd_tokenizer`), ``color_fix``
+    ('adain' | 'wavelet' | 'none', inference only), ``gradient_checkpointing``, ``latent_scale`` (0.18215),
+    ``seed`` (tiny weights and the default generator), ``weight_dtype`` (``auto`` | ``fp32`` | ``bf16``; ``auto``:
+    bf16 where the device runs it natively; bf16: SD's base weights stored in bf16; the LoRA factors and ``conv_in``
+    stay fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets its input cast
+    to fp32 and its output back, :func:`~drward.archs.precision.cast_io_to_weights`),
     ``eta_per_update`` (accepted so that option files can switch restorers, and has no effect here: the one step
     at t = 999 predicts ``ẑ_0`` in closed form with no DDIM update, so there is no η to draw, per update or not).
     ``random_weights`` (real sizes without ``sd_checkpoint``: RANDOM weights, benchmarks only).
