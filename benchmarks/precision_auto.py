@@ -12,6 +12,9 @@ Rows (median of ``--repeats`` after one warm-up, seconds of process CPU time unl
 The CPU is named and the choice ``auto`` made here is printed with its reason.
 
     python benchmarks/precision_auto.py [--threads 2] [--repeats 3] [--clock cpu|wall] [--skip-restorers]
+    python benchmarks/precision_auto.py --skip-kernels --threads 1 --repeats 5   # the restorer rows only
+
+On a contended machine use ``--threads 1`` for the restorer rows: idle OpenMP threads spin and count as CPU time.
 """
 from __future__ import annotations
 
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--clock', choices=('cpu', 'wall'), default='cpu')
     parser.add_argument('--skip-restorers', action='store_true')
+    parser.add_argument('--skip-kernels', action='store_true')
     args = parser.parse_args(argv)
     from drward.utils.precision_check import choose_precision, cpu_model_name
     torch.set_num_threads(args.threads)
@@ -98,8 +102,9 @@ def main(argv=None) -> int:
     print(f'{cpu_model_name()}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, '
           f'{args.threads} threads, median of {args.repeats}, {unit}')
     print(f'auto chooses {choice.name}: {choice.reason}\n')
-    print('| kernel | fp32 | bf16 | bf16 / fp32 | bf16 stored, fp32 compute | / fp32 |\n|---|--:|--:|--:|--:|--:|')
-    for name, fp32, bf16, stored in kernel_rows(args.repeats, args.clock):
+    if not args.skip_kernels:
+        print('| kernel | fp32 | bf16 | bf16 / fp32 | bf16 stored, fp32 compute | / fp32 |\n|---|--:|--:|--:|--:|--:|')
+    for name, fp32, bf16, stored in ([] if args.skip_kernels else kernel_rows(args.repeats, args.clock)):
         extra = '| – | – |' if stored != stored else f'| {stored:.4f} | {stored / fp32:.2f} |'
         print(f'| {name} | {fp32:.4f} | {bf16:.4f} | {bf16 / fp32:.1f} {extra}', flush=True)
     if not args.skip_restorers:
