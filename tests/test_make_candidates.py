@@ -18,7 +18,7 @@ def test_layout_pairs_and_a_rerun_adds_only_what_is_missing(tmp_path):
     task, builds = tmp_path / 'task', []
     counts = make_candidates(str(tmp_path / 'gt'), str(task), [_stub(builds)], seeds=(0, 1), degraded=2,
                              progress=False)
-    assert counts == {'faces': 2, 'written': 8, 'kept': 0, 'pairs': 12}  # 2 faces × C(4, 2)
+    assert counts == {'faces': 2, 'written': 8, 'kept': 0, 'pairs': 12, 'skipped': []}  # 2 faces × C(4, 2)
     folder = task / 'face_demo_face_000'
     assert sorted(os.listdir(folder)) == ['caption.txt', 'degraded_0.png', 'degraded_1.png', 'reference.png',
                                           'stub_s0.png', 'stub_s1.png']

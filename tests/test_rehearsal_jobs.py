@@ -43,8 +43,8 @@ def test_each_job_parses_as_basicsr_would_and_writes_under_the_workdir(name, tmp
     root = opt['path']['experiments_root' if job.tool == 'train' else 'results_root']
     assert root.startswith(str(tmp_path)), root  # never under the checkout
     assert opt['num_gpu'] == 0
-    if name.startswith('refl_'):  # what the issue keeps as in the real file: K = 50, N = 1, bf16 weights
-        assert opt['network_g']['weight_dtype'] == 'bf16' and opt['train']['grad_steps'] == 1
+    if name.startswith('refl_'):  # what the issue keeps as in the real file: K = 50, N = 1, auto precision
+        assert opt['network_g']['weight_dtype'] == 'auto' and opt['train']['grad_steps'] == 1
         assert opt['train']['total_iter'] == 1 and opt['train']['frm_update']['every'] == 1
 
 

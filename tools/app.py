@@ -29,6 +29,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     page.add_argument('--max-files', type=int, default=8, help='images per request')
     page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
     page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
+    page.add_argument('--max-queue', type=int, default=32,
+                      help='requests that may wait for the one worker; more are told the queue is full [32]')
+    from drward.utils.image_header import add_max_pixels_argument
+    add_max_pixels_argument(page)
     return parser.parse_args(argv)
 
 
@@ -44,6 +48,8 @@ def build(args):
     from drward.inference.model import build_face_restorer
     from drward.inference.page import PageLimits, RestorationPage, build_page
     from drward.inference.photos import photo_face_detector
+    from drward.utils.image_header import apply_max_pixels
+    apply_max_pixels(args)  # every upload's header is checked against it before decoding
     model = build_face_restorer(args.opt, args.tiny, args.restorer, args.checkpoint, args.steps, args.seed,
                                 args.weight_dtype, args.device)
     detector = photo_face_detector(build_face_detector(args.detector, 'weights/facexlib', str(model.device)))
@@ -51,7 +57,7 @@ def build(args):
     limits = PageLimits(args.max_files, args.max_file_mb, args.max_side)
     sampler = getattr(model.net, 'sampler', None)
     return build_page(RestorationPage(model, detector, face_size, limits, batch_size=max(1, args.batch_size)),
-                      default_steps=sampler.num_steps if sampler is not None else None)
+                      default_steps=sampler.num_steps if sampler is not None else None, max_queue=args.max_queue)
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto')
     parser.add_argument('--demo', action='store_true', help='4 bundled 64² demo faces, --tiny (4 steps)')
     parser.add_argument('--no-progress', action='store_true')
+    from drward.utils.image_header import add_max_pixels_argument
+    add_max_pixels_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -43,7 +45,9 @@ def main(argv=None) -> int:
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
     import drward  # noqa: F401  (registers the restorers)
     from drward.annotate.candidates import face_restorer_candidate, make_candidates, restorer_name
+    from drward.utils.image_header import apply_max_pixels
     from drward.utils.options import MissingWeightsError, OptionError
+    apply_max_pixels(args)
     output = osp.abspath(args.output)
     restorers = []
     for item in args.restorer:
@@ -74,6 +78,8 @@ def main(argv=None) -> int:
         os.chdir(cwd)
     print(f"{counts['faces']} faces: {counts['written']} candidates written, {counts['kept']} already there; "
           f"{counts['pairs']} pairs in {osp.join(output, 'pairs.jsonl')}")
+    for reason in counts['skipped']:
+        print(f'skipped: {reason}')
     return 0
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 
 from drward.data.image_io import ImageListError  # noqa: E402
 from drward.data.lmdb_pack import LmdbPackError, PackReport, pack_folder  # noqa: E402
+from drward.utils.image_header import add_max_pixels_argument, apply_max_pixels  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--overwrite', action='store_true', help='rebuild an existing lmdb')
     parser.add_argument('--compress-level', type=int, default=1, help='PNG compression level in the lmdb [1]')
     parser.add_argument('--workers', type=int, default=1, help='processes that decode the images first [1]')
+    add_max_pixels_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -48,6 +50,7 @@ def summary(report: PackReport) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_max_pixels(args)
     try:
         report = pack_folder(args.images, args.out, recursive=args.recursive, overwrite=args.overwrite,
                              compress_level=args.compress_level, workers=args.workers)

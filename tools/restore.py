@@ -35,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--demo-inputs', action='store_true',
                         help='first write a demo photo and an aligned face into INPUT (a folder)')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
+    from drward.utils.image_header import add_max_pixels_argument
+    add_max_pixels_argument(parser)
     return parser.parse_args()
 
 
@@ -51,7 +53,9 @@ def main() -> int:
     from drward.inference.demo_inputs import write_demo_inputs
     from drward.inference.model import build_face_restorer
     from drward.inference.photos import PhotoRestorer, input_images, photo_face_detector, write_summary
+    from drward.utils.image_header import apply_max_pixels
     from drward.utils.options import MissingWeightsError, OptionError
+    apply_max_pixels(args)
     try:
         if args.demo_inputs:
             write_demo_inputs(args.input)

@@ -21,12 +21,13 @@ from typing import Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
+from basicsr.utils import get_root_logger
 from tqdm import tqdm
 
 from drward.annotate.collect import pairs_from_folder, relative_pairs
 from drward.annotate.pairs import write_pairs
 from drward.data.degrade import degrade
-from drward.data.image_io import caption_beside, list_images, read_image
+from drward.data.image_io import ImageReadError, caption_beside, list_images, read_image
 
 RestoreFn = Callable[[np.ndarray, int], np.ndarray]  # (RGB uint8 face, seed) → RGB uint8 face
 
@@ -79,8 +80,18 @@ def _write_rgb(path: str, rgb: np.ndarray) -> None:
 
 def make_candidates(faces: str, task: str, restorers: Sequence[CandidateRestorer], seeds: Sequence[int] = (0,),
                     degraded: int = 2, lq_inputs: bool = False, progress: bool = True) -> dict:
-    """Write the candidates of every face in ``faces`` into ``task`` and ``task/pairs.jsonl``; returns counts."""
-    paths = list_images(faces)
+    """Write the candidates of every face in ``faces`` into ``task`` and ``task/pairs.jsonl``; returns counts. A face
+    that cannot be read (corrupt, truncated, not an image, over the pixel limit: checked from its header before
+    decoding) is skipped with a warning naming it, and the others go on (``counts['skipped']``)."""
+    paths, skipped = [], []
+    for path in list_images(faces):
+        try:
+            read_image(path)
+        except ImageReadError as error:
+            skipped.append(str(error))
+            get_root_logger().warning(f'make_candidates: skipping {error}')
+            continue
+        paths.append(path)
     jobs = [(i, path, kind, arg) for i, path in enumerate(paths)
             for kind, arg in ([('restore', (r, s)) for r in restorers for s in seeds]
                               + [('degrade', k) for k in range(0 if lq_inputs else degraded)])]
@@ -114,4 +125,4 @@ def make_candidates(faces: str, task: str, restorers: Sequence[CandidateRestorer
         written += 1
     pairs = [p for p in pairs_from_folder(task) if os.path.basename(os.path.dirname(p.image_a)).startswith('face_')]
     write_pairs(os.path.join(task, 'pairs.jsonl'), relative_pairs(pairs, task))
-    return {'faces': len(paths), 'written': written, 'kept': kept, 'pairs': len(pairs)}
+    return {'faces': len(paths), 'written': written, 'kept': kept, 'pairs': len(pairs), 'skipped': skipped}

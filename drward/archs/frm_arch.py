@@ -129,7 +129,7 @@ def load_clip_state_dict(path: str) -> Dict[str, torch.Tensor]:
          unlocked_text_layers=(Int(0), 'trainable text blocks from the end'),
          gradient_checkpointing=(Bool(), 'activation checkpointing in both towers'),
          checkpoint_key=(Text(), 'the option key named in a missing-file error'),
-         weight_dtype=(Choice('fp32', 'bf16'), 'locked layers stored in bf16, trainable ones fp32'),
+         weight_dtype=(Choice('auto', 'fp32', 'bf16'), 'locked layers stored in bf16, trainable ones fp32'),
          resize=(Choice(*RESIZE_MODES), "how images reach the CLIP's input size"))
 class FaceRewardModel(Reward):
     """HPS v2-style reward model for faces (paper: FRM), the trainable :class:`~drward.archs.reward.Reward`

@@ -46,6 +46,7 @@ from drward.archs.precision import cast_buffers, cast_io_to_weights, parse_weigh
 from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
 from drward.archs.image_sizes import resize_to, round_down_to_multiple
 from drward.archs.sd_parts import SD_OPTIONS, build_sd_parts, seeded_rng
+from drward.archs.sd_tokenizer import CLIPTokenizerIds
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix
 from drward.diffusion.schedule import predict_x0, sd_alphas_cumprod
 from drward.utils.option_schema import Bool, Choice, Int, Option, Text
@@ -61,7 +62,8 @@ Sides = Tuple[Tuple[str, nn.Module], ...]
 @register(ARCH_REGISTRY)
 class OSEDiffRestorer(Restorer):
     """OSEDiff restorer; its options are declared in :attr:`options` (plus :data:`SD_OPTIONS` and the
-    :class:`Restorer` ones). ``weight_dtype: bf16`` stores SD's base weights in bf16; the LoRA factors and
+    :class:`Restorer` ones). ``weight_dtype: auto`` picks bf16 where the device runs it natively, else fp32;
+    ``bf16`` stores SD's base weights in bf16; the LoRA factors and
     ``conv_in`` stay fp32 masters — peft runs each LoRA branch in its factors' dtype, and a trained full layer gets
     its input cast to fp32 and its output back (:func:`~drward.archs.precision.cast_io_to_weights`).
     """
@@ -78,6 +80,9 @@ class OSEDiffRestorer(Restorer):
         'vae_latent': Option(Choice('sample', 'mode'), 'sample', 'z_LQ: a draw from the posterior or its mean'),
         'use_captions': Option(Bool(), True, "the SD prompt is the image's caption"),
         'fallback_prompt': Option(Text(nonempty=False), '', 'the SD prompt where there is no caption'),
+        'tokenizer_dir': Option(Text(nullable=True), None, "SD 2.1-base's tokenizer folder (OSEDiff's caption "
+                                "tokenizer); null or missing: written from open_clip's vocabulary "
+                                '(archs/sd_tokenizer.py)'),
         'color_fix': Option(Choice('adain', 'wavelet', 'none'), 'adain', 'colour alignment to the input (inference)'),
         'eta_per_update': Option(Bool(), True, 'no effect (one closed-form step, no η); accepted so that option '
                                  'files can switch restorers'),
@@ -97,7 +102,7 @@ class OSEDiffRestorer(Restorer):
         self.weight_dtype = parse_weight_dtype(opt['weight_dtype'], 'OSEDiffRestorer')
         with seeded_rng(opt['seed']):
             with empty_weights('sd_checkpoint' in paths):
-                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'])
+                self.sd = build_sd_parts(self.is_tiny, opt['latent_scale'], CLIPTokenizerIds(opt['tokenizer_dir']))
             self.layout = self._build_adapters(paths, opt['lora_rank'], int(opt['seed']))
         if 'sd_checkpoint' in paths:  # built empty: the file must have filled every weight
             check_materialized(self.sd, 'OSEDiffRestorer (sd_checkpoint)')

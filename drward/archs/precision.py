@@ -1,6 +1,8 @@
 """Weight precision: frozen weights *stored* in bf16, trained weights kept as fp32 masters (``weight_dtype``).
 
-One option name everywhere (restorers, the FRM): ``weight_dtype: fp32 | bf16``.
+One option name everywhere (restorers, the FRM): ``weight_dtype: auto | fp32 | bf16``; ``auto`` is bf16 where the
+device runs it natively and fp32 elsewhere (:func:`drward.utils.precision_check.choose_precision`, judged on the
+default device: CUDA when visible), logged once at start-up.
 
 * Frozen modules (SD UNet, VAE, text tower, stage-1 SwinIR, the frozen θ₀ copy, the FRM's locked layers) are
   stored in the weight dtype and run in it, with inputs cast to it and **without** autocast: on AMX CPUs a bf16
@@ -26,20 +28,26 @@ import torch
 from torch import nn
 
 from drward.utils.options import OptionError
+from drward.utils.precision_check import choose_precision, log_choice
 
 WEIGHT_DTYPES: Dict[str, torch.dtype] = {'fp32': torch.float32, 'bf16': torch.bfloat16}
 
 
 def parse_weight_dtype(value: Union[str, torch.dtype, None], owner: str = 'weight_dtype') -> torch.dtype:
-    """``'fp32'`` / ``'bf16'`` (or a torch dtype among them) → the torch dtype; anything else raises naming the
-    accepted values. ``None`` means fp32."""
+    """``'fp32'`` / ``'bf16'`` (or a torch dtype among them) → the torch dtype; ``'auto'`` → bf16 where the default
+    device runs it natively, else fp32 (logged once); anything else raises naming the accepted values. ``None`` means
+    fp32."""
     if value is None:
         return torch.float32
+    if value == 'auto':
+        choice = choose_precision('auto')
+        log_choice(owner, choice)
+        return choice.dtype
     if isinstance(value, torch.dtype) and value in WEIGHT_DTYPES.values():
         return value
     if isinstance(value, str) and value in WEIGHT_DTYPES:
         return WEIGHT_DTYPES[value]
-    raise OptionError(f'{owner}: weight_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {value!r}')
+    raise OptionError(f'{owner}: weight_dtype must be one of {sorted(WEIGHT_DTYPES) + ["auto"]}, got {value!r}')
 
 
 def dtype_name(dtype: torch.dtype) -> str:

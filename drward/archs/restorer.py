@@ -66,7 +66,7 @@ class Restorer(nn.Module):
     options = {
         'tiny': Option(Bool(), False, 'tiny random models (tests, CPU demos); tiny weight files may be given'),
         'random_weights': Option(Bool(), False, 'real sizes without the weight files: RANDOM weights (benchmarks)'),
-        'weight_dtype': Option(Choice(*WEIGHT_DTYPES), 'fp32', 'storage dtype of the frozen weights (bf16 halves '
+        'weight_dtype': Option(Choice('auto', *WEIGHT_DTYPES), 'fp32', 'storage dtype of the frozen weights (bf16 halves '
                                'their memory; the trained part stays fp32)'),
         'gradient_checkpointing': Option(Bool(), False, 'activation checkpointing in the big modules'),
         'seed': Option(Int(0), 0, 'seed of the tiny weights and of the default noise generator'),

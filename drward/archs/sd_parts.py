@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +51,13 @@ class OpenCLIPTextEncoder(nn.Module):
 
     Parameter names follow open_clip's ``CLIP`` text part (``token_embedding``, ``positional_embedding``,
     ``transformer.resblocks.i``, ``ln_final``), i.e. the SD checkpoint's ``cond_stage_model.model.*`` keys. The
-    tokenizer is open_clip's BPE tokenizer, shipped with the package (works offline).
+    tokenizer is open_clip's BPE tokenizer, shipped with the package (works offline; DiffBIR's reference), unless
+    ``tokenizer`` (prompts, context_length → ids) is given: OSEDiff's SD 2.1 ``CLIPTokenizer``
+    (:mod:`drward.archs.sd_tokenizer`).
     """
 
     def __init__(self, width: int, heads: int, layers: int, context_length: int = 77, vocab_size: int = 49408,
-                 layer: str = 'penultimate'):
+                 layer: str = 'penultimate', tokenizer: Optional[Callable[..., torch.Tensor]] = None):
         super().__init__()
         if layer not in ('penultimate', 'last'):
             raise ValueError(f"layer must be 'penultimate' or 'last', got {layer!r}")
@@ -68,7 +70,7 @@ class OpenCLIPTextEncoder(nn.Module):
         self.ln_final = LayerNorm(width)
         causal = torch.full((context_length, context_length), float('-inf')).triu_(1)
         self.register_buffer('attn_mask', causal, persistent=False)
-        self.tokenizer = SimpleTokenizer(context_length=context_length)
+        self.tokenizer = tokenizer or SimpleTokenizer(context_length=context_length)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
 
@@ -90,13 +92,13 @@ class SDParts(nn.Module):
     """UNet (``unet``), VAE (``vae``) and text tower (``text_encoder``) of one SD architecture, randomly initialised;
     :func:`drward.weights.sd.load_sd_weights` fills them from a checkpoint."""
 
-    def __init__(self, config: SDConfig = SD21_BASE):
+    def __init__(self, config: SDConfig = SD21_BASE, tokenizer: Optional[Callable[..., torch.Tensor]] = None):
         super().__init__()
         self.config = config
         self.latent_scale = float(config.latent_scale)
         self.unet = UNet2DConditionModel(**config.unet_diffusers_config())
         self.vae = AutoencoderKL(**config.vae_diffusers_config())
-        self.text_encoder = OpenCLIPTextEncoder(**config.text, layer='penultimate')
+        self.text_encoder = OpenCLIPTextEncoder(**config.text, layer='penultimate', tokenizer=tokenizer)
         self._context_cache: Dict[Tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
     def freeze(self) -> 'SDParts':
@@ -148,9 +150,11 @@ class SDParts(nn.Module):
         return super()._apply(fn, recurse)
 
 
-def build_sd_parts(tiny: bool, latent_scale: float = LATENT_SCALE) -> SDParts:
-    """Randomly initialised SD 2.1-base parts, or the tiny test configuration, with ``latent_scale``."""
-    return SDParts(dataclasses.replace(TINY_SD if tiny else SD21_BASE, latent_scale=latent_scale))
+def build_sd_parts(tiny: bool, latent_scale: float = LATENT_SCALE,
+                   tokenizer: Optional[Callable[..., torch.Tensor]] = None) -> SDParts:
+    """Randomly initialised SD 2.1-base parts, or the tiny test configuration, with ``latent_scale`` (and the text
+    tower's ``tokenizer``, default open_clip's)."""
+    return SDParts(dataclasses.replace(TINY_SD if tiny else SD21_BASE, latent_scale=latent_scale), tokenizer)
 
 
 @contextmanager

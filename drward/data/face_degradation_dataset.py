@@ -50,7 +50,7 @@ BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_work
                         'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
                         'persistent_workers', 'io_backend')
 OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'caption_policy', 'seed',
-            'demo_faces', 'mean', 'std', 'max_bad_fraction', 'min_image_side')
+            'demo_faces', 'mean', 'std', 'max_bad_fraction', 'min_image_side', 'max_image_pixels')
 CAPTION_POLICIES = ('fallback', 'strict')
 #: Default ``min_image_side``: a face under 16 pixels a side holds nothing to restore.
 DEFAULT_MIN_IMAGE_SIDE = 16
@@ -100,7 +100,7 @@ class FaceDegradationDataset(data.Dataset):
             ensure_demo_faces(root, size=self.gt_size)
             get_root_logger().info(f'FaceDegradationDataset: wrote the bundled demo faces to {root} '
                                    '(real low-resolution photos for plumbing/demos; see drward/data/demo_faces.py)')
-        return ImageSource('FaceDegradationDataset', opt.get('io_backend'), root)
+        return ImageSource('FaceDegradationDataset', opt.get('io_backend'), root, opt.get('max_image_pixels'))
 
     def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
         """One caption per image: ``<stem>.txt`` beside it (disk), else the caption file, else the fallback

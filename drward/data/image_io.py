@@ -18,6 +18,8 @@ from typing import Dict, List, Mapping, Optional
 import cv2
 import numpy as np
 
+from drward.utils.image_header import UnsafeImageError, check_image_bytes
+
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 
 
@@ -33,22 +35,28 @@ class CaptionFileError(ValueError):
     """A caption file is unreadable or malformed; the message names the file (and line)."""
 
 
-def read_image(path: str, min_side: int = 1) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError` names a bad file (or
-    one whose shorter side is under ``min_side`` pixels)."""
+def read_image(path: str, min_side: int = 1, max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError` names a bad file (one
+    whose shorter side is under ``min_side`` pixels, or whose header declares more than ``max_pixels``)."""
     try:
         with open(path, 'rb') as handle:
             data = handle.read()
     except OSError as error:
         raise ImageReadError(f'cannot read image file {path}: {error.strerror or error}') from error
-    return decode_image(data, f'image file {path}', min_side)
+    return decode_image(data, f'image file {path}', min_side, max_pixels)
 
 
-def decode_image(data: Optional[bytes], name: str, min_side: int = 1) -> np.ndarray:
+def decode_image(data: Optional[bytes], name: str, min_side: int = 1, max_pixels: Optional[int] = None) -> np.ndarray:
     """Decode encoded image bytes (PNG, JPEG, ...) as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`ImageReadError`
-    starts with ``name`` (``image file <path>``, ``key <k> of lmdb <db>``) when they are empty, corrupt or too small."""
+    starts with ``name`` (``image file <path>``, ``key <k> of lmdb <db>``) when they are empty, corrupt, truncated,
+    too small, or declare more than ``max_pixels`` in their header (default: the process-wide limit of
+    :mod:`drward.utils.image_header`; checked before anything is decoded)."""
     if not data:
         raise ImageReadError(f'cannot decode {name}: it is empty')
+    try:
+        check_image_bytes(data, name, max_pixels)
+    except UnsafeImageError as error:
+        raise ImageReadError(str(error)) from None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageReadError(f'cannot decode {name}: corrupt, truncated or not an image')

@@ -53,8 +53,10 @@ def read_lmdb_keys(lmdb_path: str, meta_file: Optional[str] = None) -> List[str]
 class ImageSource:
     """Images by name from a folder or an lmdb (see the module docstring); ``read(name)`` decodes one."""
 
-    def __init__(self, owner: str, io_backend: Optional[Mapping[str, Any]], root: Optional[str]) -> None:
+    def __init__(self, owner: str, io_backend: Optional[Mapping[str, Any]], root: Optional[str],
+                 max_pixels: Optional[int] = None) -> None:
         options = dict(io_backend or {})
+        self.max_pixels = None if max_pixels is None else int(max_pixels)  # None: the process-wide limit
         self.backend = options.pop('type', 'disk')
         if self.backend not in BACKENDS:
             raise OptionError(f'{owner}: io_backend type must be one of {list(BACKENDS)}, got {self.backend!r}')
@@ -88,7 +90,7 @@ class ImageSource:
     def read(self, name: str, min_side: int = 1) -> np.ndarray:
         """Item ``name`` as ``(H, W, 3)`` float32 BGR in [0, 1]; :class:`~drward.data.image_io.ImageReadError`
         names a missing, corrupt or too small one."""
-        return image_io.decode_image(self.read_bytes(name), self.describe(name), min_side)
+        return image_io.decode_image(self.read_bytes(name), self.describe(name), min_side, self.max_pixels)
 
     def read_bytes(self, name: str) -> bytes:
         """The encoded bytes of item ``name`` (:class:`~drward.data.image_io.ImageReadError` if it is absent)."""

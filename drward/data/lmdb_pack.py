@@ -32,6 +32,7 @@ from basicsr.utils import get_root_logger
 from tqdm import tqdm
 
 from drward.data import image_io
+from drward.utils.image_header import UnsafeImageError, check_image_bytes, max_pixels as image_max_pixels
 from drward.data.caption_store import CaptionFileStore
 from drward.data.image_source import (LMDB_CAPTION_FILE, LMDB_META_FILE, close_lmdb_client, lmdb_entries, lmdb_key,
                                      read_lmdb_keys)
@@ -84,15 +85,20 @@ def lmdb_is_complete(lmdb_path: str) -> Tuple[bool, str]:
     return True, ''
 
 
-def _probe(args: Tuple[str, str]) -> Tuple[str, Optional[Tuple[int, int, int]], str]:
-    """``(relative path, (h, w, c) or None, reason)`` of one image: decoded once to find bad files."""
-    folder, rel = args
+def _probe(args: Tuple[str, str, int]) -> Tuple[str, Optional[Tuple[int, int, int]], str]:
+    """``(relative path, (h, w, c) or None, reason)`` of one image: its header checked (pixel ``limit``, truncation),
+    then decoded once to find bad files."""
+    folder, rel, limit = args
     try:
         data = np.fromfile(os.path.join(folder, rel), dtype=np.uint8)
     except OSError as error:
         return rel, None, f'cannot read: {error.strerror or error}'
     if data.size == 0:
         return rel, None, 'cannot decode: the file is empty'
+    try:  # the header first: a decompression bomb or a truncated file is refused without decoding it
+        check_image_bytes(data.tobytes(), rel, limit)
+    except UnsafeImageError as error:
+        return rel, None, str(error).replace(f'{rel} ', '', 1).replace(f' {rel}', '', 1)
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -102,11 +108,13 @@ def _probe(args: Tuple[str, str]) -> Tuple[str, Optional[Tuple[int, int, int]], 
     return rel, (img.shape[0], img.shape[1], 1 if img.ndim == 2 else img.shape[2]), ''
 
 
-def check_images(folder: str, rel_paths: Sequence[str],
-                 workers: int = 1) -> Tuple[List[str], List[Tuple[int, int, int]], List[str]]:
+def check_images(folder: str, rel_paths: Sequence[str], workers: int = 1,
+                 max_pixels: Optional[int] = None) -> Tuple[List[str], List[Tuple[int, int, int]], List[str]]:
     """``(usable paths, their shapes, skipped "path (reason)")``: each image decoded once (``workers`` processes),
-    bad files, non-ASCII names and repeated keys skipped with a logged warning."""
-    jobs = [(folder, rel) for rel in rel_paths]
+    bad files (over ``max_pixels``, default the process-wide limit, refused from the header), non-ASCII names and
+    repeated keys skipped with a logged warning."""
+    limit = image_max_pixels() if max_pixels is None else int(max_pixels)
+    jobs = [(folder, rel, limit) for rel in rel_paths]
     bar = dict(total=len(jobs), unit='image', desc='check images')
     if workers > 1:
         with Pool(workers) as pool:

@@ -48,7 +48,7 @@ from drward.utils.options import OptionError, check_keys
 from drward.utils.registry import register
 
 OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
-            'fallback_caption', 'caption_policy', 'use_swap', 'max_bad_fraction')
+            'fallback_caption', 'caption_policy', 'use_swap', 'max_bad_fraction', 'max_image_pixels')
 
 
 @register(DATASET_REGISTRY)
@@ -64,7 +64,8 @@ class PreferencePairDataset(data.Dataset):
             raise FileNotFoundError(f'pairs file {self.pairs_file} (option pairs_file) does not exist')
         lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
         self.image_root = opt.get('image_root') or (None if lmdb else os.path.dirname(os.path.abspath(self.pairs_file)))
-        self.source = ImageSource('PreferencePairDataset', opt.get('io_backend'), self.image_root)
+        self.source = ImageSource('PreferencePairDataset', opt.get('io_backend'), self.image_root,
+                                  opt.get('max_image_pixels'))
         self.image_size = int(opt.get('image_size', 224))
         self.use_swap = bool(opt.get('use_swap', False))
         self.use_hflip = bool(opt.get('use_hflip', False))

@@ -30,6 +30,7 @@ from drward.inference.photos import resize_to
 from drward.utils.option_schema import declared_options
 from drward.utils.user_modules import import_user_module
 from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
+from drward.utils.precision_check import PrecisionChoice, choose_precision
 
 TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
 WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
@@ -45,8 +46,9 @@ def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -
     group.add_argument('--restorer', choices=('diffbir', 'osediff'), default='diffbir', help='which tiny restorer')
     group.add_argument('--steps', type=int, help=steps_help)
     group.add_argument('--seed', type=int, default=0, help='seed of the sampling noise (same for every face)')
-    group.add_argument('--weight-dtype', choices=('fp32', 'bf16'),
-                       help="default: the option file's network_g.weight_dtype (else fp32)")
+    group.add_argument('--weight-dtype', choices=('auto', 'fp32', 'bf16'), default='auto',
+                       help='auto (default): bf16 where the device runs it natively (CUDA compute capability >= 8.0, '
+                            'a CPU with AMX or AVX-512 BF16), fp32 elsewhere')
     group.add_argument('--device', default='auto', help='auto (cuda if available), cpu, cuda, cuda:1, ...')
     group.add_argument('--batch-size', type=int, default=1,
                        help='aligned faces restored in one network call, across the faces of a photo and across '
@@ -55,16 +57,28 @@ def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -
 
 def arch_option_keys(arch_type: str) -> List[str]:
     """The option keys a registered restorer accepts: the options it declares (drward's restorers,
-    :func:`~drward.utils.option_schema.declared_options`), else its constructor's named arguments."""
+    :func:`~drward.utils.option_schema.declared_options`) that its constructor takes, else its named arguments."""
     cls = ARCH_REGISTRY.get(arch_type)
-    declared = declared_options(cls)
-    if declared:
-        return list(declared)
-    return [name for name in inspect.signature(cls.__init__).parameters if name != 'self']
+    params = inspect.signature(cls.__init__).parameters
+    named = [name for name, p in params.items() if name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    declared = list(declared_options(cls))
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return declared or named
+    # a subclass with its own named arguments inherits the base's declarations, but only takes what it names
+    return [name for name in declared if name in named] or named
+
+
+def resolve_weight_dtype(network_opt: Dict, name: Optional[str], device: torch.device) -> PrecisionChoice:
+    """``--weight-dtype`` (``auto`` | ``fp32`` | ``bf16``; None keeps the option file's ``network_g.weight_dtype``,
+    else fp32) resolved for ``device``: ``auto`` is bf16 only where ``device`` runs it natively."""
+    name = name if name is not None else network_opt.get('weight_dtype', 'fp32')
+    if name not in (*WEIGHT_DTYPES, 'auto'):
+        raise OptionError(f'--weight-dtype must be one of {sorted(WEIGHT_DTYPES) + ["auto"]}, got {name!r}')
+    return choose_precision(name, device)
 
 
 def weight_dtype_choice(network_opt: Dict, accepted: List[str], name: Optional[str]) -> Optional[torch.dtype]:
-    """Apply ``--weight-dtype`` (``fp32`` | ``bf16``; None keeps the option file's): the restorer's own
+    """Apply a resolved ``--weight-dtype`` (``fp32`` | ``bf16``; None keeps the option file's): the restorer's own
     ``weight_dtype`` option where it has one (set in ``network_opt``); otherwise the dtype to autocast the
     restoration to (None for fp32). Casting the whole module is no substitute: BasicSR's SwinIR (DiffBIR's stage 1)
     builds float32 attention masks."""
@@ -138,7 +152,7 @@ def pick_device(name: str) -> torch.device:
 
 def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, restorer: str = 'diffbir',
                         checkpoint: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
-                        weight_dtype: Optional[str] = None, device: str = 'auto') -> FaceRestorer:
+                        weight_dtype: Optional[str] = 'auto', device: str = 'auto') -> FaceRestorer:
     """Build the restorer of ``opt_path`` (or the tiny one of ``restorer``), load ``checkpoint`` (its trained part),
     set ``steps`` (DDIM steps, restorers that sample) and the weight dtype. Missing weight files raise
     :class:`MissingWeightsError` (all of them, one line each) before anything is built."""
@@ -155,7 +169,9 @@ def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, rest
             network_opt['num_steps'] = int(steps)
         else:
             notes.append(f'--steps {steps} ignored: {network_opt["type"]} restores in one step')
-    autocast = weight_dtype_choice(network_opt, accepted, weight_dtype)
+    target = pick_device(device)
+    precision = resolve_weight_dtype(network_opt, weight_dtype, target)
+    autocast = weight_dtype_choice(network_opt, accepted, precision.name)
     net = build_network(network_opt)
     if not isinstance(net, Restorer):
         raise OptionError(f'{opt_path}: network_g type {network_opt.get("type")} is not a drward Restorer')
@@ -165,14 +181,13 @@ def build_face_restorer(opt_path: Optional[str] = None, tiny: bool = False, rest
         except (RuntimeError, KeyError) as error:
             raise OptionError(f'checkpoint {checkpoint} does not fit network_g of {opt_path}: '
                               f'{str(error).splitlines()[0]}') from error
-    target = pick_device(device)
     net = net.to(target).eval()
     tiny_note = ('TINY random weights (a plumbing demo: faces come out as noise, not restorations)'
                  if getattr(net, 'is_tiny', False) else 'real weights')
     parts = [f'{network_opt["type"]} from {opt_path}', tiny_note,
              f'checkpoint {checkpoint}' if checkpoint else 'no checkpoint (the option file\'s weights)',
              f'{network_opt["num_steps"]} DDIM steps' if 'num_steps' in network_opt else None,
-             f'seed {seed}', f'{weight_dtype or network_opt.get("weight_dtype", "fp32")} weights'
-             f'{" (autocast)" if autocast is not None else ""}', str(target)]
+             f'seed {seed}', f'{precision.name} weights{" (autocast)" if autocast is not None else ""} '
+             f'({precision.reason})', str(target)]
     description = ', '.join(p for p in parts if p) + ''.join(f'\n  note: {n}' for n in notes)
     return FaceRestorer(net, target, autocast, description, seed)

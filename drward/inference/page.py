@@ -19,6 +19,7 @@ from typing import List, Optional, Tuple
 
 from drward.inference.model import FaceRestorer
 from drward.inference.photos import OUTPUT_FOLDERS, PhotoRestorer, read_rgb, resize_to, write_rgb
+from drward.utils.image_header import max_pixels
 
 MAX_SLIDERS = 24  # sliders shown per request (the zip holds every face)
 
@@ -32,8 +33,8 @@ class PageLimits:
 
     def text(self) -> str:
         return (f'Up to {self.max_files} images per request (jpg, png, webp, bmp, tif), each at most '
-                f'{self.max_file_mb:g} MB; photos longer than {self.max_side} px on their longest side are shrunk '
-                'to it.')
+                f'{self.max_file_mb:g} MB and {max_pixels() / 1e6:.0f} megapixels; photos longer than '
+                f'{self.max_side} px on their longest side are shrunk to it.')
 
 
 def set_steps(net, steps: Optional[int]) -> None:
@@ -131,8 +132,10 @@ class RestorationPage:
         return '\n'.join([head] + [f'- {n}' for n in notes]), sliders[:MAX_SLIDERS], archive
 
 
-def build_page(page: RestorationPage, title: str = 'drward: face restoration', default_steps: Optional[int] = None):
-    """The Gradio Blocks of the page (not launched)."""
+def build_page(page: RestorationPage, title: str = 'drward: face restoration', default_steps: Optional[int] = None,
+               max_queue: int = 32):
+    """The Gradio Blocks of the page (not launched). One worker; at most ``max_queue`` requests wait, and any more
+    are refused at once with Gradio's "Queue is full" (HTTP 503), so no one waits without bound."""
     import gradio as gr
 
     def run(files, aligned, steps, seed, progress=gr.Progress()):
@@ -161,5 +164,5 @@ def build_page(page: RestorationPage, title: str = 'drward: face restoration', d
                 gr.ImageSlider(value=(before, after), label=f'{label} (before | after)', type='filepath')
 
         button.click(run, [files, aligned, steps, seed], [message, results, archive], concurrency_limit=1)
-    demo.queue(default_concurrency_limit=1, max_size=32)
+    demo.queue(default_concurrency_limit=1, max_size=int(max_queue))
     return demo

@@ -48,6 +48,7 @@ from drward.models.training_state import ResumableStateMixin
 from drward.utils.curves import CurveRecorder
 from drward.utils.distributed import mean_over_ranks
 from drward.utils.options import OptionError, check_keys
+from drward.utils.precision_check import mixed_precision_dtype
 from drward.utils.registry import base_name, register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'optim_frm', 'pref_opt', 'grad_clip', 'mixed_precision',
@@ -136,9 +137,10 @@ class FRMModel(ResumableStateMixin, BaseModel):
         grad_clip = train_opt.get('grad_clip')
         self.grad_clip = float(grad_clip) if grad_clip else float('inf')  # inf: measure the norm, never clip
         precision = train_opt.get('mixed_precision', 'no')
-        if precision not in AUTOCAST_DTYPES:
-            raise OptionError(f'FRMModel train.mixed_precision: one of {list(AUTOCAST_DTYPES)}, got {precision!r}')
-        self.autocast_dtype = AUTOCAST_DTYPES[precision]
+        try:  # 'auto': bf16 where self.device runs it natively, else fp32 (fp16 would need a gradient scaler)
+            self.autocast_dtype = mixed_precision_dtype(precision, self.device, 'FRMModel')
+        except ValueError as error:
+            raise OptionError(str(error)) from None
         self.cri_pref = build_loss(dict(train_opt.get('pref_opt') or {'type': 'PreferenceLoss'})).to(self.device)
         self.frm_train = wrap_for_training(self.frm, 'preference_logits', self.opt, self.device)  # DDP when dist
         self.optimizer_frm = build_frm_optimizer(self.frm, {**HPS_V2_OPTIM, **(train_opt.get('optim_frm') or {})},

@@ -31,8 +31,8 @@ from drward.utils.option_schema import (ANY, Bool, ByRegistry, ByType, Choice, I
                                         Text, validate)
 
 PATH = Text(nullable=True)                 # a file or folder (existence is checked elsewhere: missing weights)
-WEIGHT_DTYPE = Choice('bf16', 'fp32')
-PRECISION = Choice(*AUTOCAST_DTYPES)
+WEIGHT_DTYPE = Choice('auto', 'bf16', 'fp32')
+PRECISION = Choice(*AUTOCAST_DTYPES, 'auto')
 LR = Num(0, lo_open=True)
 WEIGHT = Num(0)                             # a loss weight
 RANGE = ListOf(Num(0), length=2)            # [low, high]
@@ -48,13 +48,14 @@ FACE_DEGRADATION_DATASET = Section({
     'mean': ListOf(Num(), length=3), 'std': ListOf(Num(0, lo_open=True), length=3),
     'blur_kernel_size': Int(1), 'kernel_list': ListOf(Choice('iso', 'aniso')), 'kernel_prob': ListOf(Num(0, 1)),
     'blur_sigma': RANGE, 'downsample_range': ListOf(Num(1), length=2), 'noise_range': RANGE,
-    'jpeg_range': ListOf(Int(1, 100), length=2)}, also=BASICSR_DATASET_KEYS + (
+    'jpeg_range': ListOf(Int(1, 100), length=2), 'max_image_pixels': Int(1, nullable=True)},
+    also=BASICSR_DATASET_KEYS + (
     'meta_info_file', 'caption_file', 'max_bad_fraction', 'min_image_side', 'phase', 'scale'))
 PREFERENCE_PAIR_DATASET = Section({
     **_BASICSR_DATASET, 'pairs_file': Text(), 'sources': ListOf(Choice('human', 'svm')),
     'min_confidence': Num(0, 1), 'image_size': Int(8), 'mean': ListOf(Num(), length=3),
-    'std': ListOf(Num(0, lo_open=True), length=3)}, also=BASICSR_DATASET_KEYS + (
-    'image_root', 'caption_file', 'phase', 'scale'))
+    'std': ListOf(Num(0, lo_open=True), length=3), 'max_image_pixels': Int(1, nullable=True)},
+    also=BASICSR_DATASET_KEYS + ('image_root', 'caption_file', 'phase', 'scale'))
 _TEST_DATASET = Section({'name': Text(), 'type': Text(), 'dataroot_lq': PATH, 'dataroot_gt': PATH,
                          'filename_tmpl': Text(), 'io_backend': Section({'type': Choice('disk', 'lmdb')},
                                                                         open_keys=True)},

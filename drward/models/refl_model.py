@@ -65,7 +65,7 @@ from drward.utils.curves import CurveRecorder, switch_line
 from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
 from drward.utils.options import OptionError, check_keys
-from drward.utils.precision_check import bf16_advice
+from drward.utils.precision_check import bf16_advice, mixed_precision_dtype
 from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
@@ -132,10 +132,10 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.grad_steps = int(train_opt.get('grad_steps', 1))
         self.grad_clip_g = train_opt.get('grad_clip_g')
         precision = train_opt.get('mixed_precision', 'no')
-        if precision not in AUTOCAST_DTYPES:  # fp16 would need a gradient scaler: bf16 is the supported choice
-            raise OptionError(f"ReFLModel: train.mixed_precision must be one of {sorted(AUTOCAST_DTYPES)}, "
-                              f"got {precision!r}")
-        self.autocast_dtype = AUTOCAST_DTYPES[precision]
+        try:  # 'auto': bf16 where self.device runs it natively, else fp32 (fp16 would need a gradient scaler)
+            self.autocast_dtype = mixed_precision_dtype(precision, self.device, 'ReFLModel')
+        except ValueError as error:
+            raise OptionError(str(error)) from None
         advice = bf16_advice(self.device) if precision == 'bf16' or getattr(self.net_g, 'weight_dtype', None) == \
             torch.bfloat16 else None
         if advice:  # pre-Ampere GPUs emulate bf16: say so before hours of slow training
