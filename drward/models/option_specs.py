@@ -71,7 +71,9 @@ DIFFBIR_RESTORER = Section({
     **_RESTORER, 'diffbir_checkpoint': PATH, 'swinir_checkpoint': PATH,
     'control_scales': OneOf(Num(0), ListOf(Num(0), length=13)), 'num_steps': Int(1, 1000),
     'stop_window': Int(1), 'eta_train': OneOf(Choice('uniform'), Num(0, 1)), 'eta_per_update': Bool(),
-    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True), 'compile': Bool()},
+    'eta_infer': Num(0, 1), 'color_fix': Bool(), 'min_short_side': Int(0, nullable=True), 'compile': Bool(),
+    'lora': Section({'rank': Int(1), 'alpha': Num(0, lo_open=True), 'target_modules': ListOf(Text()),
+                     'dropout': Num(0, 1)}, nullable=True)},  # rank is required: DiffBIRRestorer checks it
     also=DIFFBIR_KEYS)
 OSEDIFF_RESTORER = Section({
     **_RESTORER, 'osediff_checkpoint': PATH, 'lora_rank': Int(1, nullable=True), 'train_conv_in': Bool(),
@@ -122,7 +124,7 @@ REFL_TRAIN = Section({
     **_TRAIN, 'grad_accum': Int(1), 'grad_accum_mode': Choice('mean', 'last_microbatch'), 'grad_steps': Int(1),
     'gradient_checkpointing': Bool(), 'optim_g': ADAMW, 'reg_opt': LOSSES, 'dwt_opt': LOSSES,
     'reward_opt': LOSSES, 'lpips_opt': LOSSES, 'frm_update': FRM_UPDATE, 'hack_monitor': HACK_MONITOR,
-    'batched_prefix': Bool(), 'prefix_batch_size': Int(1, nullable=True)},
+    'batched_prefix': Bool(), 'prefix_batch_size': Int(1, nullable=True), 'ema_decay': Num(0, 1)},
     also=REFL_TRAIN_KEYS)
 FRM_TRAIN = Section({**_TRAIN, 'grad_clip': Num(0, lo_open=True, nullable=True), 'optim_frm': ADAMW,
                      'pref_opt': LOSSES, 'gradient_checkpointing': Bool()}, also=FRM_TRAIN_KEYS)
