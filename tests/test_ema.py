@@ -49,6 +49,7 @@ def test_ema_file_is_saved_beside_net_g_and_read_back_on_resume_by_params_ema_an
     model = H.build(ema_opt(str(tmp_path / 'run')))
     H.train_refl(model, [0, 1])
     model.save(0, H.ITERS)
+    rng = torch.get_rng_state()  # H.build below reseeds the global RNG: the uninterrupted model gets it back
     models = model.opt['path']['models']
     assert sorted(os.listdir(models)) == sorted(f'net_{x}_{H.ITERS}{ext}' for x, ext in (
         ('g', '.safetensors'), ('g_ema', '.safetensors'), ('frm', '.pth')))
@@ -56,15 +57,18 @@ def test_ema_file_is_saved_beside_net_g_and_read_back_on_resume_by_params_ema_an
 
     # resume: BasicSR names net_g_<iter>.pth; the EMA comes from the file beside it, bit for bit, and goes on
     opt = ema_opt(str(tmp_path / 'resumed'))
-    opt['path'].update(pretrain_network_g=os.path.join(models, f'net_g_{H.ITERS}.pth'))
+    state = os.path.join(model.opt['path']['training_states'], f'{H.ITERS}.state')
+    opt['path'].update(pretrain_network_g=os.path.join(models, f'net_g_{H.ITERS}.pth'), models=models,
+                       resume_state=state)
     resumed = H.build(opt)
-    resumed.resume_training(load_training_state(os.path.join(model.opt['path']['training_states'],
-                                                             f'{H.ITERS}.state')))
+    resumed.resume_training(load_training_state(state))
     assert all(torch.equal(resumed.ema.shadow[k], ema[k]) for k in ema)
+    torch.set_rng_state(rng)
     for run in (model, resumed):
         run.feed_data(H.faces(H.ITERS + 1, [0, 1]))
         run.optimize_parameters(H.ITERS + 1)
     assert all(torch.equal(resumed.ema.shadow[k], model.ema.shadow[k]) for k in ema)
+    assert all(torch.equal(v, weights(model)[k]) for k, v in weights(resumed).items())
 
     # test / restore: BasicSR's param_key params_ema on the net_g path, or the EMA file named directly
     for path, key in ((os.path.join(models, f'net_g_{H.ITERS}.safetensors'), 'params_ema'),
