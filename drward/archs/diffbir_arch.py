@@ -132,6 +132,7 @@ class DiffBIRRestorer(Restorer):
         store_frozen(self.stage1.requires_grad_(False).eval(), dtype)
         self.lora: Optional[ControlNetLora] = None
         self._lora_base = base_name(opt['diffbir_checkpoint'], self.is_tiny, int(opt['seed']))
+        self._lora_seed = int(opt['seed'])
         self.controlnet_ref = None if lora else copy_frozen(self.controlnet, dtype)
         self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
         self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 and not lora else None
@@ -174,7 +175,8 @@ class DiffBIRRestorer(Restorer):
         if self.lora is not None:
             raise RuntimeError('DiffBIRRestorer: LoRA adapters are already present')
         lora.base = lora.base or self._lora_base
-        self.lora = add_controlnet_lora(self.controlnet, lora)
+        with seeded_rng(self._lora_seed):  # the factors' init is the seed's, and the global stream is untouched
+            self.lora = add_controlnet_lora(self.controlnet, lora)
         self.controlnet_ref, self._compute = None, None
         for name, parameter in self.controlnet.named_parameters():
             if not is_lora_name(name):
