@@ -12,6 +12,8 @@ Checks, each a subprocess with its own time limit (a failing or slow one is repo
 4. ``prefix``: ``benchmarks/refl_step.py --grad-accum 4 --compare-batched-prefix`` (sd21: bf16, checkpointing);
 5. ``budget``: ``benchmarks/memory_budget.py`` measuring real steps (CUDA: ``max_memory_allocated`` beside the
    counted prediction);
+5b. ``lora_step`` / ``budget_lora``: DiffBIR with LoRA (``--lora-rank``, 32) on the IRControlNet: one step's time
+   (``refl_step.py --lora-rank``) and its measured memory budget;
 6. ``test``: ``tools/test.py`` on 2 faces.
 
 Writes ``gpu_check.md`` (the summary table, then each check's own report) and the logs to ``--out`` (default
@@ -125,7 +127,25 @@ def checks(args: argparse.Namespace, workdir: str) -> List[Check]:
                               '--weight-dtype', 'bf16', '--steps', '2', '--out', budget_md],
                    600, _budget_summary(budget_md), budget_md)
     trains, test = training_checks(args, workdir)
-    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, test]
+    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, *lora_checks(args, workdir),
+            test]
+
+
+def lora_checks(args: argparse.Namespace, workdir: str) -> List[Check]:
+    """DiffBIR with LoRA (rank ``--lora-rank``) on the IRControlNet: one step's time (``refl_step.py``: N = 1, the
+    full chain off) and its memory budget measured on real steps (CUDA: ``max_memory_allocated``)."""
+    real = [] if args.size == 'tiny' else ['--dtype', 'bf16', '--weight-dtype', 'bf16', '--gradient-checkpointing',
+                                           '--frm-checkpointing']
+    step_md, budget_md = osp.join(workdir, 'lora_step.md'), osp.join(workdir, 'budget_lora.md')
+    step = Check('lora_step', [PY, 'benchmarks/refl_step.py', '--size', args.size, '--device', args.device,
+                               '--lora-rank', str(args.lora_rank), '--steps', str(args.steps), '--no-full-chain',
+                               '--repeats', str(args.repeats), '--threads', str(args.threads), '--out', step_md, *real],
+                 args.prefix_timeout, _tail_line('| N = 1 (ReFL'), step_md)
+    budget = Check('budget_lora', [PY, 'benchmarks/memory_budget.py', '--restorer', 'diffbir', '--size', args.size,
+                                   '--device', args.device, '--weight-dtype', 'bf16', '--steps', '2',
+                                   '--lora-rank', str(args.lora_rank), '--out', budget_md],
+                   600, _budget_summary(budget_md), budget_md)
+    return [step, budget]
 
 
 def weights_check(workdir: str) -> Check:
@@ -211,6 +231,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--train-timeout', type=int, default=600)
     parser.add_argument('--prefix-timeout', type=int, default=900)
     parser.add_argument('--only', nargs='*', default=None, help='a subset of the check names')
+    parser.add_argument('--lora-rank', type=int, default=32, help='rank of the LoRA checks (lora_step, budget_lora)')
     args = parser.parse_args(argv)
     args.steps = args.steps or (10 if args.size == 'tiny' else 50)
     return args
