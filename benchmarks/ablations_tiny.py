@@ -16,7 +16,8 @@ batch 2, the FRM update every 4 steps, the same seed):
 
 Once all have trained, each restorer is tested by ``tools/test.py`` on the same held-out demo faces (faces the
 training set does not contain, degraded with a fixed seed), PSNR, SSIM, LPIPS, MUSIQ and the FRM reward (judged by the
-FRM every run starts from: ``no_dynamic_frm``'s, never updated), and the ``tools/compare_runs.py`` table is printed
+FRM every run starts from: ``no_dynamic_frm``'s, never updated; ``untrained``: the restorer they all start from, so
+each row's reward gain is its FRM reward minus that row's), and the ``tools/compare_runs.py`` table is printed
 against ``full``,
 followed by the hack monitor's values before and after the switch and the multi-reward run's reward terms.
 
@@ -114,7 +115,7 @@ def test_options(label: str, train_opt: Dict, faces: str, iters: int, judge: str
     opt['datasets']['test_1'].update(name='HeldOutDemoFaces64', dataroot_gt=faces, demo_faces=False, gt_size=64)
     opt['network_g'] = dict(train_opt['network_g'])
     models = osp.join(ROOT, 'experiments', train_opt['name'], 'models')
-    opt['path'] = {'pretrain_network_g': osp.join(models, f'net_g_{iters}.safetensors'),
+    opt['path'] = {'pretrain_network_g': osp.join(models, f'net_g_{iters}.safetensors') if iters else None,
                    'restored_root': osp.join(ROOT, 'results', f'{PREFIX}restored', label)}
     reward = {'type': 'calculate_frm_reward', 'model_name': 'tiny', 'checkpoint': judge}
     opt['val'].update(label=label, pbar=False, save_img=False, metrics={**TEST_METRICS, 'frm_reward': reward})
@@ -202,7 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         trained = list(pool.map(lambda label: train_variant(label, args.out, faces, args.iters), args.variants))
         judge = osp.join(ROOT, 'experiments', PREFIX + JUDGE_RUN, 'models', f'net_frm_{args.iters}.pth')
-        runs = list(pool.map(lambda t: test_variant(t, args.out, faces, judge), trained))
+        start_point = {**trained[0], 'label': 'untrained', 'last': None, 'seconds': {'train': 0.0}}  # the tiny start
+        runs = list(pool.map(lambda t: test_variant(t, args.out, faces, judge), [start_point, *trained]))
     by_label = {r['label']: r for r in runs}
     note = 'TINY random models: mechanics only, not results'
     comparisons = compare_runs([r['results'] for r in runs], baseline='full')

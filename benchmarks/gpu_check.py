@@ -64,6 +64,15 @@ def _per_iteration(log: str) -> str:
     return f'{float(found[-1]):.1f} s / iteration (BasicSR\'s mean), exit 0' if found else 'exit 0'
 
 
+def _step_summary(log: str) -> str:
+    """The N = 1 row of refl_step.py's variants table: step time, saved graph, peak."""
+    rows = [line for line in log.splitlines() if line.startswith('| N = 1 (ReFL')]
+    cells = [c.strip() for c in rows[-1].strip('|').split('|')] if rows else []
+    if len(cells) < 7:
+        return ''
+    return f'N = 1 step {cells[2]} ms, graph saved {cells[4]} MiB, peak {cells[6]} MiB'
+
+
 def _prefix_summary(path: str) -> Callable[[str], str]:
     def read(_log: str) -> str:
         if not osp.exists(path):
@@ -140,7 +149,7 @@ def lora_checks(args: argparse.Namespace, workdir: str) -> List[Check]:
     step = Check('lora_step', [PY, 'benchmarks/refl_step.py', '--size', args.size, '--device', args.device,
                                '--lora-rank', str(args.lora_rank), '--steps', str(args.steps), '--no-full-chain',
                                '--repeats', str(args.repeats), '--threads', str(args.threads), '--out', step_md, *real],
-                 args.prefix_timeout, _tail_line('| N = 1 (ReFL'), step_md)
+                 args.prefix_timeout, _step_summary, step_md)
     budget = Check('budget_lora', [PY, 'benchmarks/memory_budget.py', '--restorer', 'diffbir', '--size', args.size,
                                    '--device', args.device, '--weight-dtype', 'bf16', '--steps', '2',
                                    '--lora-rank', str(args.lora_rank), '--out', budget_md],

@@ -36,7 +36,9 @@ count optimiser steps, as in one process.
 ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
 Checkpoints hold only the restorer's trained part (``net_g_<iter>.safetensors``; older runs' ``.pth`` files still
 load) and the FRM (``net_frm_<iter>.pth``, the official ``state_dict`` layout, loadable by ``RewardLoss`` and HPS v2's
-code); training states hold both optimisers, so BasicSR's ``--auto_resume`` resumes both.
+code); training states hold both optimisers, so BasicSR's ``--auto_resume`` resumes both. ``train.ema_decay``
+(BasicSR's key) keeps an EMA of the trained part, saved as ``net_g_ema_<iter>.safetensors`` and used by validation
+(:mod:`drward.models.ema`).
 """
 from __future__ import annotations
 
