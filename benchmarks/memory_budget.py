@@ -332,7 +332,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
     parser.add_argument('--lora-rank', type=int, default=None, help='DiffBIR: LoRA of this rank on the IRControlNet')
     parser.add_argument('--lora-ranks', type=int, nargs='+', default=None, metavar='R',
-                        help='DiffBIR: the full fine-tune and LoRA of each rank side by side (benchmarks/budget_lora.py)')
+                        help='DiffBIR: the full fine-tune and LoRA of each rank side by side '
+                             '(benchmarks/budget_lora.py)')
     args = parser.parse_args(argv)
     args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)
     args.batch, args.gradient_checkpointing, args.frm_checkpointing = 1, False, False
