@@ -10,10 +10,15 @@ batch 2, the FRM update every 4 steps, the same seed):
 * ``hack``: the reward-hacking recipe: ``refl_diffbir_no_dynamic_frm_tiny.yml`` for ``--iters`` steps, then resumed
   from its own state with the updates switched on (``--auto_resume --force_yml train:frm_update:every=4``) for as
   many again; its ``training_curves.png`` shows both phases with the switch marked;
-* ``multireward`` (``options/refl_diffbir_multireward_tiny.yml``): the tiny FRM plus a tiny random MUSIQ.
+* ``multireward`` (``options/refl_diffbir_multireward_tiny.yml``): the tiny FRM plus a tiny random MUSIQ;
+* ``lora`` (``options/ablations/refl_diffbir_lora_tiny.yml``): LoRA rank 32 on the IRControlNet instead of the full
+  fine-tune (``network_g.lora``).
 
-Each trained restorer is then tested by ``tools/test.py`` on the same held-out demo faces (faces the training set
-does not contain, degraded with a fixed seed), and the ``tools/compare_runs.py`` table is printed against ``full``,
+Once all have trained, each restorer is tested by ``tools/test.py`` on the same held-out demo faces (faces the
+training set does not contain, degraded with a fixed seed), PSNR, SSIM, LPIPS, MUSIQ and the FRM reward (judged by the
+FRM every run starts from: ``no_dynamic_frm``'s, never updated; ``untrained``: the restorer they all start from, so
+each row's reward gain is its FRM reward minus that row's), and the ``tools/compare_runs.py`` table is printed
+against ``full``,
 followed by the hack monitor's values before and after the switch and the multi-reward run's reward terms.
 
 TINY RANDOM models score nothing about faces: the numbers show the mechanics (every recipe trains, resumes, tests and
@@ -50,7 +55,11 @@ VARIANTS = {  # label -> option file
     'no_dynamic_frm': 'options/ablations/refl_diffbir_no_dynamic_frm_tiny.yml',
     'hack': 'options/ablations/refl_diffbir_no_dynamic_frm_tiny.yml',
     'multireward': 'options/refl_diffbir_multireward_tiny.yml',
+    'lora': 'options/ablations/refl_diffbir_lora_tiny.yml',
 }
+#: The judge of the FRM reward column: the FRM every run starts from (same seed, same build order), as the run
+#: without dynamic updates saves it unchanged at its end.
+JUDGE_RUN = 'no_dynamic_frm'
 TEST_METRICS = {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
                 'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False},
                 'lpips': {'type': 'calculate_lpips', 'net': 'alex', 'weights_dir': 'weights/iqa'},
@@ -64,7 +73,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (one thread each)')
     parser.add_argument('--out', default=osp.join(ROOT, 'experiments', f'{PREFIX}work'),
                         help='folder for the option files, the faces and the table')
-    return parser.parse_args(argv)
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS),
+                        help='a subset of the runs (full and no_dynamic_frm are always run: baseline and judge)')
+    args = parser.parse_args(argv)
+    args.variants = list(dict.fromkeys(['full', JUDGE_RUN, *args.variants]))
+    return args
 
 
 def make_faces(work: str, heldout: int) -> Dict[str, str]:
@@ -94,7 +107,7 @@ def train_options(label: str, option_file: str, faces: str, iters: int) -> Dict:
     return opt
 
 
-def test_options(label: str, train_opt: Dict, faces: str, iters: int) -> Dict:
+def test_options(label: str, train_opt: Dict, faces: str, iters: int, judge: str) -> Dict:
     with open(osp.join(ROOT, 'options', 'test_celeba_tiny.yml'), encoding='utf-8') as handle:
         opt = yaml.safe_load(handle)
     opt['name'] = f'{PREFIX}test_{label}'
@@ -102,9 +115,10 @@ def test_options(label: str, train_opt: Dict, faces: str, iters: int) -> Dict:
     opt['datasets']['test_1'].update(name='HeldOutDemoFaces64', dataroot_gt=faces, demo_faces=False, gt_size=64)
     opt['network_g'] = dict(train_opt['network_g'])
     models = osp.join(ROOT, 'experiments', train_opt['name'], 'models')
-    opt['path'] = {'pretrain_network_g': osp.join(models, f'net_g_{iters}.safetensors'),
+    opt['path'] = {'pretrain_network_g': osp.join(models, f'net_g_{iters}.safetensors') if iters else None,
                    'restored_root': osp.join(ROOT, 'results', f'{PREFIX}restored', label)}
-    opt['val'].update(label=label, pbar=False, save_img=False, metrics=TEST_METRICS)
+    reward = {'type': 'calculate_frm_reward', 'model_name': 'tiny', 'checkpoint': judge}
+    opt['val'].update(label=label, pbar=False, save_img=False, metrics={**TEST_METRICS, 'frm_reward': reward})
     return opt
 
 
@@ -127,8 +141,8 @@ def write_yaml(opt: Dict, path: str) -> str:
     return path
 
 
-def one_variant(label: str, work: str, faces: Dict[str, str], iters: int) -> Dict:
-    """Train (the hack run: twice, the second resumed with FRM updates on), then test; the timings."""
+def train_variant(label: str, work: str, faces: Dict[str, str], iters: int) -> Dict:
+    """Train (the hack run: twice, the second resumed with FRM updates on); the timings."""
     opt = train_options(label, VARIANTS[label], faces['train'], iters)
     for folder in (osp.join(ROOT, 'experiments', opt['name']), osp.join(ROOT, 'results', f'{PREFIX}test_{label}'),
                    osp.join(ROOT, 'results', f'{PREFIX}restored', label)):
@@ -142,10 +156,16 @@ def one_variant(label: str, work: str, faces: Dict[str, str], iters: int) -> Dic
         seconds['train'] += run('train', osp.join(work, f'{label}_train.yml'), log, '--auto_resume', '--force_yml',
                                 f'train:frm_update:every={EVERY}', f'train:total_iter={last}',
                                 f'logger:save_checkpoint_freq={iters}')
-    test = test_options(label, opt, faces['test'], last)
-    seconds['test'] = run('test', write_yaml(test, osp.join(work, f'{label}_test.yml')), log)
-    return {'label': label, 'seconds': seconds, 'results': osp.join(ROOT, 'results', test['name']),
+    return {'label': label, 'seconds': seconds, 'opt': opt, 'last': last, 'log': log,
             'curves': osp.join(ROOT, 'experiments', opt['name'], 'training_curves.json'), 'switch_at': iters}
+
+
+def test_variant(trained: Dict, work: str, faces: Dict[str, str], judge: str) -> Dict:
+    """tools/test.py on the held-out faces; adds the results folder and the test time."""
+    label = trained['label']
+    test = test_options(label, trained['opt'], faces['test'], trained['last'], judge)
+    trained['seconds']['test'] = run('test', write_yaml(test, osp.join(work, f'{label}_test.yml')), trained['log'])
+    return {**trained, 'results': osp.join(ROOT, 'results', test['name'])}
 
 
 def phase_table(curves_path: str, switch_at: int) -> str:
@@ -181,7 +201,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     faces = make_faces(args.out, args.heldout)
     start = time.time()
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        runs = list(pool.map(lambda label: one_variant(label, args.out, faces, args.iters), VARIANTS))
+        trained = list(pool.map(lambda label: train_variant(label, args.out, faces, args.iters), args.variants))
+        judge = osp.join(ROOT, 'experiments', PREFIX + JUDGE_RUN, 'models', f'net_frm_{args.iters}.pth')
+        start_point = {**trained[0], 'label': 'untrained', 'last': None, 'seconds': {'train': 0.0}}  # the tiny start
+        runs = list(pool.map(lambda t: test_variant(t, args.out, faces, judge), [start_point, *trained]))
     by_label = {r['label']: r for r in runs}
     note = 'TINY random models: mechanics only, not results'
     comparisons = compare_runs([r['results'] for r in runs], baseline='full')
@@ -191,10 +214,12 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         f'# benchmarks/ablations_tiny.py: {args.iters} steps per run (hack: {args.iters} without FRM updates + '
         f'{args.iters} with), K = 4, batch 2, {args.heldout} held-out demo faces at 64²',
         '', *[c.to_markdown(note) for c in comparisons],
-        '## Reward hacking induced, then repaired (run `hack`)', '',
-        phase_table(by_label['hack']['curves'], by_label['hack']['switch_at']), '',
-        f"curves: {osp.join(osp.dirname(by_label['hack']['curves']), 'training_curves.png')}", '',
-        '## Multi-reward run: each reward term as logged', '', reward_terms(by_label['multireward']['curves']), '',
+        *(['## Reward hacking induced, then repaired (run `hack`)', '',
+           phase_table(by_label['hack']['curves'], by_label['hack']['switch_at']), '',
+           f"curves: {osp.join(osp.dirname(by_label['hack']['curves']), 'training_curves.png')}", '']
+          if 'hack' in by_label else []),
+        *(['## Multi-reward run: each reward term as logged', '', reward_terms(by_label['multireward']['curves']), '']
+          if 'multireward' in by_label else []),
         f'wall time {time.time() - start:.0f} s with {args.jobs} runs at a time (train + test per run: {timing})'])
     print(report, flush=True)
     with open(osp.join(args.out, 'report.md'), 'w', encoding='utf-8') as handle:

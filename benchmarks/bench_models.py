@@ -65,11 +65,13 @@ def _weight_dtype(args: argparse.Namespace, cls: type) -> Dict:
 
 
 def restorer_options(spec: RestorerSpec, args: argparse.Namespace) -> Dict:
-    """``network_g``: the spec's options at K = ``args.steps``, tiny or real sizes with random weights."""
+    """``network_g``: the spec's options at K = ``args.steps``, tiny or real sizes with random weights; with
+    ``args.lora_rank`` (``--lora-rank``, DiffBIR) LoRA adapters of that rank on the IRControlNet."""
     from basicsr.utils.registry import ARCH_REGISTRY
     size = {'tiny': True} if args.size == 'tiny' else {'random_weights': True}
     dtype = _weight_dtype(args, ARCH_REGISTRY.get(spec.arch_type))
-    return {'type': spec.arch_type, **spec.options(args.steps), **size, **dtype,
+    lora = {'lora': {'rank': int(args.lora_rank)}} if getattr(args, 'lora_rank', None) else {}
+    return {'type': spec.arch_type, **spec.options(args.steps), **size, **dtype, **lora,
             **(getattr(args, 'network_overrides', None) or {})}
 
 

@@ -12,6 +12,8 @@ Checks, each a subprocess with its own time limit (a failing or slow one is repo
 4. ``prefix``: ``benchmarks/refl_step.py --grad-accum 4 --compare-batched-prefix`` (sd21: bf16, checkpointing);
 5. ``budget``: ``benchmarks/memory_budget.py`` measuring real steps (CUDA: ``max_memory_allocated`` beside the
    counted prediction);
+5b. ``lora_step`` / ``budget_lora``: DiffBIR with LoRA (``--lora-rank``, 32) on the IRControlNet: one step's time
+   (``refl_step.py --lora-rank``) and its measured memory budget;
 6. ``test``: ``tools/test.py`` on 2 faces;
 7. ``eval_throughput``: ``benchmarks/eval_throughput.py``: faces per second, peak memory and the largest pixel
    difference from batch 1 at B = 1, 2, 4, 8, with the predicted CelebA-Test time on 1 and 8 GPUs.
@@ -62,6 +64,15 @@ def _per_iteration(log: str) -> str:
     """BasicSR's running mean of the iteration time, from the last log line that has it."""
     found = re.findall(r'time \(data\): ([0-9.]+)', log)
     return f'{float(found[-1]):.1f} s / iteration (BasicSR\'s mean), exit 0' if found else 'exit 0'
+
+
+def _step_summary(log: str) -> str:
+    """The N = 1 row of refl_step.py's variants table: step time, saved graph, peak."""
+    rows = [line for line in log.splitlines() if line.startswith('| N = 1 (ReFL')]
+    cells = [c.strip() for c in rows[-1].strip('|').split('|')] if rows else []
+    if len(cells) < 7:
+        return ''
+    return f'N = 1 step {cells[2]} ms, graph saved {cells[4]} MiB, peak {cells[6]} MiB'
 
 
 def _prefix_summary(path: str) -> Callable[[str], str]:
@@ -127,8 +138,8 @@ def checks(args: argparse.Namespace, workdir: str) -> List[Check]:
                               '--weight-dtype', 'bf16', '--steps', '2', '--out', budget_md],
                    600, _budget_summary(budget_md), budget_md)
     trains, test = training_checks(args, workdir)
-    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, test,
-            eval_throughput_check(size, device, workdir)]
+    return [env, *([] if tiny else [weights_check(workdir)]), *trains, prefix, budget, *lora_checks(args, workdir),
+            test, eval_throughput_check(size, device, workdir)]
 
 
 def eval_throughput_check(size: str, device: str, workdir: str) -> Check:
@@ -137,6 +148,23 @@ def eval_throughput_check(size: str, device: str, workdir: str) -> Check:
     return Check('eval_throughput', [PY, 'benchmarks/eval_throughput.py', '--size', size, '--device', device,
                                      '--out', out, '--json', osp.join(workdir, 'eval_throughput.json')],
                  900, _tail_line('Fastest'), out)
+
+
+def lora_checks(args: argparse.Namespace, workdir: str) -> List[Check]:
+    """DiffBIR with LoRA (rank ``--lora-rank``) on the IRControlNet: one step's time (``refl_step.py``: N = 1, the
+    full chain off) and its memory budget measured on real steps (CUDA: ``max_memory_allocated``)."""
+    real = [] if args.size == 'tiny' else ['--dtype', 'bf16', '--weight-dtype', 'bf16', '--gradient-checkpointing',
+                                           '--frm-checkpointing']
+    step_md, budget_md = osp.join(workdir, 'lora_step.md'), osp.join(workdir, 'budget_lora.md')
+    step = Check('lora_step', [PY, 'benchmarks/refl_step.py', '--size', args.size, '--device', args.device,
+                               '--lora-rank', str(args.lora_rank), '--steps', str(args.steps), '--no-full-chain',
+                               '--repeats', str(args.repeats), '--threads', str(args.threads), '--out', step_md, *real],
+                 args.prefix_timeout, _step_summary, step_md)
+    budget = Check('budget_lora', [PY, 'benchmarks/memory_budget.py', '--restorer', 'diffbir', '--size', args.size,
+                                   '--device', args.device, '--weight-dtype', 'bf16', '--steps', '2',
+                                   '--lora-rank', str(args.lora_rank), '--out', budget_md],
+                   600, _budget_summary(budget_md), budget_md)
+    return [step, budget]
 
 
 def weights_check(workdir: str) -> Check:
@@ -222,6 +250,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--train-timeout', type=int, default=600)
     parser.add_argument('--prefix-timeout', type=int, default=900)
     parser.add_argument('--only', nargs='*', default=None, help='a subset of the check names')
+    parser.add_argument('--lora-rank', type=int, default=32, help='rank of the LoRA checks (lora_step, budget_lora)')
     args = parser.parse_args(argv)
     args.steps = args.steps or (10 if args.size == 'tiny' else 50)
     return args

@@ -33,6 +33,8 @@ context.
     python benchmarks/memory_budget.py --skip-activations --world-size 4  # per GPU, 4 ranks, sharded AdamW states
     python benchmarks/memory_budget.py --restorer diffbir --weight-dtype bf16 --activations-gib 5.47 2.75 1.36
                                                                           # counted, with activations measured before
+    python benchmarks/memory_budget.py --weight-dtype bf16 --activations-gib 5.47 2.75 1.36 --lora-ranks 8 32 128
+                                          # DiffBIR: full fine-tune vs LoRA ranks (benchmarks/budget_lora.py)
 """
 from __future__ import annotations
 
@@ -285,7 +287,8 @@ def render(args: argparse.Namespace, spec: RestorerSpec, budget: Budget) -> str:
     scale, unit = (GIB, 'GiB') if args.size == 'sd21' else (2 ** 20, 'MiB')
     per_gpu = f', per GPU of {args.world_size} (sharded AdamW states)' if args.world_size > 1 else ''
     header = (f'## Memory budget: {spec.title} + FRM ({size_title(args.size)}), {args.resolution}², batch '
-              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}{per_gpu}')
+              f'{args.batch}, N = 1, autocast {args.dtype}, weight_dtype {_weight_dtype_note(args, spec)}{per_gpu}'
+              + (f', LoRA rank {args.lora_rank} on the IRControlNet' if getattr(args, 'lora_rank', None) else ''))
     table = markdown_table(['component', 'what', f'no checkpointing {unit}', f'checkpointing {unit}'],
                            budget_rows(budget, scale), align='llrr')
     in_unit = '' if unit == 'GiB' else f' ({GOAL_GIB * GIB / scale:,.0f} {unit})'
@@ -327,6 +330,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--world-size', type=int, default=1,
                         help='one GPU of a P-rank run: AdamW states sharded over P, DDP gradient buckets (counted)')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
+    parser.add_argument('--lora-rank', type=int, default=None, help='DiffBIR: LoRA of this rank on the IRControlNet')
+    parser.add_argument('--lora-ranks', type=int, nargs='+', default=None, metavar='R',
+                        help='DiffBIR: the full fine-tune and LoRA of each rank side by side '
+                             '(benchmarks/budget_lora.py)')
     args = parser.parse_args(argv)
     args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)
     args.batch, args.gradient_checkpointing, args.frm_checkpointing = 1, False, False
@@ -339,6 +346,10 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.lora_ranks:  # the LoRA table (DiffBIR only: the restorer whose paper recipe trains a whole network)
+        from benchmarks.budget_lora import lora_budgets, render_lora
+        return emit_report(render_lora(args, SPECS['diffbir'], lora_budgets(args, SPECS['diffbir'], args.lora_ranks)),
+                           args.out)
     names = sorted(SPECS) if args.restorer == 'both' else [args.restorer]
     reports = []
     for name in names:

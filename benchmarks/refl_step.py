@@ -89,6 +89,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="wall time, or this thread's CPU time (CPU, --threads 1: steadier on a busy machine)")
     parser.add_argument('--rss-interval-ms', type=float, default=1.0, help='CPU memory sampling interval')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--lora-rank', type=int, default=None, help='DiffBIR: network_g.lora rank (default: full)')
     parser.add_argument('--construct-only', action='store_true',
                         help='build the models on the meta device and report their sizes; run nothing')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')

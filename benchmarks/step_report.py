@@ -112,7 +112,8 @@ def _setting(args: argparse.Namespace, spec: RestorerSpec, model, k: int) -> str
     stored = {str(p.dtype).replace('torch.', '') for module in (net, model.frm) for p in module.parameters()}
     dtypes = ', '.join(sorted(stored))
     return (f'## ReFL step: {spec.title} ({size_title(args.size)}), {args.resolution}², batch {args.batch}, K = {k}, '
-            f'{args.dtype}, gradient checkpointing: {_checkpointing(args)}\n\n'
+            f'{args.dtype}, gradient checkpointing: {_checkpointing(args)}'
+            f'{f", LoRA rank {args.lora_rank} on the IRControlNet" if getattr(args, "lora_rank", None) else ""}\n\n'
             f'Device: {device}; torch {torch.__version__}. Parameters: restorer {restorer / 1e6:,.2f} M '
             f'(trained {trained / 1e6:,.2f} M), FRM {frm / 1e6:,.2f} M; stored as {dtypes}.')
 

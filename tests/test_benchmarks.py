@@ -247,7 +247,8 @@ def test_gpu_check_plumbing_writes_its_table(tmp_path):
     from benchmarks import gpu_check
     args = gpu_check.parse_args(['--device', 'cpu', '--size', 'tiny', '--out', str(tmp_path)])
     names = [c.name for c in gpu_check.checks(args, str(tmp_path / 'work'))]
-    assert names == ['environment', 'train_diffbir', 'train_osediff', 'prefix', 'budget', 'test', 'eval_throughput']
+    assert names == ['environment', 'train_diffbir', 'train_osediff', 'prefix', 'budget', 'lora_step', 'budget_lora',
+                     'test', 'eval_throughput']
     assert gpu_check.main(['--device', 'cpu', '--size', 'tiny', '--out', str(tmp_path), '--only', 'environment']) == 0
     table = (tmp_path / 'gpu_check.md').read_text()
     # the CPU's bf16 support is named either way (native on AMX / AVX-512 BF16 CPUs, emulated on AVX2-only ones)

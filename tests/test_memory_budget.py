@@ -138,3 +138,22 @@ def test_cuda_measure_runs_the_checkpointed_step_first_and_reports_an_oom_varian
     total = next(line for line in report.splitlines() if line.startswith('| **total = predicted peak**'))
     assert total.split('|')[3].strip() == 'OOM' and total.split('|')[4].strip() != 'OOM'
     assert '**total, FRM AdamW states offloaded' in report
+
+
+def test_lora_rows_count_the_factors_only_and_drop_the_theta0_copy():
+    """--lora-ranks (benchmarks/budget_lora.py), counted at tiny size: per row the gradients and AdamW states are the
+    adapters' own bytes, the weights lose the full θ₀ copy of the IRControlNet, and the table has one row per rank."""
+    from benchmarks.budget_lora import lora_budgets
+    args = memory_budget.parse_args(['--size', 'tiny', '--skip-activations', '--lora-ranks', '2', '8'])
+    budgets = lora_budgets(args, bench_models.SPECS['diffbir'], args.lora_ranks)
+    assert [label for label, _, _ in budgets] == ['full IRControlNet (paper)', 'LoRA rank 2', 'LoRA rank 8']
+    full = budgets[0][2]
+    for _, rank, budget in budgets[1:]:
+        args.lora_rank = rank
+        net, _, _ = bench_models.build_on_meta(args, bench_models.SPECS['diffbir'])
+        factors = sum(p.numel() * p.element_size() for p in net.trainable_parameters())
+        assert budget.generator_trained == factors < full.generator_trained
+        assert net.controlnet_ref is None and budget.total(False) < full.total(False)
+    report = memory_budget.main(['--size', 'tiny', '--skip-activations', '--lora-ranks', '2', '8'])
+    header, rows = table_starting_with(report, 'generator')
+    assert [row[0] for row in rows] == ['full IRControlNet (paper)', 'LoRA rank 2', 'LoRA rank 8']

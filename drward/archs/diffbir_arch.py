@@ -33,6 +33,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from drward.archs.compiled import CompiledOnce
+from drward.archs.controlnet_lora import (ControlNetLora, add_controlnet_lora, base_name, lora_state_dict,
+                                          parse_lora_option, read_lora_metadata)
+from drward.archs.lora import adapters_disabled, is_lora_name
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.image_sizes import resize_short_side, resize_to
 from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
@@ -45,7 +48,7 @@ from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion import row_noise
 from drward.diffusion.colorfix import wavelet_color_fix
 from drward.diffusion.ddim import PrefixState, TruncatedDDIMSampler
-from drward.utils.option_schema import Bool, Choice, Int, ListOf, Num, OneOf, Option, Text
+from drward.utils.option_schema import Bool, Choice, Int, ListOf, Num, OneOf, Option, Section, Text
 from drward.utils.options import OptionError
 from drward.utils.registry import register
 
@@ -72,7 +75,10 @@ class DiffBIRRestorer(Restorer):
     runs the fp32 IRControlNet through a bf16 :class:`~drward.archs.precision.ComputeCopy`).
 
     Modules whose weight file is given are built empty and materialised from the file (one copy of the weights,
-    :mod:`drward.archs.materialize`).
+    :mod:`drward.archs.materialize`). ``lora`` (``{rank, alpha, target_modules, dropout}``,
+    :mod:`drward.archs.controlnet_lora`): train LoRA adapters on the IRControlNet instead of all of it (null, the
+    default: the paper's full fine-tune); the frozen reference θ₀ is then the IRControlNet with its adapters disabled
+    (no second copy).
     """
 
     family = 'diffbir'
@@ -95,12 +101,17 @@ class DiffBIRRestorer(Restorer):
         'min_short_side': Option(Int(0, nullable=True), None, 'a shorter input side is upscaled to it before stage 1 '
                                  'and resized back; null: 512 (0 for tiny models); 0: off'),
         'compile': Option(Bool(), False, 'torch.compile the no-grad denoiser calls (unmeasured at real size)'),
+        'lora': Option(Section({'rank': Int(1), 'alpha': Num(0, lo_open=True), 'target_modules': ListOf(Text()),
+                                'dropout': Num(0, 1)}, nullable=True), None,
+                       'LoRA on the IRControlNet {rank (required), alpha = rank, target_modules, dropout = 0}; '
+                       "null: the paper's full fine-tune (defaults: archs/controlnet_lora.py)"),
     }
 
     def __init__(self, **opts):
         super().__init__()
         self.opt = opt = self.resolve_options(opts)
         self.is_tiny = bool(opt['tiny'])
+        lora = parse_lora_option(opt['lora'])
         self.color_fix = bool(opt['color_fix'])
         self.min_short_side = _min_short_side(opt['min_short_side'], self.is_tiny)
         self.control_scales = expand_control_scales(opt['control_scales'])
@@ -126,9 +137,14 @@ class DiffBIRRestorer(Restorer):
                 check_materialized(module, f'DiffBIRRestorer ({owner})')
         store_frozen(self.sd.freeze(), dtype)
         store_frozen(self.stage1.requires_grad_(False).eval(), dtype)
-        self.controlnet_ref = copy_frozen(self.controlnet, dtype)
+        self.lora: Optional[ControlNetLora] = None
+        self._lora_base = base_name(opt['diffbir_checkpoint'], self.is_tiny, int(opt['seed']))
+        self._lora_seed = int(opt['seed'])
+        self.controlnet_ref = None if lora else copy_frozen(self.controlnet, dtype)
         self.set_gradient_checkpointing(bool(opt['gradient_checkpointing']))
-        self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 else None
+        self._compute = ComputeCopy(self.controlnet, dtype) if dtype != torch.float32 and not lora else None
+        if lora:
+            self.enable_lora(lora)
         self._eps_no_grad = CompiledOnce(self._eps, 'DiffBIRRestorer') if opt['compile'] else self._eps
 
     # -- construction ------------------------------------------------------------------------------------------
@@ -158,6 +174,47 @@ class DiffBIRRestorer(Restorer):
                 logger.warning('DiffBIRRestorer: no diffbir_checkpoint; IRControlNet initialised from the UNet')
         for report in reports:
             log_and_check('DiffBIRRestorer', report)
+
+    def enable_lora(self, lora: ControlNetLora) -> None:
+        """Add fresh adapters to the IRControlNet (or a file's layout, before loading its factors): from now on only
+        they train; the IRControlNet's own weights are frozen, stored in ``weight_dtype``, and with the adapters
+        disabled serve as θ₀ (the full copy θ₀ and the bf16 compute copy are dropped)."""
+        if self.lora is not None:
+            raise RuntimeError('DiffBIRRestorer: LoRA adapters are already present')
+        lora.base = lora.base or self._lora_base
+        with seeded_rng(self._lora_seed):  # the factors' init is the seed's, and the global stream is untouched
+            self.lora = add_controlnet_lora(self.controlnet, lora)
+        self.controlnet_ref, self._compute = None, None
+        for name, parameter in self.controlnet.named_parameters():
+            if not is_lora_name(name):
+                parameter.data = parameter.data.to(self.weight_dtype)
+        count = sum(p.numel() for p in self.trainable_parameters())
+        get_root_logger().info(f'DiffBIRRestorer: LoRA rank {lora.rank}, alpha {lora.alpha:g} on '
+                               f'{len(lora.modules)} IRControlNet modules ({count / 1e6:.2f} M trained parameters; '
+                               f'base: {lora.base})')
+
+    def prepare_for_trained_file(self, metadata: Dict[str, str]) -> None:
+        """A LoRA-only checkpoint (its metadata names the adapters) adds the same adapters to a restorer built
+        without ``lora``; a mismatch between the file's and the option's adapters, or a full checkpoint for a LoRA
+        restorer, is a one-line error."""
+        found = read_lora_metadata(metadata)
+        if found is None:
+            if self.lora is not None:
+                raise OptionError('DiffBIRRestorer: network_g.lora is set but the checkpoint holds a full '
+                                  'IRControlNet (no LoRA metadata); drop lora to load it')
+            return
+        if self.lora is None:
+            get_root_logger().info(f'DiffBIRRestorer: the checkpoint holds LoRA adapters (rank {found.rank}); '
+                                   'adding them')
+            self.enable_lora(found)
+        elif (found.rank, found.alpha, sorted(found.modules or [])) != \
+                (self.lora.rank, self.lora.alpha, sorted(self.lora.modules or [])):
+            raise OptionError(f'DiffBIRRestorer: the checkpoint\'s LoRA (rank {found.rank}, alpha {found.alpha:g}, '
+                              f'{len(found.modules or [])} modules) differs from network_g.lora (rank '
+                              f'{self.lora.rank}, alpha {self.lora.alpha:g}, {len(self.lora.modules)} modules)')
+        if found.base != self.lora.base:
+            get_root_logger().warning(f'DiffBIRRestorer: the LoRA checkpoint was trained on {found.base!r}, this '
+                                      f'restorer\'s IRControlNet is {self.lora.base!r}')
 
     # -- the Restorer interface --------------------------------------------------------------------------------
     @runs_in_weight_dtype
@@ -255,7 +312,7 @@ class DiffBIRRestorer(Restorer):
                 return self._eps_no_grad(z_t, t, cond, context)
             residuals = self._trained_branch()(z_t, cond, t, context)
             with torch.no_grad():
-                reference = self.controlnet_ref(z_t, cond, t, context)
+                reference = self._reference(z_t, cond, t, context)
             pairs.extend(zip(residuals, reference))
             return self._eps(z_t, t, cond, context, residuals)
         return denoise
@@ -268,6 +325,13 @@ class DiffBIRRestorer(Restorer):
         down, mid = scale_residuals(residuals, self.control_scales)
         return self.sd.unet(z_t, t, encoder_hidden_states=context, down_block_additional_residuals=down,
                             mid_block_additional_residual=mid).sample
+
+    def _reference(self, z_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, context: torch.Tensor):
+        """``c_k^{θ₀}``: the frozen initial copy, or with LoRA the IRControlNet with its adapters disabled."""
+        if self.lora is None:
+            return self.controlnet_ref(z_t, cond, t, context)
+        with adapters_disabled(self.controlnet):
+            return self.controlnet(z_t, cond, t, context)
 
     def _trained_branch(self) -> nn.Module:
         """The IRControlNet as it runs: the fp32 masters, or their bf16 compute copy."""
@@ -282,15 +346,32 @@ class DiffBIRRestorer(Restorer):
             self._compute.release()
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """The IRControlNet's parameters, all of them (DiffBIR ReFL trains the whole control branch)."""
-        return self.controlnet.parameters()
+        """The IRControlNet's parameters, all of them (DiffBIR ReFL trains the whole control branch), or with
+        ``lora`` its adapter factors only."""
+        if self.lora is None:
+            return self.controlnet.parameters()
+        return (p for name, p in self.controlnet.named_parameters() if is_lora_name(name))
 
     def trained_state_dict(self) -> Dict[str, torch.Tensor]:
-        return self.controlnet.state_dict()
+        return self.controlnet.state_dict() if self.lora is None else lora_state_dict(self.controlnet)
 
     def load_trained_state_dict(self, state: Dict[str, torch.Tensor], strict: bool = True) -> None:
-        """Load IRControlNet weights; the frozen reference θ₀ keeps the initial (pretrained) weights."""
-        self.controlnet.load_state_dict(state, strict=strict)
+        """Load IRControlNet weights (or its LoRA factors); the frozen reference θ₀ keeps the initial weights."""
+        if self.lora is None:
+            if any(is_lora_name(k) for k in state):
+                raise KeyError('DiffBIRRestorer: the state holds LoRA factors but the restorer has no adapters '
+                               '(load the .safetensors file, whose metadata names them)')
+            self.controlnet.load_state_dict(state, strict=strict)
+            return
+        expected = set(lora_state_dict(self.controlnet))
+        if strict and set(state) != expected:
+            raise KeyError(f'DiffBIRRestorer: LoRA state mismatch; missing {sorted(expected - set(state))[:3]}, '
+                           f'unexpected {sorted(set(state) - expected)[:3]}')
+        self.controlnet.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+    def trained_file_metadata(self) -> Dict[str, str]:
+        """With ``lora``: the adapters (rank, α, modules, base), so the file rebuilds them when loaded."""
+        return self.lora.to_metadata() if self.lora is not None else {}
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Activation checkpointing in the VAE decoder, the UNet and the IRControlNet."""
@@ -302,5 +383,6 @@ class DiffBIRRestorer(Restorer):
         self.training = mode
         self.controlnet.train(mode)
         for frozen in (self.sd, self.stage1, self.controlnet_ref):
-            frozen.eval()
+            if frozen is not None:
+                frozen.eval()
         return self

@@ -57,6 +57,11 @@ def _adaptable_modules(model: nn.Module, patterns) -> Iterator[str]:
             yield name[:-len('.weight')]
 
 
+def adaptable_module_names(model: nn.Module, patterns) -> List[str]:
+    """The module names :func:`_adaptable_modules` yields, in order, each once (the IRControlNet's LoRA targets)."""
+    return list(dict.fromkeys(_adaptable_modules(model, patterns)))
+
+
 def unet_lora_targets(unet: nn.Module) -> Dict[str, List[str]]:
     """OSEDiff's UNet split: ``{'default_encoder': [...], 'default_decoder': [...], 'default_others': [...]}``."""
     split: Dict[str, List[str]] = {adapter: [] for adapter in UNET_ADAPTERS}

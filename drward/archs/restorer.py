@@ -107,6 +107,9 @@ class Restorer(nn.Module):
         """Strings stored beside the trained part in its ``.safetensors`` file (e.g. an adapter layout)."""
         return {}
 
+    def prepare_for_trained_file(self, metadata: Dict[str, str]) -> None:
+        """Called with a checkpoint's metadata before its tensors load (e.g. add the adapters it names)."""
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Turn activation checkpointing on/off in the big modules (UNet, control branch, VAE decoder)."""
 
@@ -128,6 +131,17 @@ def trained_part_file(path: str) -> str:
     return sibling if not os.path.exists(path) and os.path.exists(sibling) else str(path)
 
 
+def ema_file_for(path: str) -> str:
+    """The EMA file beside a ``net_g_<iter>`` checkpoint (``net_g_ema_<iter>.safetensors``, or ``.pth`` when only
+    that exists); a path that already names an EMA file is returned as it is."""
+    folder, name = os.path.split(str(path))
+    if name.startswith('net_g_ema_'):
+        return trained_part_file(path)
+    stem = os.path.splitext(name)[0]
+    stem = 'net_g_ema_' + stem[len('net_g_'):] if stem.startswith('net_g_') else stem + '_ema'
+    return trained_part_file(os.path.join(folder, stem + '.pth'))
+
+
 def save_trained_part(net: Restorer, path: str) -> None:
     """Write the restorer's trained part as ``.safetensors``: tensors only, no pickle, memory-mapped on load, the
     format diffusers and peft read; the metadata names the family and adds :meth:`Restorer.trained_file_metadata`."""
@@ -138,17 +152,35 @@ def save_trained_part(net: Restorer, path: str) -> None:
 
 def load_restorer_weights(net: nn.Module, path: str, param_key: str = 'params', strict: bool = True) -> None:
     """Load a checkpoint: a ``.safetensors`` file, ``{param_key: state}`` or a bare state dict (old ``.pth`` files),
-    read by :func:`~drward.utils.safe_load.load_weights`; a Restorer gets its trained part only."""
-    state = load_weights(trained_part_file(path))
+    read by :func:`~drward.utils.safe_load.load_weights`; a Restorer gets its trained part only (after
+    :meth:`Restorer.prepare_for_trained_file` saw the file's metadata). ``param_key='params_ema'`` (BasicSR's EMA key)
+    on a ``net_g_<iter>`` path without that entry reads the ``net_g_ema_<iter>`` file beside it."""
+    path = trained_part_file(path)
+    if param_key == 'params_ema' and path.endswith('.safetensors') and not os.path.basename(path).startswith(
+            'net_g_ema_'):
+        path = ema_file_for(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'param_key params_ema: no EMA file {path} (train with train.ema_decay > 0)')
+    state = load_weights(path)
     if isinstance(state, Mapping) and isinstance(state.get(param_key), Mapping):
         state = state[param_key]
     if not isinstance(state, Mapping):
         raise ValueError(f'{path}: expected a state dict (optionally under {param_key!r}), got {type(state).__name__}')
     state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if isinstance(net, Restorer):
+        net.prepare_for_trained_file(file_metadata(path))
         net.load_trained_state_dict(state, strict=strict)
     else:
         net.load_state_dict(state, strict=strict)
+
+
+def file_metadata(path: str) -> Dict[str, str]:
+    """The metadata of a ``.safetensors`` file (``{}`` for other files)."""
+    if not str(path).endswith('.safetensors'):
+        return {}
+    from safetensors import safe_open
+    with safe_open(str(path), framework='pt') as handle:
+        return dict(handle.metadata() or {})
 
 
 def restore_seeded(restorer: Restorer, lq: torch.Tensor, captions: Optional[Sequence[str]],

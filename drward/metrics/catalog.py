@@ -34,6 +34,7 @@ CATALOG = {
     'calculate_clipiqa': MetricInfo('CLIPIQA', needs_gt=False),
     'calculate_aesthetic': MetricInfo('Aesthetic', needs_gt=False),
     'calculate_pyiqa': MetricInfo('pyiqa', needs_gt=False),
+    'calculate_frm_reward': MetricInfo('FRM reward', needs_gt=False),
 }
 _PYIQA_FULL_REFERENCE = ('psnr', 'psnry', 'ssim', 'ssimc', 'ms_ssim', 'lpips', 'lpips-vgg', 'dists', 'fsim', 'vif')
 

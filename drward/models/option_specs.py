@@ -90,7 +90,7 @@ REFL_TRAIN = Section({
     **_TRAIN, 'grad_accum': Int(1), 'grad_accum_mode': Choice('mean', 'last_microbatch'), 'grad_steps': Int(1),
     'gradient_checkpointing': Bool(), 'optim_g': ADAMW, 'reg_opt': LOSSES, 'dwt_opt': LOSSES,
     'reward_opt': LOSSES, 'lpips_opt': LOSSES, 'frm_update': FRM_UPDATE, 'hack_monitor': HACK_MONITOR,
-    'batched_prefix': Bool(), 'prefix_batch_size': Int(1, nullable=True)},
+    'batched_prefix': Bool(), 'prefix_batch_size': Int(1, nullable=True), 'ema_decay': Num(0, 1)},
     also=REFL_TRAIN_KEYS)
 FRM_TRAIN = Section({**_TRAIN, 'grad_clip': Num(0, lo_open=True, nullable=True), 'optim_frm': ADAMW,
                      'pref_opt': LOSSES, 'gradient_checkpointing': Bool()}, also=FRM_TRAIN_KEYS)
@@ -112,8 +112,8 @@ DIST_PARAMS = Section({'backend': Choice('nccl', 'gloo'), 'port': Int(1, 65535),
 PATHS = Section({'pretrain_network_g': PATH, 'pretrain_network_frm': PATH, 'resume_state': PATH,
                  'param_key_g': Text(), 'strict_load_g': Bool(nullable=True)},
                 also=('experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root',
-                      'restored_root', 'pretrain_network_d', 'param_key_d', 'strict_load_d', 'param_key_frm', 'strict_load_frm',
-                      'root'))
+                      'restored_root', 'pretrain_network_d', 'param_key_d', 'strict_load_d', 'param_key_frm',
+                      'strict_load_frm', 'root'))
 #: Top-level keys BasicSR itself reads or adds (basicsr/utils/options.py and its pipelines).
 BASICSR_TOP_KEYS = ('is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path', 'datasets', 'path',
                     'logger', 'val', 'train', 'network_g', 'network_d', 'dist_params', 'host_packages')

@@ -36,7 +36,9 @@ count optimiser steps, as in one process.
 ReFLModel never knows which restorer it drives: anything implementing :class:`drward.archs.restorer.Restorer`.
 Checkpoints hold only the restorer's trained part (``net_g_<iter>.safetensors``; older runs' ``.pth`` files still
 load) and the FRM (``net_frm_<iter>.pth``, the official ``state_dict`` layout, loadable by ``RewardLoss`` and HPS v2's
-code); training states hold both optimisers, so BasicSR's ``--auto_resume`` resumes both.
+code); training states hold both optimisers, so BasicSR's ``--auto_resume`` resumes both. ``train.ema_decay``
+(BasicSR's key) keeps an EMA of the trained part, saved as ``net_g_ema_<iter>.safetensors`` and used by validation
+(:mod:`drward.models.ema`).
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
 from drward.models.batched_prefix import BATCHED_PREFIX_KEYS, BatchedPrefix
 from drward.models.dynamic_frm import DynamicFRMUpdate
+from drward.models.ema import TrainedPartEMA
 from drward.models.hack_monitor import HackMonitor
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
 from drward.models.training_state import ResumableStateMixin
@@ -70,7 +73,7 @@ from drward.utils.registry import register
 
 TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
               'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update', 'hack_monitor', 'shard_optimizer_states') + BATCHED_PREFIX_KEYS
+              'frm_update', 'hack_monitor', 'shard_optimizer_states', 'ema_decay') + BATCHED_PREFIX_KEYS
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
 AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
@@ -109,6 +112,7 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.net_g = self.net_g.to(self.device)
         self.reward_loss = None  # train.reward_opt: the rewards, behind drward.archs.reward.Reward
         self.frm = None  # its trainable reward (the FRM), trained by the dynamic update
+        self.ema = None  # train.ema_decay: an EMA of the trained part (drward/models/ema.py)
         load_path = opt['path'].get('pretrain_network_g')
         if load_path:
             self.load_trained(load_path)
@@ -158,6 +162,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         self.optimizer_g = make_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()), shard,
                                           **optim_g)
         self.optimizers.append(self.optimizer_g)
+        self.ema = TrainedPartEMA.from_options(self.net_g, train_opt.get('ema_decay'),
+                                               self.opt['path'].get('pretrain_network_g'))
         self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast,
                                            shard=shard, idle_optimizers=[self.optimizer_g])
         self.frm_update.resume(self.opt['path'])
@@ -225,6 +231,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
                                                                     self.grad_clip_g))
         self.optimizer_g.step()
         self.optimizer_g.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update()
         self.net_g.release_compute_caches()  # stale casts of the old weights: free during the FRM update
         release_host_memory()
         with torch.no_grad(), self._autocast():
@@ -288,12 +296,18 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         return self.log_dict
 
     # ------------------------------------------------------------------------------------------------ validation
+    def _validation_weights(self):
+        """The EMA weights when there is an EMA (BasicSR validates ``net_g_ema``), else the training weights."""
+        return self.ema.swapped_in() if self.ema is not None else nullcontext()
+
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        results = self.validator.run(dataloader, current_iter, tb_logger, save_img)
+        with self._validation_weights():
+            results = self.validator.run(dataloader, current_iter, tb_logger, save_img)
         self.curves.validation(current_iter, dataloader.dataset.opt['name'], results)
 
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        results = self.validator.run(dataloader, current_iter, tb_logger, save_img)  # each rank its share
+        with self._validation_weights():
+            results = self.validator.run(dataloader, current_iter, tb_logger, save_img)  # each rank its share
         if self.opt['rank'] == 0:
             self.curves.validation(current_iter, dataloader.dataset.opt['name'], results)
 
@@ -309,6 +323,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         if writes:
             os.makedirs(self.opt['path']['models'], exist_ok=True)
             save_trained_part(self.net_g, self._model_path('g', current_iter, '.safetensors'))
+            if self.ema is not None:  # beside net_g, as BasicSR's params_ema; resume reads it back
+                self.ema.save(self._model_path('g_ema', current_iter, '.safetensors'))
             if self.frm is not None:
                 self.frm_update.save(self._model_path('frm', current_iter))
         self.save_training_state(epoch, current_iter)

@@ -40,6 +40,10 @@ ABLATIONS: Tuple[Ablation, ...] = (
              ((('train', 'grad_steps'), '2', 'ABLATION: N = 2 (the N sweep)'),)),
     Ablation('grad_steps_4', 'truncation depth N = 4: the graph spans the last four denoiser calls (paper: N = 1)',
              ((('train', 'grad_steps'), '4', 'ABLATION: N = 4 (the N sweep)'),)),
+    Ablation('lora', 'LoRA (rank 32) on the IRControlNet instead of the full fine-tune: fewer trained weights, '
+             'smaller checkpoints and optimiser states (docs/experiments.md, docs/speed.md)',
+             ((('network_g', 'lora'), '{rank: 32, alpha: 32, dropout: 0.0}',
+               'ABLATION: LoRA adapters only (drward/archs/controlnet_lora.py)'),)),
 )
 #: parent option file → the suffix its derived files add to it (``refl_diffbir_tiny`` → ``refl_diffbir_<x>_tiny``)
 PARENTS: Dict[str, str] = {'refl_diffbir': '', 'refl_diffbir_tiny': '_tiny'}
@@ -68,9 +72,28 @@ def _find_key(lines: List[str], path: Sequence[str]) -> int:
     raise KeyError(path)
 
 
+def _insert_key(lines: List[str], path: Sequence[str], value: str, comment: str) -> None:
+    """Add ``path`` (absent in the parent) as the last key of its block, after the block's last non-blank line."""
+    i = _find_key(lines, path[:-1])
+    indent = len(lines[i]) - len(lines[i].lstrip()) + 2
+    end = i + 1
+    while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) >= indent):
+        end += 1
+    while end > i + 1 and not lines[end - 1].strip():
+        end -= 1
+    lines.insert(end, f'{" " * indent}{path[-1]}: {value}   # {comment}')
+
+
 def _replace_value(lines: List[str], path: Sequence[str], value: str, comment: str) -> None:
-    """Set ``path`` to ``value``; a block value (the key's children on the lines below) is removed with it."""
-    i = _find_key(lines, path)
+    """Set ``path`` to ``value``; a block value (the key's children on the lines below) is removed with it; a key
+    the parent lacks is added at the end of its block."""
+    try:
+        i = _find_key(lines, path)
+    except KeyError:
+        if len(path) < 2:
+            raise
+        _insert_key(lines, path, value, comment)
+        return
     indent = len(lines[i]) - len(lines[i].lstrip())
     end = i + 1
     while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
