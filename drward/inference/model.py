@@ -57,15 +57,15 @@ def add_restorer_arguments(group: argparse._ActionsContainer, steps_help: str) -
 
 def arch_option_keys(arch_type: str) -> List[str]:
     """The option keys a registered restorer accepts: the options it declares (drward's restorers,
-    :func:`~drward.utils.option_schema.declared_options`) that its constructor takes, else its named arguments."""
+    :func:`~drward.utils.option_schema.declared_options`) when its constructor takes ``**opts``, else its named
+    arguments."""
     cls = ARCH_REGISTRY.get(arch_type)
     params = inspect.signature(cls.__init__).parameters
     named = [name for name, p in params.items() if name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     declared = list(declared_options(cls))
     if any(p.kind == p.VAR_KEYWORD for p in params.values()):
         return declared or named
-    # a subclass with its own named arguments inherits the base's declarations, but only takes what it names
-    return [name for name in declared if name in named] or named
+    return named  # a subclass with its own named arguments takes those (it inherits the base's declarations only)
 
 
 def resolve_weight_dtype(network_opt: Dict, name: Optional[str], device: torch.device) -> PrecisionChoice:
