@@ -98,7 +98,8 @@ def test_registered_and_batches_through_basicsr(pair_folder):
 
 
 def test_unknown_option_lists_accepted_keys(pair_folder):
-    with pytest.raises(OptionError, match="unknown option key\\(s\\) \\['img_size'\\].*pairs_file"):
+    with pytest.raises(OptionError, match=r"PreferencePairDataset: img_size: unknown key \(did you mean "
+                                          r"'image_size'\?\).*pairs_file"):
         _dataset(pair_folder, img_size=32)
 
 
