@@ -10,12 +10,12 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
+from option_files import load_option_file
 from skimage import data
 from torch import nn
+from toy_restorer import ToyRestorer  # noqa: F401  (registers ToyRestorer)
 
 from drward.data.demo_faces import demo_face_recipes, render_demo_face
-from option_files import load_option_file
-from toy_restorer import ToyRestorer  # noqa: F401  (registers ToyRestorer)
 
 TINY_NET = dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=1)
 PSNR_SSIM = {'psnr': dict(type='calculate_psnr', crop_border=0, test_y_channel=False),
