@@ -11,7 +11,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench_models, memory_budget  # noqa: E402
+from benchmarks import memory_budget  # noqa: E402
+from benchmarks.lib import bench_models  # noqa: E402
 from tests.test_benchmarks import table_starting_with  # noqa: E402
 
 MIB = 2 ** 20
