@@ -34,15 +34,17 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from statistics import mean
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import yaml
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 
 PREFIX = 'ablations_tiny_'
 TRAIN_FACES = 16
@@ -71,11 +73,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=12, help='generator steps per run (the hack run: twice)')
     parser.add_argument('--heldout', type=int, default=4, help='held-out demo faces to test on')
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (one thread each)')
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS),
+                        help='a subset of the runs (full and hack are always kept: the tables need them)')
     parser.add_argument('--out', default=osp.join(ROOT, 'experiments', f'{PREFIX}work'),
                         help='folder for the option files, the faces and the table')
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS),
-                        help='a subset of the runs (full and no_dynamic_frm are always run: baseline and judge)')
-    args = parser.parse_args(argv)
+    add_smoke_flag(parser, 'the full run and the judge run, 1 generator step each, 1 held-out face',
+                   iters=1, heldout=1, jobs=1, variants=['full'],
+                   out=lambda: tempfile.mkdtemp(prefix='drward_smoke_'))
+    args = apply_smoke(parser.parse_args(argv))
     args.variants = list(dict.fromkeys(['full', JUDGE_RUN, *args.variants]))
     return args
 

@@ -15,13 +15,15 @@ with at most 200 labels.
 import argparse
 import os
 import sys
+import tempfile
 
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import emit_report, markdown_table  # noqa: E402
+from benchmarks.lib.common import emit_report, markdown_table  # noqa: E402
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 from drward.annotate.active import simulate_labelling  # noqa: E402
 from drward.annotate.cache import MetricCache  # noqa: E402
 from drward.annotate.demo import make_demo_pairs  # noqa: E402
@@ -45,7 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--held-out', type=int, default=150)
     parser.add_argument('--png', default=os.path.join(ROOT, 'docs', 'active_labelling.png'))
     parser.add_argument('--out', help='also write the report (Markdown) here')
-    return parser.parse_args(argv)
+    add_smoke_flag(parser, '4 faces, 3 variants, 1 seed, a budget of 6 labels', faces=4, variants=3, seeds=1,
+                   budget=6, step=3, held_out=3, png=None, workdir=lambda: tempfile.mkdtemp(prefix='drward_smoke_'))
+    return apply_smoke(parser.parse_args(argv))
 
 
 def task_features(args: argparse.Namespace) -> tuple:

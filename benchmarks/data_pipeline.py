@@ -41,7 +41,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.common import emit_report, markdown_table  # noqa: E402
+from benchmarks.lib.common import emit_report, markdown_table  # noqa: E402
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 from drward.data import degrade as degrade_module  # noqa: E402
 from drward.data import image_io  # noqa: E402
 from drward.data.demo_faces import make_demo_faces  # noqa: E402
@@ -72,7 +73,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=4, help='DataLoader batch size [4]')
     parser.add_argument('--workdir', help='folder for the faces and the lmdb (default: a temporary one)')
     parser.add_argument('--out', help='also write the report to this Markdown file')
-    return parser.parse_args(argv)
+    add_smoke_flag(parser, '4 items of 64², 2 faces, no workers', sizes=[64], images=4, faces=2, workers=[0], batch=2)
+    return apply_smoke(parser.parse_args(argv))
 
 
 def dataset_options(size: int, root: str) -> dict:

@@ -33,7 +33,7 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.common import emit_report, markdown_table, memory_probe  # noqa: E402
+from benchmarks.lib.common import emit_report, markdown_table, memory_probe  # noqa: E402
 
 CELEBA_TEST_FACES = 3000
 ROWS = 2  # the paper's table: DiffBIR, then DiffBIR + DiffusionReward
@@ -51,8 +51,9 @@ class BatchResult:
 
 
 def build(args: argparse.Namespace, device: torch.device):
-    import drward  # noqa: F401  (registers the restorers)
     from basicsr.archs import build_network
+
+    import drward  # noqa: F401  (registers the restorers)
     opt = {'type': ARCHS[args.restorer], **({'tiny': True} if args.size == 'tiny' else {'random_weights': True})}
     if args.restorer == 'diffbir':
         opt['num_steps'] = args.steps

@@ -36,6 +36,8 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
+
 OPTION_FILE = osp.join(ROOT, 'options', 'reward_srmodel_tiny.yml')
 NEVER = 'never'
 TRAIN_FACES = 16  # the option file's demo faces (DEFAULT_COUNT)
@@ -54,7 +56,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--out', default=None, help='also write the Markdown report here')
-    return parser.parse_args(argv)
+    add_smoke_flag(parser, 'never and 1, 2 iterations, 2 held-out faces, no reward comparison',
+                   every=['never', '1'], iters=2, heldout=2, no_reward_comparison=True)
+    return apply_smoke(parser.parse_args(argv))
 
 
 # ------------------------------------------------------------------------------------------------ options and data
@@ -80,6 +84,7 @@ def run_options(args: argparse.Namespace, workdir: str, every: str, reward_weigh
 def heldout_set(args: argparse.Namespace, opt: Dict, workdir: str) -> Dict[str, object]:
     """Demo faces ``16 … 16 + heldout − 1`` (not in training), degraded as the option file's validation set."""
     from basicsr.data import build_dataset
+
     from drward.data.demo_faces import demo_face_name, make_demo_faces
 
     every_face, folder = osp.join(workdir, 'faces_all'), osp.join(workdir, 'faces_heldout')
@@ -128,6 +133,7 @@ def evaluate(run, judge, heldout: Dict[str, object]) -> Dict[str, float]:
     which every run shares: checked)."""
     from basicsr.metrics import calculate_psnr
     from basicsr.utils import tensor2img
+
     from drward.models.hack_monitor import HackStats
 
     model, initial_frm = run

@@ -188,7 +188,8 @@ def training_checks(args: argparse.Namespace, workdir: str):
                                                  f'path:results_root={osp.join(workdir, "results")}',
                                                  f'num_gpu={1 if args.device == "cuda" else 0}'])
     else:
-        from benchmarks.rehearsal import jobs as rehearsal_jobs, make_datasets
+        from benchmarks.rehearsal import jobs as rehearsal_jobs
+        from benchmarks.rehearsal import make_datasets
         from drward.weights.synthetic import FILES
         # the paths the weights check writes (it runs first); the rehearsal's jobs with 2 iterations instead of 1
         weights = {k: osp.join(workdir, 'weights', name) for k, name in FILES.items()}
@@ -227,7 +228,7 @@ def run_check(check: Check, logdir: str) -> None:
 
 
 def render(args: argparse.Namespace, done: Sequence[Check], device_name: str) -> str:
-    from benchmarks.common import markdown_table
+    from benchmarks.lib.common import markdown_table
     rows = [[c.name, 'pass' if c.result['ok'] else f"FAIL ({c.result['code']})", f"{c.result['seconds']:.0f}",
              c.result['summary'].replace('|', '/')] for c in done]
     head = (f'## GPU check: {args.size} on {device_name} ({time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}), '

@@ -28,7 +28,8 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.hostile_files import astronaut_jpeg, bomb_png, not_an_image, truncated_jpeg  # noqa: E402
+from benchmarks.lib.hostile_files import astronaut_jpeg, bomb_png, not_an_image, truncated_jpeg  # noqa: E402
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 
 HOSTILE = ('bomb.png', 'truncated.jpg', 'notes.png')
 
@@ -121,7 +122,8 @@ def in_process_rows(work: str) -> List[Tuple[str, str, str]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--skip-tools', action='store_true', help='only the in-process readers (seconds)')
-    args = parser.parse_args(argv)
+    add_smoke_flag(parser, 'the in-process readers only', skip_tools=True)
+    args = apply_smoke(parser.parse_args(argv))
     work = tempfile.mkdtemp(prefix='drward_hostile_')
     try:
         rows = in_process_rows(work) + ([] if args.skip_tools else tool_rows(work))

@@ -7,7 +7,7 @@
 It serves a task of tiny images with ``tools/label_pairs.py`` (no overlap: each pair is one annotator's), starts
 the annotators at once — real Chromium contexts (Playwright, the system's browser) and HTTP clients
 (``gradio_client``, each its own session) — each deciding ``--pairs`` pairs with undo and skip mixed in
-(:func:`benchmarks.label_load_clients.plan_actions`), and SIGKILLs the server once ``--kill-at`` of the planned
+(:func:`benchmarks.lib.label_load_clients.plan_actions`), and SIGKILLs the server once ``--kill-at`` of the planned
 actions have been answered, relaunches it on the same port and lets everyone carry on. Then it checks the log:
 
 * **nothing acknowledged lost**: every answer "Recorded" is a line of the log (annotator, pair, event);
@@ -42,8 +42,7 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.join(ROOT, 'tests'))  # browser_helpers: the system Chromium
 
-from benchmarks.label_load_clients import (EVENT_OF, Annotator, BrowserAnnotator, ServerWatch,  # noqa: E402
-                                           plan_actions, run_http)
+from benchmarks.lib.label_load_clients import EVENT_OF, Annotator, BrowserAnnotator, ServerWatch, plan_actions, run_http  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -8,7 +8,7 @@ component, the total being the predicted CUDA peak, next to the 24 GiB of the ca
 * **gradients**: one per trained parameter, in its dtype; **AdamW states**: two per trained parameter (``exp_avg``,
   ``exp_avg_sq``, ``zeros_like(param)``), for the generator and for the FRM's unlocked groups;
 * **saved activations**: what autograd keeps for the backward pass, measured exactly on one real ReFL step (N = 1)
-  by the saved-tensor hooks of :class:`benchmarks.common.SavedTensorMeter` (with checkpointing: plus the inputs
+  by the saved-tensor hooks of :class:`benchmarks.lib.common.SavedTensorMeter` (with checkpointing: plus the inputs
   the checkpoints keep). The N = 1 graph holds only the last denoiser call, so it does not depend on K:
   ``--steps`` shortens the no-grad prefix without changing the figure. ``--skip-activations`` prints the analytic
   rows only.
@@ -22,7 +22,7 @@ in phase 1 only: each is stale once its optimiser steps and is released then (``
     peak = weights without casts + AdamW states (generator + FRM)
            + max(casts + generator graph + gradients, FRM-update graph + gradients)
 
-``--world-size P``: one GPU of a P-process run (:mod:`benchmarks.budget_sharding`): sharded AdamW states; DDP's
+``--world-size P``: one GPU of a P-process run (:mod:`benchmarks.lib.budget_sharding`): sharded AdamW states; DDP's
 generator-gradient buckets live in both phases. Not counted (small, or outside PyTorch's allocator): transient
 workspace (attention, convolution, AdamW's foreach temporaries), one checkpointed region's recomputation, the CUDA
 context.
@@ -34,7 +34,7 @@ context.
     python benchmarks/memory_budget.py --restorer diffbir --weight-dtype bf16 --activations-gib 5.47 2.75 1.36
                                                                           # counted, with activations measured before
     python benchmarks/memory_budget.py --weight-dtype bf16 --activations-gib 5.47 2.75 1.36 --lora-ranks 8 32 128
-                                          # DiffBIR: full fine-tune vs LoRA ranks (benchmarks/budget_lora.py)
+                                          # DiffBIR: full fine-tune vs LoRA ranks (benchmarks/lib/budget_lora.py)
 """
 from __future__ import annotations
 
@@ -53,14 +53,29 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch  # noqa: E402
 
-from benchmarks.budget_counting import (FRM_CASTS, HELD_OUTSIDE, Component, count_components,  # noqa: E402,F401
-                                       named_components, reachable_tensors)
-from benchmarks.budget_sharding import per_gpu_total, sharded_shares, sharing_note  # noqa: E402
-from benchmarks.bench_models import (SPECS, RestorerSpec, accepts_option, available, build_on_meta,  # noqa: E402
-                                     build_refl_model, make_batch, set_checkpointing, size_title)
-from benchmarks.common import (PartClock, SavedTensorMeter, emit_report, markdown_table,  # noqa: E402
-                               memory_probe)
-from benchmarks.step_parts import GENERATOR_FORWARD_PARTS, instrument, model_tensors, run_step  # noqa: E402
+from benchmarks.lib.bench_models import (  # noqa: E402
+    SPECS,
+    RestorerSpec,
+    accepts_option,
+    available,
+    build_on_meta,
+    build_refl_model,
+    make_batch,
+    set_checkpointing,
+    size_title,
+)
+from benchmarks.lib.budget_counting import (  # noqa: E402,F401
+    FRM_CASTS,
+    HELD_OUTSIDE,
+    Component,
+    count_components,
+    named_components,
+    reachable_tensors,
+)
+from benchmarks.lib.budget_sharding import per_gpu_total, sharded_shares, sharing_note  # noqa: E402
+from benchmarks.lib.common import PartClock, SavedTensorMeter, emit_report, markdown_table, memory_probe  # noqa: E402
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
+from benchmarks.lib.step_parts import GENERATOR_FORWARD_PARTS, instrument, model_tensors, run_step  # noqa: E402
 
 GOAL_GIB = 24
 GIB = 2 ** 30
@@ -333,8 +348,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--lora-rank', type=int, default=None, help='DiffBIR: LoRA of this rank on the IRControlNet')
     parser.add_argument('--lora-ranks', type=int, nargs='+', default=None, metavar='R',
                         help='DiffBIR: the full fine-tune and LoRA of each rank side by side '
-                             '(benchmarks/budget_lora.py)')
-    args = parser.parse_args(argv)
+                             '(benchmarks/lib/budget_lora.py)')
+    add_smoke_flag(parser, 'tiny DiffBIR, counts and one step at 32²',
+                   restorer='diffbir', size='tiny', resolution=32, steps=2, dtype='fp32')
+    args = apply_smoke(parser.parse_args(argv))
     args.resolution = args.resolution or (512 if args.size == 'sd21' else 64)
     args.batch, args.gradient_checkpointing, args.frm_checkpointing = 1, False, False
     if args.device == 'cuda' and not torch.cuda.is_available():
@@ -347,7 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.lora_ranks:  # the LoRA table (DiffBIR only: the restorer whose paper recipe trains a whole network)
-        from benchmarks.budget_lora import lora_budgets, render_lora
+        from benchmarks.lib.budget_lora import lora_budgets, render_lora
         return emit_report(render_lora(args, SPECS['diffbir'], lora_budgets(args, SPECS['diffbir'], args.lora_ranks)),
                            args.out)
     names = sorted(SPECS) if args.restorer == 'both' else [args.restorer]

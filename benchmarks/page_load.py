@@ -36,7 +36,7 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks.hostile_files import astronaut_jpeg, bomb_png, no_face_png, not_an_image, truncated_jpeg  # noqa: E402
+from benchmarks.lib.hostile_files import astronaut_jpeg, bomb_png, no_face_png, not_an_image, truncated_jpeg  # noqa: E402
 
 BUSY_WORDS = ('queue is full', 'busy')
 

@@ -28,6 +28,7 @@ from typing import Callable, Dict, Iterator, List, Tuple
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -94,7 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument('--clock', choices=('cpu', 'wall'), default='cpu')
     parser.add_argument('--skip-restorers', action='store_true')
     parser.add_argument('--skip-kernels', action='store_true')
-    args = parser.parse_args(argv)
+    add_smoke_flag(parser, 'the tiny restorers once, no kernels', repeats=1, skip_kernels=True)
+    args = apply_smoke(parser.parse_args(argv))
     from drward.utils.precision_check import choose_precision, cpu_model_name
     torch.set_num_threads(args.threads)
     choice = choose_precision('auto', torch.device('cpu'))

@@ -15,13 +15,13 @@ separated by instrumenting the real code while it runs —
   hooks on ``Î`` (the decoder's backward starts) and on ``ẑ_0`` (the grad steps' backward starts);
 * step hooks on the generator optimiser, and a wrapper on ``update_frm``.
 
-The pieces: :mod:`benchmarks.bench_models` builds the models (tiny, or SD 2.1 sizes with random weights through the
-restorers' ``random_weights`` option), :mod:`benchmarks.step_parts` instruments and measures the step,
-:mod:`benchmarks.step_report` renders the tables; this file is the command line.
+The pieces: :mod:`benchmarks.lib.bench_models` builds the models (tiny, or SD 2.1 sizes with random weights through the
+restorers' ``random_weights`` option), :mod:`benchmarks.lib.step_parts` instruments and measures the step,
+:mod:`benchmarks.lib.step_report` renders the tables; this file is the command line.
 
 Each switch between parts synchronises CUDA before reading the clock, so the parts sum to the step's wall time.
 Memory per part: the bytes autograd saved for backward (exact, any device) and the peak above the step's starting
-level (CUDA: ``max_memory_allocated``; CPU: sampled RSS) — see ``benchmarks/common.py``. The same process then
+level (CUDA: ``max_memory_allocated``; CPU: sampled RSS) — see ``benchmarks/lib/common.py``. The same process then
 measures the full-chain baseline (N = K: the graph over every denoiser call) and optional N = 2, 4, ...; repeats
 are interleaved across variants and medians are reported.
 
@@ -49,12 +49,19 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 
 import torch  # noqa: E402
 
-from benchmarks.bench_models import (SPECS, RestorerSpec, available, build_refl_model, chain_length,  # noqa: E402,F401
-                                     make_batch)
-from benchmarks.common import PartClock, SavedTensorMeter, emit_report, memory_probe  # noqa: E402
-from benchmarks.step_parts import (PART_LABELS, PARTS, VariantResult, choose_variants, measure,  # noqa: E402,F401
-                                   model_tensors, run_step)
-from benchmarks.step_report import construct_report, render_report  # noqa: E402
+from benchmarks.lib.bench_models import SPECS, RestorerSpec, available, build_refl_model, chain_length, make_batch  # noqa: E402,F401
+from benchmarks.lib.common import PartClock, SavedTensorMeter, emit_report, memory_probe  # noqa: E402
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
+from benchmarks.lib.step_parts import (  # noqa: E402,F401
+    PART_LABELS,
+    PARTS,
+    VariantResult,
+    choose_variants,
+    measure,
+    model_tensors,
+    run_step,
+)
+from benchmarks.lib.step_report import construct_report, render_report  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------- options
@@ -93,7 +100,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--construct-only', action='store_true',
                         help='build the models on the meta device and report their sizes; run nothing')
     parser.add_argument('--out', default=None, help='also write the Markdown report to this file')
-    whole = parser.add_argument_group('whole steps over micro-batches (benchmarks/prefix_speed.py)')
+    whole = parser.add_argument_group('whole steps over micro-batches (benchmarks/lib/prefix_speed.py)')
     whole.add_argument('--grad-accum', type=int, default=None,
                        help='measure whole steps over this many micro-batches (seconds per face) instead of parts')
     whole.add_argument('--batched-prefix', choices=('on', 'off'), default='on', help="train.batched_prefix")
@@ -102,7 +109,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     whole.add_argument('--frm-every', type=int, default=10, help='FRM update amortised over n steps (official 10)')
     whole.add_argument('--faces-per-microbatch', type=int, default=1, help='faces per micro-batch (official 1)')
     whole.add_argument('--json', default=None, help='write the variants as JSON to this file')
-    args = parser.parse_args(argv)
+    add_smoke_flag(parser, 'tiny DiffBIR at 32², K = 2, one repeat, no full chain',
+                   size='tiny', resolution=32, steps=2, repeats=1, warmup=0, no_full_chain=True)
+    args = apply_smoke(parser.parse_args(argv))
     if args.grad_accum is None and (args.compare_batched_prefix or args.json or args.compile):
         args.grad_accum = 4
     if args.resolution is None:
@@ -159,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     elif args.construct_only:
         report = construct_report(args, spec)
     elif args.grad_accum:
-        from benchmarks.prefix_speed import measure_prefix_variants, render_prefix_report, write_json
+        from benchmarks.lib.prefix_speed import measure_prefix_variants, render_prefix_report, write_json
         variants = measure_prefix_variants(args, spec)
         report = render_prefix_report(args, spec, variants)
         if args.json:

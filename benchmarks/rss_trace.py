@@ -2,6 +2,7 @@
 (RSS) at the boundaries of one ReFL / FRM step, with the peak reached since the previous boundary.
 
     python benchmarks/rss_trace.py [--trim] tools/train.py -opt options/refl_diffbir.yml --force_yml ...
+    python benchmarks/rss_trace.py --smoke     # seconds: traces a script that holds 64 MiB (the test suite's run)
 
 Marks: each ``Restorer.restore`` call (enter / leave), every ``backward``, every optimiser step (pre / post), every
 FRM ``similarity`` call and the FRM preference step, model construction and checkpoint saving. A background thread
@@ -83,6 +84,7 @@ def install(sampler: RSSSampler) -> None:
     """Wrap the step's boundaries (imports drward's models; call before the tool runs)."""
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
     from drward.archs.diffbir_arch import DiffBIRRestorer
     from drward.archs.frm_arch import FaceRewardModel
     from drward.archs.osediff_arch import OSEDiffRestorer
@@ -104,9 +106,18 @@ def _numel(optimizer) -> int:
     return sum(p.numel() for group in optimizer.param_groups for p in group['params'])
 
 
+SMOKE_SCRIPT = 'import numpy\nheld = numpy.ones(2 ** 23)\nprint("held", held.nbytes >> 20, "MiB")\n'
+
+
 def main() -> None:
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == '--smoke':  # a script that holds 64 MiB, traced like a tool
+        import tempfile
+        folder = tempfile.mkdtemp(prefix='drward_smoke_')
+        with open(osp.join(folder, 'hold.py'), 'w') as handle:
+            handle.write(SMOKE_SCRIPT)
+        sys.argv[1:] = [osp.join(folder, 'hold.py')]
     trim = sys.argv[1] == '--trim'
     if trim:
         del sys.argv[1]

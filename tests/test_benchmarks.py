@@ -12,7 +12,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench_models, common, refl_step, step_parts  # noqa: E402
+from benchmarks import refl_step  # noqa: E402
+from benchmarks.lib import bench_models, common, step_parts  # noqa: E402
 
 ORIGINAL_BACKWARD = torch.autograd.backward
 K = 3

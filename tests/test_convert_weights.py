@@ -3,16 +3,16 @@ import importlib.util
 import os
 
 import pytest
+import tiny_weights as T
 import torch
+from option_files import ROOT
 
 from drward.archs.face_swinir import FaceSwinIR
 from drward.archs.frm_arch import FaceRewardModel
 from drward.archs.sd_parts import SDParts
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD
-from drward.weights import testing as T
 from drward.weights.diffbir import load_face_swinir
 from drward.weights.osediff import read_lora_file
-from option_files import ROOT
 
 _spec = importlib.util.spec_from_file_location('convert_weights', os.path.join(ROOT, 'tools', 'convert_weights.py'))
 convert_weights = importlib.util.module_from_spec(_spec)

@@ -1,13 +1,13 @@
 """DiffBIRRestorer (tiny): what is trained, how far the graph reaches, the L_reg pairs, saving, options, files."""
 import pytest
+import tiny_weights as T
 import torch
+from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
 
 from drward.archs.diffbir_arch import DiffBIRRestorer
 from drward.archs.sd_parts import SDParts
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD
 from drward.utils.options import MissingWeightsError, OptionError
-from drward.weights import testing as T
-from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
 
 STEPS = 8  # a short chain keeps these tests fast; the gradient window logic does not depend on K
 

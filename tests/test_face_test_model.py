@@ -10,12 +10,12 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.metrics import calculate_psnr, calculate_ssim
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
+from option_files import load_option_file
 from skimage import data
 from torch import nn
+from toy_restorer import ToyRestorer  # noqa: F401  (registers ToyRestorer)
 
 from drward.data.demo_faces import demo_face_recipes, render_demo_face
-from option_files import load_option_file
-from toy_restorer import ToyRestorer  # noqa: F401  (registers ToyRestorer)
 
 TINY_NET = dict(type='SRVGGNetCompact', num_in_ch=3, num_out_ch=3, num_feat=4, num_conv=1, upscale=1)
 PSNR_SSIM = {'psnr': dict(type='calculate_psnr', crop_border=0, test_y_channel=False),
@@ -201,11 +201,13 @@ def test_option_files_name_registered_metrics_and_only_restorer_weights_stop_the
     from basicsr.utils.registry import METRIC_REGISTRY
 
     from drward.metrics.catalog import CATALOG
-    from drward.models.face_test_model import VAL_KEYS
+    from drward.models.face_test_model import FaceTestModel
+    from drward.utils.option_schema import declared_options
     from drward.utils.options import find_missing_weights
     with open(osp.join(osp.dirname(__file__), os.pardir, 'options', name)) as handle:
         opt = yaml.safe_load(handle)
-    assert opt['model_type'] == 'FaceTestModel' and set(opt['val']) <= set(VAL_KEYS)
+    accepted = declared_options(FaceTestModel, 'val_options')
+    assert opt['model_type'] == 'FaceTestModel' and set(opt['val']) <= set(accepted)
     for metric in opt['val']['metrics'].values():
         assert metric['type'] in METRIC_REGISTRY and metric['type'] in CATALOG
     stopping_keys = {key for key, _ in find_missing_weights(opt)}

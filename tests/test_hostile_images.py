@@ -15,7 +15,7 @@ from drward.utils import image_header
 from drward.utils.image_header import ImageTooLargeError, UnsafeImageError, check_image_bytes
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
-from benchmarks.hostile_files import astronaut_jpeg, bomb_png, not_an_image, truncated_jpeg  # noqa: E402
+from benchmarks.lib.hostile_files import astronaut_jpeg, bomb_png, not_an_image, truncated_jpeg  # noqa: E402
 
 SIZE = 32
 

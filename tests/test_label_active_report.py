@@ -3,7 +3,6 @@ import importlib.util
 import os
 
 import numpy as np
-import pytest
 
 from drward.annotate.active import UncertaintyRanker, simulate_labelling, uncertainty_order
 from drward.annotate.demo import make_demo_pairs

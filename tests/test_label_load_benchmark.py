@@ -9,8 +9,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import label_load  # noqa: E402
 from browser_helpers import free_port, why_no_browser  # noqa: E402
+
+from benchmarks import label_load  # noqa: E402
 
 
 def test_smoke_load_with_a_kill_loses_nothing_acknowledged(request, tmp_path):
@@ -28,7 +29,8 @@ def test_smoke_load_with_a_kill_loses_nothing_acknowledged(request, tmp_path):
 def test_the_checks_catch_a_lost_label_and_a_label_filed_under_another_name(tmp_path):
     """The checker itself: a log missing an acknowledged line, or holding one under the wrong name, fails."""
     import json
-    from benchmarks.label_load_clients import Annotator
+
+    from benchmarks.lib.label_load_clients import Annotator
     pairs_file = label_load.make_task(str(tmp_path), annotators=1, pairs=2, seed=0)
     with open(pairs_file) as f:
         first = json.loads(f.readline())

@@ -11,7 +11,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import bench_models, memory_budget  # noqa: E402
+from benchmarks import memory_budget  # noqa: E402
+from benchmarks.lib import bench_models  # noqa: E402
 from tests.test_benchmarks import table_starting_with  # noqa: E402
 
 MIB = 2 ** 20
@@ -141,9 +142,9 @@ def test_cuda_measure_runs_the_checkpointed_step_first_and_reports_an_oom_varian
 
 
 def test_lora_rows_count_the_factors_only_and_drop_the_theta0_copy():
-    """--lora-ranks (benchmarks/budget_lora.py), counted at tiny size: per row the gradients and AdamW states are the
+    """--lora-ranks (benchmarks/lib/budget_lora.py), counted at tiny size: per row the gradients and AdamW states are the
     adapters' own bytes, the weights lose the full θ₀ copy of the IRControlNet, and the table has one row per rank."""
-    from benchmarks.budget_lora import lora_budgets
+    from benchmarks.lib.budget_lora import lora_budgets
     args = memory_budget.parse_args(['--size', 'tiny', '--skip-activations', '--lora-ranks', '2', '8'])
     budgets = lora_budgets(args, bench_models.SPECS['diffbir'], args.lora_ranks)
     assert [label for label, _, _ in budgets] == ['full IRControlNet (paper)', 'LoRA rank 2', 'LoRA rank 8']

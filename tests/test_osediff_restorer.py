@@ -3,10 +3,13 @@ options, and the tiny ReFL run through its option file."""
 import os
 
 import pytest
+import tiny_weights as T
 import torch
 from basicsr.archs import build_network
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
+from option_files import load_option_file
+from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
 
 from drward.archs.lora import discover_layout, is_lora_name
 from drward.archs.osediff_arch import OSEDiffRestorer
@@ -14,12 +17,8 @@ from drward.archs.sd_parts import SDParts
 from drward.archs.tiny_configs import TINY_SD
 from drward.diffusion.schedule import sd_alphas_cumprod
 from drward.utils.options import MissingWeightsError, OptionError
-from drward.weights import testing as T
 from drward.weights.common import ConversionError
 from drward.weights.osediff import osediff_checkpoint_dict, read_lora_file, save_lora_safetensors
-from option_files import load_option_file
-from tolerances import TINY_SD_GRAD_RTOL, TINY_SD_WIDEST, rounding_tol
-
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

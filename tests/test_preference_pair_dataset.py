@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from annotate_helpers import solid_rgb, write_rgb_png
 from basicsr.data import build_dataset
 from torch.utils.data import DataLoader
 
@@ -12,8 +13,6 @@ from drward.annotate.pairs import PairsFormatError, PreferencePair, write_pairs
 from drward.data.image_io import ImageReadError
 from drward.data.preference_pair_dataset import PreferencePairDataset
 from drward.utils.options import OptionError
-
-from annotate_helpers import solid_rgb, write_rgb_png
 
 RED, BLUE = (220, 10, 10), (10, 10, 220)
 
@@ -98,7 +97,8 @@ def test_registered_and_batches_through_basicsr(pair_folder):
 
 
 def test_unknown_option_lists_accepted_keys(pair_folder):
-    with pytest.raises(OptionError, match="unknown option key\\(s\\) \\['img_size'\\].*pairs_file"):
+    with pytest.raises(OptionError, match=r"PreferencePairDataset: img_size: unknown key \(did you mean "
+                                          r"'image_size'\?\).*pairs_file"):
         _dataset(pair_folder, img_size=32)
 
 

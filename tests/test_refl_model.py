@@ -1,5 +1,4 @@
 """ReFLModel with a toy restorer: the loss, what is trained, the FRM schedule, NaN skips, checkpoints."""
-import copy
 import os
 
 import pytest
@@ -192,5 +191,6 @@ def test_bf16_autocast_and_gradient_checkpointing_train(tmp_path):
 
 
 def test_fp16_without_a_gradient_scaler_is_refused(tmp_path):
-    with pytest.raises(Exception, match=r"mixed_precision must be one of \['auto', 'bf16', 'no'\]"):
+    with pytest.raises(Exception, match=r"ReFLModel train: mixed_precision: got 'fp16' \(str\); accepted: one of "
+                                        r"\['no', 'bf16'"):
         build_model(make_opt(tmp_path, mixed_precision='fp16'))

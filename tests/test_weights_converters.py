@@ -5,6 +5,7 @@ DiffBIR face SwinIR), loads it into a freshly (differently) initialised model, a
 consumed, none is left over or missing, and that the outputs equal the source model's.
 """
 import pytest
+import tiny_weights as T
 import torch
 
 from drward.archs.face_swinir import FaceSwinIR
@@ -12,10 +13,8 @@ from drward.archs.ircontrolnet import IRControlNet, init_from_unet, ircontrolnet
 from drward.archs.sd_parts import SD21_BASE, SDParts
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD
 from drward.weights import ConversionError, load_state_dict_file
-from drward.weights import testing as T
 from drward.weights.diffbir import load_diffbir_controlnet, load_face_swinir
 from drward.weights.sd import load_sd_weights
-
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 

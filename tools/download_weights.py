@@ -13,7 +13,6 @@ drward/weights/manifest.yml; ``--mirror URL`` (or $DRWARD_WEIGHTS_MIRROR) fetche
 ``URL/HOST/PATH?QUERY``. Exit status: 0 when every file is in place (and, with --check, verified), else 1.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 

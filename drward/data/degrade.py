@@ -25,12 +25,14 @@ import math
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 from basicsr.data.degradations import add_gaussian_noise, bivariate_Gaussian, random_mixed_kernels
+
+from drward.utils.option_schema import Choice, Int, ListOf, Num, Option
 
 Range = Tuple[float, float]
 
@@ -72,6 +74,11 @@ class DegradationSettings:
         return tuple(f.name for f in fields(cls))
 
     @classmethod
+    def declared(cls) -> Dict[str, Option]:
+        """The fields as dataset option keys: spec and help from :data:`_FIELD_SPECS`, default the field's own."""
+        return {f.name: Option(_FIELD_SPECS[f.name][0], f.default, _FIELD_SPECS[f.name][1]) for f in fields(cls)}
+
+    @classmethod
     def from_options(cls, opt: Mapping[str, Any]) -> 'DegradationSettings':
         """Build from an option dict, taking the keys of :meth:`option_keys` that are present."""
         given = {key: opt[key] for key in cls.option_keys() if key in opt}
@@ -79,6 +86,19 @@ class DegradationSettings:
             if isinstance(value, list):
                 given[key] = tuple(value)
         return cls(**given)
+
+
+_RANGE = ListOf(Num(0), length=2, nullable=True)
+#: Spec and help of each :class:`DegradationSettings` field (its default is the field's).
+_FIELD_SPECS = {
+    'blur_kernel_size': (Int(1), 'side of the blur kernel (odd)'),
+    'kernel_list': (ListOf(Choice('iso', 'aniso')), 'blur kernel types'),
+    'kernel_prob': (ListOf(Num(0, 1)), 'their probabilities'),
+    'blur_sigma': (ListOf(Num(0), length=2), "[low, high] of the kernel's sigma"),
+    'downsample_range': (ListOf(Num(1), length=2), '[low, high] of the downsampling factor r'),
+    'noise_range': (_RANGE, '[low, high] of the noise sigma in 0-255 units (~: no noise)'),
+    'jpeg_range': (ListOf(Int(1, 100), length=2, nullable=True), '[low, high] JPEG quality (~: no JPEG)'),
+}
 
 
 def _check_range(name: str, value: Optional[Sequence[float]], optional: bool) -> None:

@@ -36,22 +36,17 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
 from drward.data import image_io
-from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
+from drward.data.bad_images import BadImageGuard
+from drward.data.dataset_options import BASICSR_DATASET_OPTIONS, CAPTION_OPTIONS, dataset_options
 from drward.data.degrade import DegradationSettings, degrade, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.data.image_source import ImageSource
-from drward.utils.resumable_sampler import SampleKey, sample_seed
-from drward.utils.captions import DEFAULT_FALLBACK_CAPTION
-from drward.utils.options import OptionError, check_keys
+from drward.utils.captions import DEFAULT_FALLBACK_CAPTION  # noqa: F401  (re-exported: older imports)
+from drward.utils.option_schema import Bool, Int, ListOf, Num, Option, Text
+from drward.utils.options import OptionError
 from drward.utils.registry import register
+from drward.utils.resumable_sampler import SampleKey, sample_seed
 
-# Keys BasicSR itself reads or adds to a dataset's options (basicsr/utils/options.py, train.py, data/__init__.py).
-BASICSR_DATASET_KEYS = ('name', 'type', 'phase', 'scale', 'use_hflip', 'num_worker_per_gpu', 'batch_size_per_gpu',
-                        'dataset_enlarge_ratio', 'prefetch_mode', 'num_prefetch_queue', 'pin_memory',
-                        'persistent_workers', 'io_backend')
-OWN_KEYS = ('dataroot_gt', 'meta_info_file', 'gt_size', 'caption_file', 'fallback_caption', 'caption_policy', 'seed',
-            'demo_faces', 'mean', 'std', 'max_bad_fraction', 'min_image_side', 'max_image_pixels')
-CAPTION_POLICIES = ('fallback', 'strict')
 #: Default ``min_image_side``: a face under 16 pixels a side holds nothing to restore.
 DEFAULT_MIN_IMAGE_SIDE = 16
 
@@ -65,42 +60,55 @@ class FaceDegradationDataset(data.Dataset):
     after ``lq_path``).
     """
 
+    #: Its option keys (docs/design.md §3): BasicSR's, the captions', its own and the degradation ranges.
+    options = {
+        **BASICSR_DATASET_OPTIONS, **CAPTION_OPTIONS,
+        'dataroot_gt': Option(Text(nullable=True), None, 'folder (or lmdb) of HQ faces'),
+        'meta_info_file': Option(Text(nullable=True), None, 'list of the face files to use'),
+        'gt_size': Option(Int(8), 512, 'faces are resized to gt_size x gt_size'),
+        'seed': Option(Int(0, nullable=True), None, 'fixed degradations per item (validation; ~: random)'),
+        'demo_faces': Option(Bool(), False, 'write the bundled demo faces to dataroot_gt when it is missing'),
+        'mean': Option(ListOf(Num(), length=3, nullable=True), None, '(x - mean) / std normalisation, with std'),
+        'std': Option(ListOf(Num(0, lo_open=True), length=3, nullable=True), None, 'with mean'),
+        'min_image_side': Option(Int(1), DEFAULT_MIN_IMAGE_SIDE, 'smaller images are skipped as unreadable'),
+        **DegradationSettings.declared(),
+    }
+
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__()
         self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt["name"]
-        check_keys('FaceDegradationDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS + DegradationSettings.option_keys())
-        self.gt_size = int(opt.get('gt_size', 512))
-        self.use_hflip = bool(opt.get('use_hflip', False))
-        self.seed: Optional[int] = opt.get('seed')
-        self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
-        self.caption_policy = checked_caption_policy('FaceDegradationDataset', opt)
+        opt = dataset_options(self, opt)
+        self.gt_size = opt['gt_size']
+        self.use_hflip = opt['use_hflip']
+        self.seed: Optional[int] = opt['seed']
+        self.fallback_caption = opt['fallback_caption']
+        self.caption_policy = opt['caption_policy']
         self.settings = DegradationSettings.from_options(opt)
-        self.stats = channel_stats(opt.get('mean'), opt.get('std'))
+        self.stats = channel_stats(opt['mean'], opt['std'])
         self.source = self._open_source(opt)
-        self.gt_paths = self.source.names(opt.get('meta_info_file'))  # disk: file paths; lmdb: keys
-        caption_file = opt.get('caption_file') or self.source.default_caption_file()
+        self.gt_paths = self.source.names(opt['meta_info_file'])  # disk: file paths; lmdb: keys
+        caption_file = opt['caption_file'] or self.source.default_caption_file()
         self.captions = self._resolve_captions(caption_file)
         get_root_logger().info(f'FaceDegradationDataset: {len(self.gt_paths)} faces from {self.source.backend} '
                                f'{opt.get("dataroot_gt") or opt.get("meta_info_file")}, captions from '
                                f'{caption_file or "-"}' + (' and <stem>.txt files' if not self.source.is_lmdb else ''))
-        self.min_image_side = int(opt.get('min_image_side', DEFAULT_MIN_IMAGE_SIDE))
-        self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths,
-                                   opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
+        self.min_image_side = opt['min_image_side']
+        self.guard = BadImageGuard('FaceDegradationDataset', self.gt_paths, opt['max_bad_fraction'])
 
     def _open_source(self, opt: Mapping[str, Any]) -> ImageSource:
         """Where the faces are read from (writing the demo faces first when asked)."""
-        root, meta_file = opt.get('dataroot_gt'), opt.get('meta_info_file')
+        root, meta_file = opt['dataroot_gt'], opt['meta_info_file']
         if root is None and meta_file is None:
             raise image_io.ImageListError('FaceDegradationDataset needs dataroot_gt (a folder) or meta_info_file')
-        lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
-        if root is not None and opt.get('demo_faces', False) and not os.path.exists(root):
+        lmdb = (opt['io_backend'] or {}).get('type') == 'lmdb'
+        if root is not None and opt['demo_faces'] and not os.path.exists(root):
             if lmdb:
                 raise OptionError(f'FaceDegradationDataset: demo_faces writes image files, not an lmdb; {root} does '
                                   'not exist (make it with tools/make_lmdb.py)')
             ensure_demo_faces(root, size=self.gt_size)
             get_root_logger().info(f'FaceDegradationDataset: wrote the bundled demo faces to {root} '
                                    '(real low-resolution photos for plumbing/demos; see drward/data/demo_faces.py)')
-        return ImageSource('FaceDegradationDataset', opt.get('io_backend'), root, opt.get('max_image_pixels'))
+        return ImageSource('FaceDegradationDataset', opt['io_backend'], root, opt['max_image_pixels'])
 
     def _resolve_captions(self, caption_file: Optional[str]) -> List[str]:
         """One caption per image: ``<stem>.txt`` beside it (disk), else the caption file, else the fallback
@@ -166,14 +174,6 @@ def _bgr_to_tensor(img: np.ndarray) -> torch.Tensor:
 
 class MissingCaptionError(ValueError):
     """``caption_policy: strict`` and an item has no caption; the message names the file."""
-
-
-def checked_caption_policy(owner: str, opt: Mapping[str, Any]) -> str:
-    """The dataset option ``caption_policy`` (default ``fallback``), one of :data:`CAPTION_POLICIES`."""
-    policy = opt.get('caption_policy', 'fallback')
-    if policy not in CAPTION_POLICIES:
-        raise OptionError(f'{owner}: caption_policy must be one of {list(CAPTION_POLICIES)}, got {policy!r}')
-    return policy
 
 
 def fill_missing_captions(owner: str, captions: Sequence[Optional[str]], fallback: str, noun: str,

@@ -37,51 +37,58 @@ from torch.utils import data
 
 from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
-from drward.data.bad_images import DEFAULT_MAX_BAD_FRACTION, BadImageGuard
+from drward.data.bad_images import BadImageGuard
+from drward.data.dataset_options import BASICSR_DATASET_OPTIONS, CAPTION_OPTIONS, dataset_options
 from drward.data.degrade import seeded_global_rng
-from drward.data.face_degradation_dataset import (BASICSR_DATASET_KEYS, DEFAULT_FALLBACK_CAPTION,
-                                                  checked_caption_policy, fill_missing_captions)
-from drward.data.face_degradation_dataset import _bgr_to_tensor  # the face dataset's BGR array → RGB tensor
+from drward.data.face_degradation_dataset import (
+    _bgr_to_tensor,  # the face dataset's BGR array → RGB tensor
+    fill_missing_captions,
+)
 from drward.data.image_source import ImageSource, lmdb_key
-from drward.utils.resumable_sampler import SampleKey, sample_seed
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import REQUIRED, Bool, Choice, Int, ListOf, Num, Option, Text
 from drward.utils.registry import register
-
-OWN_KEYS = ('pairs_file', 'image_root', 'image_size', 'sources', 'min_confidence', 'caption_file',
-            'fallback_caption', 'caption_policy', 'use_swap', 'max_bad_fraction', 'max_image_pixels')
+from drward.utils.resumable_sampler import SampleKey, sample_seed
 
 
 @register(DATASET_REGISTRY)
 class PreferencePairDataset(data.Dataset):
     """Labelled preference pairs for FRM training; see the module docstring for items and options."""
 
+    #: Its option keys (docs/design.md §3): BasicSR's, the captions' and its own.
+    options = {
+        **BASICSR_DATASET_OPTIONS, **CAPTION_OPTIONS,
+        'pairs_file': Option(Text(), REQUIRED, 'the JSONL of labelled pairs'),
+        'image_root': Option(Text(nullable=True), None, "the pairs' image folder (default: the pairs file's)"),
+        'image_size': Option(Int(8), 224, 'both images resized to image_size x image_size'),
+        'sources': Option(ListOf(Choice(*LABEL_SOURCES)), list(LABEL_SOURCES), 'which labels to train on'),
+        'min_confidence': Option(Num(0, 1), 0.0, 'pairs labelled with less confidence are left out'),
+        'use_swap': Option(Bool(), False, 'randomly swap A and B (and the label)'),
+    }
+
     def __init__(self, opt: Mapping[str, Any]) -> None:
         super().__init__()
         self.opt = dict(opt)  # BasicSR models read dataloader.dataset.opt['name']
-        check_keys('PreferencePairDataset', opt, BASICSR_DATASET_KEYS + OWN_KEYS, required=('pairs_file',))
+        opt = dataset_options(self, opt)
         self.pairs_file = opt['pairs_file']
         if not os.path.isfile(self.pairs_file):
             raise FileNotFoundError(f'pairs file {self.pairs_file} (option pairs_file) does not exist')
-        lmdb = (opt.get('io_backend') or {}).get('type') == 'lmdb'
-        self.image_root = opt.get('image_root') or (None if lmdb else os.path.dirname(os.path.abspath(self.pairs_file)))
-        self.source = ImageSource('PreferencePairDataset', opt.get('io_backend'), self.image_root,
-                                  opt.get('max_image_pixels'))
-        self.image_size = int(opt.get('image_size', 224))
-        self.use_swap = bool(opt.get('use_swap', False))
-        self.use_hflip = bool(opt.get('use_hflip', False))
-        self.fallback_caption = opt.get('fallback_caption', DEFAULT_FALLBACK_CAPTION)
-        self.caption_policy = checked_caption_policy('PreferencePairDataset', opt)
+        lmdb = (opt['io_backend'] or {}).get('type') == 'lmdb'
+        self.image_root = opt['image_root'] or (None if lmdb else os.path.dirname(os.path.abspath(self.pairs_file)))
+        self.source = ImageSource('PreferencePairDataset', opt['io_backend'], self.image_root,
+                                  opt['max_image_pixels'])
+        self.image_size = opt['image_size']
+        self.use_swap = opt['use_swap']
+        self.use_hflip = opt['use_hflip']
+        self.fallback_caption = opt['fallback_caption']
+        self.caption_policy = opt['caption_policy']
         self.pairs = self._select(read_pairs(self.pairs_file), opt)
-        self.captions = self._resolve_captions(opt.get('caption_file') or self.source.default_caption_file())
+        self.captions = self._resolve_captions(opt['caption_file'] or self.source.default_caption_file())
         self.guard = BadImageGuard('PreferencePairDataset', [f'pair {pair.image_a} / {pair.image_b}'
                                                              for pair in self.pairs],
-                                   opt.get('max_bad_fraction', DEFAULT_MAX_BAD_FRACTION))
+                                   opt['max_bad_fraction'])
 
     def _select(self, pairs: List[PreferencePair], opt: Mapping[str, Any]) -> List[PreferencePair]:
-        sources = list(opt.get('sources', LABEL_SOURCES))
-        if not set(sources) <= set(LABEL_SOURCES):
-            raise OptionError(f'PreferencePairDataset: sources must be a subset of {list(LABEL_SOURCES)}, got {sources}')
-        min_confidence = float(opt.get('min_confidence', 0.0))
+        sources, min_confidence = list(opt['sources']), float(opt['min_confidence'])
         unlabelled = sum(1 for pair in pairs if not pair.is_labelled)
         kept = [pair for pair in pairs if pair.is_labelled and pair.source in sources
                 and (1.0 if pair.confidence is None else pair.confidence) >= min_confidence]

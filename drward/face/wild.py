@@ -14,10 +14,23 @@ import cv2
 import numpy as np
 
 from drward.face.align import align_face, paste_face, similarity_to_template
-from drward.face.detect import DetectedFace, build_face_detector, select_faces
+from drward.face.detect import DETECTOR_BACKENDS, DetectedFace, build_face_detector, select_faces
 from drward.face.template import face_template
+from drward.utils.option_schema import Bool, Choice, Int, Num, Option, Text
 
 RestoreFaces = Callable[[np.ndarray], np.ndarray]
+
+
+#: ``val.face_align``: in-the-wild photos (detection, alignment, paste-back: this module).
+FACE_ALIGN_OPTIONS = {
+    'enabled': Option(Bool(), False, 'detect, align and paste back the faces of whole photos'),
+    'face_size': Option(Int(8), 512, 'side of the aligned face crops'),
+    'upscale': Option(Int(1), 1, 'the whole photo is upscaled by this factor'),
+    'select': Option(Text(), 'largest', 'which faces: largest, all, ...'),
+    'detector': Option(Choice(*DETECTOR_BACKENDS), 'auto', 'face detector backend'),
+    'weights_dir': Option(Text(nullable=True), 'weights/facexlib', "the detector's weight folder"),
+    'min_face': Option(Num(0), 16.0, 'faces smaller than this (pixels) are left alone'),
+}
 
 
 @dataclass

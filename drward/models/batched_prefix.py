@@ -19,28 +19,27 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 
 from drward.archs.restorer import Restorer
-from drward.utils.options import OptionError
-
-BATCHED_PREFIX_KEYS = ('batched_prefix', 'prefix_batch_size')
+from drward.utils.option_schema import Bool, Int, Option, resolve
 
 
 class BatchedPrefix:
     """Runs the no-grad prefixes of a step's micro-batches together (see the module docstring).
 
     Args:
-        train_opt: the model's ``train`` options (reads :data:`BATCHED_PREFIX_KEYS`).
+        train_opt: the model's ``train`` options (reads the keys of :attr:`options`).
         net: the restorer; batching applies only when it has a prefix (:attr:`Restorer.has_prefix`).
     """
 
+    #: The ``train`` keys it reads (a model's ``train_options`` include them).
+    options = {
+        'batched_prefix': Option(Bool(), False, "run the micro-batches' no-grad prefixes as one batch"),
+        'prefix_batch_size': Option(Int(1, nullable=True), None, 'faces per prefix batch at most (~: no cap)'),
+    }
+
     def __init__(self, train_opt: Mapping, net: Restorer, owner: str = 'ReFLModel'):
-        batched = train_opt.get('batched_prefix', False)
-        if not isinstance(batched, bool):
-            raise OptionError(f'{owner}: train.batched_prefix must be true or false, got {batched!r}')
-        self.enabled = batched and bool(getattr(net, 'has_prefix', False))
-        cap = train_opt.get('prefix_batch_size')
-        if cap is not None and int(cap) < 1:
-            raise OptionError(f'{owner}: train.prefix_batch_size must be >= 1 (or null: no cap), got {cap!r}')
-        self.max_batch: Optional[int] = int(cap) if cap is not None else None
+        opt = resolve(f'{owner} train', self.options, {k: v for k, v in train_opt.items() if k in self.options})
+        self.enabled = opt['batched_prefix'] and bool(getattr(net, 'has_prefix', False))
+        self.max_batch: Optional[int] = opt['prefix_batch_size']
         self.net = net
 
     def run(self, lq: torch.Tensor, chunks: Sequence[slice], grad_steps: int,

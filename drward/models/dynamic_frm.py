@@ -39,12 +39,12 @@ from basicsr.utils import get_root_logger
 
 from drward.archs.reward import Reward
 from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
+from drward.models.model_options import ADAMW
 from drward.models.state_offload import StateOffload
 from drward.utils.distributed import average_gradients, broadcast_module_
 from drward.utils.host_memory import release_host_memory
-from drward.utils.options import check_keys
+from drward.utils.option_schema import Bool, Choice, Int, Num, OneOf, Option, resolve
 
-FRM_UPDATE_KEYS = ('enabled', 'every', 'loss_weight', 'reduction', 'grad_clip', 'optim', 'offload')
 #: The authors' dynamic-update optimiser (their training script).
 OFFICIAL_FRM_OPTIM = {'lr': 2e-6, 'betas': (0.9, 0.999), 'eps': 1e-8, 'weight_decay': 0.35}
 
@@ -67,11 +67,10 @@ class DynamicFRMUpdate:
     Args:
         frm: the trainable reward (``RewardLoss.trained``: the FRM); its trainable parameters are trained in place.
             None: no reward to train (``every`` 0, ``optimizer`` None).
-        opt: the ``train.frm_update`` options, :data:`FRM_UPDATE_KEYS`: ``enabled`` (True), ``every`` (10; 0, ``never``
-            or ``enabled: false`` = never), ``loss_weight`` (0.1), ``reduction`` (``'sum'``), ``grad_clip`` (1.0),
-            ``optim`` (:data:`OFFICIAL_FRM_OPTIM`), ``offload`` (false; true: the AdamW states live in host memory
-            between updates, :mod:`~drward.models.state_offload`; meant for CUDA, where it frees 2 × the unlocked
-            weights of GPU memory during the generator steps).
+        opt: the ``train.frm_update`` options, declared in :attr:`options` (``every: 0``, ``never`` or
+            ``enabled: false``: never; ``offload: true``: the AdamW states live in host memory between updates,
+            :mod:`~drward.models.state_offload`; meant for CUDA, where it frees 2 × the unlocked weights of GPU
+            memory during the generator steps).
         owner: the model's name, for messages.
         autocast: a context-manager factory the preference step runs under (the owner's mixed precision).
         shard: split the AdamW states across the ranks (``ZeroRedundancyOptimizer``; one process: ignored).
@@ -79,30 +78,40 @@ class DynamicFRMUpdate:
             update runs.
     """
 
+    #: ``train.frm_update`` (docs/design.md §3): the official values are the defaults.
+    options = {
+        'enabled': Option(Bool(), True, 'false: no dynamic FRM update (as every: never)'),
+        'every': Option(OneOf(Int(1), Choice('never'), bad=0), 10, 'n: one FRM step every n generator steps'),
+        'loss_weight': Option(Num(0), 0.1, 'weight of the summed preference cross-entropy'),
+        'reduction': Option(Choice('mean', 'sum'), 'sum', "over the batch's pairs (official: sum)"),
+        'grad_clip': Option(Num(0, lo_open=True, nullable=True), 1.0, 'gradient-norm clip (~: none)'),
+        'optim': Option(ADAMW, None, 'the FRM optimiser; keys not given: OFFICIAL_FRM_OPTIM'),
+        'offload': Option(Bool(), False, "the AdamW states in host memory between updates (CUDA)"),
+    }
+
     def __init__(self, frm: Optional[Reward], opt: Optional[Mapping] = None, owner: str = 'model',
                  autocast: Callable[[], ContextManager] = nullcontext, shard: bool = False,
                  idle_optimizers: Sequence[torch.optim.Optimizer] = ()):
-        opt = dict(opt or {})
-        check_keys(f'{owner} train.frm_update', opt, FRM_UPDATE_KEYS)
+        opt = resolve(f'{owner} train.frm_update', self.options, opt, ignore=())
         self.frm, self.owner, self.autocast = frm, owner, autocast
-        self.every = parse_every(opt.get('every', 10), owner) if opt.get('enabled', True) and frm is not None else 0
-        self.grad_clip = opt.get('grad_clip', 1.0)
-        optim = dict(opt.get('optim') or OFFICIAL_FRM_OPTIM)
+        self.every = parse_every(opt['every'], owner) if opt['enabled'] and frm is not None else 0
+        self.grad_clip = opt['grad_clip']
+        optim = {**OFFICIAL_FRM_OPTIM, **(opt['optim'] or {})}
         #: what a resumed run compares with the saved run's (:meth:`changes_since`)
-        self.settings = {'every': self.every, 'loss_weight': float(opt.get('loss_weight', 0.1)),
-                         'reduction': str(opt.get('reduction', 'sum')),
+        self.settings = {'every': self.every, 'loss_weight': float(opt['loss_weight']),
+                         'reduction': str(opt['reduction']),
                          'grad_clip': float(self.grad_clip) if self.grad_clip else 0.0,
-                         'lr': float(optim.get('lr', OFFICIAL_FRM_OPTIM['lr']))}
-        self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt.get('loss_weight', 0.1),
-                                'reduction': opt.get('reduction', 'sum')})
+                         'lr': float(optim['lr'])}
+        self.loss = build_loss({'type': 'PreferenceLoss', 'loss_weight': opt['loss_weight'],
+                                'reduction': opt['reduction']})
         self.updates = 0
         self.skipped = 0
         if frm is None:
             self.optimizer, self.offload, self.idle = None, None, []
             return
         broadcast_module_(frm)  # multi-process: every rank starts from rank 0's FRM (before it ever runs)
-        self.optimizer = build_frm_optimizer(frm, opt.get('optim') or OFFICIAL_FRM_OPTIM, shard=shard)
-        self.offload = StateOffload(self.optimizer, bool(opt.get('offload', False)))
+        self.optimizer = build_frm_optimizer(frm, optim, shard=shard)
+        self.offload = StateOffload(self.optimizer, opt['offload'])
         self.idle = [StateOffload(o, self.offload.enabled, resident_on_host=False) for o in idle_optimizers]
 
     def due(self, current_iter: int) -> bool:

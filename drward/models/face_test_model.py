@@ -45,28 +45,41 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 from tqdm import tqdm
 
 from drward.archs.restorer import Restorer, load_restorer_weights
 from drward.data.readable_items import item_name, readable_batches
 from drward.diffusion import row_noise
 from drward.face.detect import build_face_detector
-from drward.face.wild import WildFaceRestorer
-from drward.metrics.evaluate import (ImageScores, finish_scores, merge_image_scores, metric_columns, read_bgr,
-                                     score_images)
+from drward.face.wild import FACE_ALIGN_OPTIONS, WildFaceRestorer
+from drward.metrics.evaluate import (
+    ImageScores,
+    finish_scores,
+    merge_image_scores,
+    metric_columns,
+    read_bgr,
+    score_images,
+)
 from drward.metrics.report import ResultsTable, side_by_side
 from drward.models import test_shards
+from drward.models.model_options import METRICS, section
 from drward.models.test_batches import Batch, PendingItem, SizeBatches, write_image
 from drward.utils.atomic_io import remove_stale_temp_files
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import REQUIRED, Bool, ByRegistry, Choice, Int, Option, Text, group, resolve
+from drward.utils.options import OptionError
 from drward.utils.registry import register
 
-VAL_KEYS = ('save_img', 'suffix', 'pbar', 'metrics', 'label', 'skip_existing', 'output_range', 'face_align', 'grids',
-            'seed', 'quantize', 'batch_size')
 QUANTIZE_MODES = ('round', 'truncate')
-COMPARE_KEYS = ('label', 'network_g', 'pretrain_network_g', 'param_key_g', 'strict_load_g')
-FACE_ALIGN_KEYS = ('enabled', 'face_size', 'upscale', 'select', 'detector', 'weights_dir', 'min_face')
+NETWORK_G = ByRegistry(ARCH_REGISTRY)
+#: ``compare``: a second restorer in the same table.
+COMPARE_OPTIONS = {
+    'label': Option(Text(), REQUIRED, "the second row's label"),
+    'network_g': Option(NETWORK_G, None, "its arch options (default: the first row's)"),
+    'pretrain_network_g': Option(Text(nullable=True), None, 'its checkpoint'),
+    'param_key_g': Option(Text(), 'params', "the checkpoint's key"),
+    'strict_load_g': Option(Bool(), True, 'refuse missing or unexpected weights'),
+}
 IMAGE_EXT = '.png'
 
 
@@ -102,12 +115,10 @@ def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:
                         path_opt.get('pretrain_network_g'), path_opt.get('param_key_g', 'params'),
                         path_opt.get('strict_load_g', True))
     rows = [base]
-    compare = opt.get('compare')
-    if compare:
-        check_keys('FaceTestModel compare', compare, COMPARE_KEYS, required=('label',))
-        rows.append(RestorerSpec(compare['label'], deepcopy(compare.get('network_g') or base.network_opt),
-                                 compare.get('pretrain_network_g'), compare.get('param_key_g', 'params'),
-                                 compare.get('strict_load_g', True)))
+    if opt.get('compare'):
+        compare = resolve('FaceTestModel compare', COMPARE_OPTIONS, opt['compare'], ignore=())
+        rows.append(RestorerSpec(compare['label'], deepcopy(compare['network_g'] or base.network_opt),
+                                 compare['pretrain_network_g'], compare['param_key_g'], compare['strict_load_g']))
         if rows[0].slug == rows[1].slug:
             raise OptionError(f'FaceTestModel: the two rows need different labels (both {rows[0].label!r})')
     return rows
@@ -117,40 +128,49 @@ def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:
 class FaceTestModel(BaseModel):
     """Test-only model: restore (with skip on rerun), score, tabulate; compare mode over two restorers."""
 
+    #: Top-level keys; ``val`` below (docs/design.md §3; a subclass inherits them and adds its own).
+    options = {'network_g': Option(NETWORK_G, REQUIRED, 'the restorer, any registered arch'),
+               'compare': Option(group(COMPARE_OPTIONS), None, 'a second restorer in the same table')}
+    val_options = {
+        'label': Option(Text(), None, "the first row's label (default: network_g's type)"),
+        'save_img': Option(Bool(), False, 'BasicSR: also write side-by-side grids'),
+        'suffix': Option(Text(nullable=True), None, "BasicSR's output-name suffix"),
+        'pbar': Option(Bool(), True, 'progress bars'),
+        'metrics': Option(METRICS, None, 'metrics by name (BasicSR and drward face metrics)'),
+        'skip_existing': Option(Bool(), True, 'a rerun skips the images already restored with the same settings'),
+        'output_range': Option(Choice([0, 1], [-1, 1]), [0, 1], "the restorer's output range"),
+        'face_align': Option(group(FACE_ALIGN_OPTIONS), None, 'in-the-wild photos'),
+        'grids': Option(Int(0), 8, 'how many side-by-side grids per dataset'),
+        'seed': Option(Int(0), 0, 'image i is restored with seed + i'),
+        'quantize': Option(Choice(*QUANTIZE_MODES), 'round', 'float to 8 bits: round or truncate'),
+        'batch_size': Option(Int(1), 1, 'images restored at once'),
+    }
+
     def __init__(self, opt: Dict[str, Any]):
         super().__init__(opt)
-        self.val_opt = dict(opt.get('val') or {})
-        check_keys('FaceTestModel val', self.val_opt, VAL_KEYS)
-        self.output_range = tuple(self.val_opt.get('output_range', (0, 1)))
-        if self.output_range not in ((0, 1), (-1, 1)):
-            raise OptionError(f'FaceTestModel: val.output_range must be [0, 1] or [-1, 1], got {self.output_range}')
-        self.quantize = self.val_opt.get('quantize', 'round')
-        if self.quantize not in QUANTIZE_MODES:
-            raise OptionError(f'FaceTestModel: val.quantize must be one of {list(QUANTIZE_MODES)}, '
-                              f'got {self.quantize!r}')
+        self.val_opt = section(self, 'val', opt.get('val'))
+        self.output_range = tuple(self.val_opt['output_range'])
+        self.quantize = self.val_opt['quantize']
         self.rows = _rows(opt)
-        self.wild = self._build_wild(self.val_opt.get('face_align') or {})
+        self.wild = self._build_wild(self.val_opt['face_align'])
         self.net_g, self._active_row = self._build(self.rows[0]), 0
         self.results_tables: Dict[str, ResultsTable] = {}
         self.restore_calls = 0  # network calls, for logs and tests
-        self.image_seed = int(self.val_opt.get('seed', 0))
+        self.image_seed = self.val_opt['seed']
         self.image_seeds = [self.image_seed]  # one per image of the batch being restored
-        self.batch_size = int(self.val_opt.get('batch_size', 1))
-        if self.batch_size < 1:
-            raise OptionError(f'FaceTestModel: val.batch_size must be >= 1, got {self.batch_size}')
+        self.batch_size = self.val_opt['batch_size']
         test_shards.wait_group()  # every rank creates the long-timeout group here, at the same point
         self.skipped_inputs: Dict[str, List[str]] = {}  # dataset → unreadable input files, listed in the report
 
     # ----------------------------------------------------------------------------------------------- building
-    def _build_wild(self, align_opt: Mapping[str, Any]) -> Optional[WildFaceRestorer]:
-        check_keys('FaceTestModel val.face_align', align_opt, FACE_ALIGN_KEYS)
-        if not align_opt.get('enabled', False):
+    def _build_wild(self, given: Optional[Mapping[str, Any]]) -> Optional[WildFaceRestorer]:
+        align_opt = resolve('FaceTestModel val.face_align', FACE_ALIGN_OPTIONS, given, ignore=())
+        if not align_opt['enabled']:
             return None
-        detector = build_face_detector(align_opt.get('detector', 'auto'), align_opt.get('weights_dir',
-                                       'weights/facexlib'), str(self.device))
+        detector = build_face_detector(align_opt['detector'], align_opt['weights_dir'], str(self.device))
         get_root_logger().info(f'FaceTestModel: in-the-wild faces, detector {detector.name}')
-        return WildFaceRestorer(detector, align_opt.get('face_size', 512), align_opt.get('upscale', 1),
-                                align_opt.get('select', 'largest'), align_opt.get('min_face', 16.0))
+        return WildFaceRestorer(detector, align_opt['face_size'], align_opt['upscale'], align_opt['select'],
+                                align_opt['min_face'])
 
     def _build(self, spec: RestorerSpec) -> torch.nn.Module:
         net = build_network(deepcopy(spec.network_opt))
@@ -232,8 +252,8 @@ class FaceTestModel(BaseModel):
 
     def _fingerprint_ok(self, folder: str, spec: RestorerSpec) -> bool:
         """True if ``folder`` was restored by this same restorer; (re)writes the fingerprint either way."""
-        extra = {'output_range': list(self.output_range), 'face_align': self.val_opt.get('face_align'),
-                 'seed': self.val_opt.get('seed', 0), 'quantize': self.quantize}
+        extra = {'output_range': list(self.output_range), 'face_align': self.val_opt['face_align'],
+                 'seed': self.val_opt['seed'], 'quantize': self.quantize}
         wanted = json.loads(json.dumps(spec.fingerprint(extra), sort_keys=True, default=str))
         path = osp.join(folder, 'restorer.json')
         same = osp.exists(path) and json.load(open(path)) == wanted
@@ -259,7 +279,7 @@ class FaceTestModel(BaseModel):
         if test_shards.rank() == 0:
             same = self._fingerprint_ok(folder, spec)
             remove_stale_temp_files(folder)
-        return bool(test_shards.from_rank_zero(same)) and self.val_opt.get('skip_existing', True)
+        return bool(test_shards.from_rank_zero(same)) and self.val_opt['skip_existing']
 
     def restore_set(self, index: int, dataloader, dataset: str) -> Dict[str, str]:
         """Restore this rank's share of ``dataloader`` (item i on rank i mod P; all of it in one process) with row
@@ -273,7 +293,7 @@ class FaceTestModel(BaseModel):
         positions = test_shards.sorted_positions(dataloader.dataset)  # item i's place in the sorted set
         share = len(range(test_shards.rank(), len(positions), test_shards.world_size()))
         bar = tqdm(total=share, unit='image', desc=f'restore {spec.label} on {dataset}',
-                   disable=not self.val_opt.get('pbar', True))
+                   disable=not self.val_opt['pbar'])
         for item, data in readable_batches(dataloader, skipped, select=lambda i: test_shards.mine(positions[i])):
             names = [osp.splitext(osp.basename(p))[0] for p in data['lq_path']]
             self._save_inputs(data, names, inputs_dir)
@@ -296,7 +316,7 @@ class FaceTestModel(BaseModel):
         """Restore one batch with row ``index``, each image seeded by its index in the sorted set; returns the
         count."""
         self._activate(index)
-        base = int(self.val_opt.get('seed', 0))
+        base = self.val_opt['seed']
         self.image_seeds = [base + i for i in batch.indices]  # same noise for every row, any batch or rank
         self.image_seed = self.image_seeds[0]
         torch.manual_seed(self.image_seed)
@@ -312,7 +332,7 @@ class FaceTestModel(BaseModel):
         return paths if all(osp.exists(p) for p in paths.values()) else None
 
     def _save_grids(self, dataset: str, outputs: List[Dict[str, str]]) -> None:
-        names = sorted(outputs[0])[:int(self.val_opt.get('grids', 8))]
+        names = sorted(outputs[0])[:self.val_opt['grids']]
         lq, gt = self._input_paths(dataset, 'lq', names), self._input_paths(dataset, 'gt', names)
         for name in names:
             panels = ([read_bgr(lq[name])] if lq else []) + [read_bgr(out[name]) for out in outputs]
@@ -325,7 +345,7 @@ class FaceTestModel(BaseModel):
     def _write_per_image(self, dataset: str, names: List[str], per_row: Dict[str, Dict[str, List[float]]]) -> None:
         os.makedirs(self.report_root(), exist_ok=True)
         path = osp.join(self.report_root(), f'{dataset}_per_image.csv')
-        metrics = list(self.val_opt.get('metrics') or {})
+        metrics = list(self.val_opt['metrics'] or {})
         with open(path, 'w', newline='', encoding='utf-8') as handle:
             writer = csv.writer(handle)
             writer.writerow(['method', 'image'] + metrics)
@@ -335,17 +355,17 @@ class FaceTestModel(BaseModel):
 
     def score_share(self, dataset: str, outputs: List[Dict[str, str]]) -> List[ImageScores]:
         """The per-image metrics of this rank's share, one :class:`ImageScores` per row."""
-        metric_opts = self.val_opt.get('metrics') or {}
+        metric_opts = self.val_opt['metrics'] or {}
         names = sorted(outputs[0])
         gt = self._input_paths(dataset, 'gt', names)
-        return [score_images(names, restored, gt, metric_opts, self.val_opt.get('pbar', True), spec.label)
+        return [score_images(names, restored, gt, metric_opts, self.val_opt['pbar'], spec.label)
                 for spec, restored in zip(self.rows, outputs)]
 
     def evaluate_set(self, dataset: str, outputs: List[Dict[str, str]], image_scores: List[ImageScores],
                      shares: Optional[List[int]] = None) -> ResultsTable:
         """The dataset's table from every row's per-image scores (all shares merged) and the set-level metrics,
         computed here over each row's whole folder (with the relative change in compare mode)."""
-        metric_opts = self.val_opt.get('metrics') or {}
+        metric_opts = self.val_opt['metrics'] or {}
         names = sorted(outputs[0])
         gt = self._input_paths(dataset, 'gt', names)
         gt_dir = osp.join(self.restored_root(), '_inputs', dataset, 'gt') if gt else None

@@ -38,26 +38,24 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
 from drward.archs.frm_arch import FaceRewardModel, build_frm, save_frm
 from drward.losses.preference_loss import PreferenceLoss
 from drward.models.frm_optim import build_frm_optimizer, global_batch_scale, preference_step
+from drward.models.model_options import ADAMW, LOSS, TRAIN_OPTIONS, VAL_OPTIONS, section
 from drward.models.parallel import wrap_for_training
 from drward.models.training_state import ResumableStateMixin
 from drward.utils.curves import CurveRecorder
 from drward.utils.distributed import mean_over_ranks
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import REQUIRED, Bool, ByRegistry, Int, Num, Option
+from drward.utils.options import OptionError
 from drward.utils.precision_check import mixed_precision_dtype
 from drward.utils.registry import base_name, register
 
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'optim_frm', 'pref_opt', 'grad_clip', 'mixed_precision',
-              'shard_optimizer_states')
-VAL_KEYS = ('val_freq', 'save_img', 'val_at_start', 'batch_size', 'pbar')
 BATCH_KEYS = ('img_a', 'img_b', 'caption', 'label')
 #: HPS v2's optimiser (configs/HPSv2.sh: lr 3.3e-6, wd 0.35; open_clip's ViT defaults: betas, eps).
 HPS_V2_OPTIM = {'type': 'AdamW', 'lr': 3.3e-6, 'betas': (0.9, 0.98), 'eps': 1e-6, 'weight_decay': 0.35}
-AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 
 
 def _concat_batches(batches: List[Dict]) -> Dict:
@@ -85,8 +83,23 @@ class FRMModel(ResumableStateMixin, BaseModel):
 
     Options: ``network_frm`` (FaceRewardModel's keys: ``model_name``, ``checkpoint`` (HPS v2 file),
     ``unlocked_image_groups``, ``unlocked_text_layers``, ``gradient_checkpointing``, ...); ``path.pretrain_network_frm``
-    (start from an earlier FRM checkpoint instead); ``train`` (:data:`TRAIN_KEYS`); ``val`` (:data:`VAL_KEYS`).
+    (start from an earlier FRM checkpoint instead); ``train`` (:attr:`train_options`); ``val`` (:attr:`val_options`).
     """
+
+    #: Top-level keys; ``train`` and ``val`` below (docs/design.md §3; a subclass inherits them and adds its own).
+    options = {'network_frm': Option(ByRegistry(ARCH_REGISTRY), REQUIRED, 'the FRM: FaceRewardModel options')}
+    train_options = {
+        **TRAIN_OPTIONS,
+        'grad_clip': Option(Num(0, lo_open=True, nullable=True), None, 'gradient-norm clip (~: measured only)'),
+        'optim_frm': Option(ADAMW, None, "the FRM's AdamW; keys not given: HPS_V2_OPTIM (HPS v2's recipe)"),
+        'pref_opt': Option(LOSS, {'type': 'PreferenceLoss'}, 'L_FRM, the preference loss'),
+    }
+    val_options = {
+        **VAL_OPTIONS,
+        'val_at_start': Option(Bool(), False, 'also measure the starting FRM before the first step'),
+        'batch_size': Option(Int(1), 16, 'pairs scored at once in validation'),
+        'pbar': Option(Bool(), False, "BasicSR's validation progress bar"),
+    }
 
     def __init__(self, opt):
         super().__init__(opt)
@@ -98,9 +111,8 @@ class FRMModel(ResumableStateMixin, BaseModel):
                                f'{n_trained:,} of {n_all:,} parameters trainable')
         if self.frm.is_tiny:
             get_root_logger().warning('FRMModel: the FRM is a TINY model (CPU demo and tests, not a usable reward)')
-        val_opt = opt.get('val') or {}
-        check_keys('FRMModel val', val_opt, VAL_KEYS)
-        self.val_batch_size = int(val_opt.get('batch_size', 16))
+        self.val_opt = section(self, 'val', opt.get('val'))
+        self.val_batch_size = self.val_opt['batch_size']
         self.best_val: Dict[str, Tuple[float, object]] = {}
         self._pending_tb: List[Tuple[str, float, int]] = []
         self.autocast_dtype = None
@@ -131,27 +143,26 @@ class FRMModel(ResumableStateMixin, BaseModel):
         return frm_opt
 
     def init_training_settings(self) -> None:
-        train_opt = self.opt['train']
-        check_keys('FRMModel train', train_opt, TRAIN_KEYS)
+        train_opt = section(self, 'train', self.opt['train'])
         self.frm.train()
-        grad_clip = train_opt.get('grad_clip')
+        grad_clip = train_opt['grad_clip']
         self.grad_clip = float(grad_clip) if grad_clip else float('inf')  # inf: measure the norm, never clip
-        precision = train_opt.get('mixed_precision', 'no')
+        precision = train_opt['mixed_precision']
         try:  # 'auto': bf16 where self.device runs it natively, else fp32 (fp16 would need a gradient scaler)
             self.autocast_dtype = mixed_precision_dtype(precision, self.device, 'FRMModel')
         except ValueError as error:
             raise OptionError(str(error)) from None
-        self.cri_pref = build_loss(dict(train_opt.get('pref_opt') or {'type': 'PreferenceLoss'})).to(self.device)
+        self.cri_pref = build_loss(dict(train_opt['pref_opt'])).to(self.device)
         self.frm_train = wrap_for_training(self.frm, 'preference_logits', self.opt, self.device)  # DDP when dist
-        self.optimizer_frm = build_frm_optimizer(self.frm, {**HPS_V2_OPTIM, **(train_opt.get('optim_frm') or {})},
-                                                 shard=bool(train_opt.get('shard_optimizer_states', False)))
+        self.optimizer_frm = build_frm_optimizer(self.frm, {**HPS_V2_OPTIM, **(train_opt['optim_frm'] or {})},
+                                                 shard=train_opt['shard_optimizer_states'])
         self.optimizers.append(self.optimizer_frm)
-        if train_opt.get('scheduler'):
+        if train_opt['scheduler']:
             self.setup_schedulers()
         for group in self.optimizer_frm.param_groups:
             group.setdefault('initial_lr', group['lr'])  # BasicSR's warm-up scales from it; schedulers set it too
         resuming = bool(self.opt['path'].get('resume_state'))
-        self._start_validation_pending = bool((self.opt.get('val') or {}).get('val_at_start')) and not resuming
+        self._start_validation_pending = self.val_opt['val_at_start'] and not resuming
         self.skipped_steps = 0
 
     def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:

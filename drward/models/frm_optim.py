@@ -18,9 +18,7 @@ from torch import nn
 from drward.losses.preference_loss import PreferenceLoss, pair_accuracy
 from drward.models.parallel import make_optimizer
 from drward.utils.distributed import all_ranks_agree, world_size
-from drward.utils.options import check_keys
-
-FRM_OPTIM_KEYS = ('type', 'lr', 'betas', 'eps', 'weight_decay')
+from drward.utils.options import OptionError
 
 
 def frm_param_groups(frm: nn.Module, weight_decay: float) -> List[Dict]:
@@ -33,16 +31,15 @@ def frm_param_groups(frm: nn.Module, weight_decay: float) -> List[Dict]:
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
 
 
-def build_frm_optimizer(frm: nn.Module, opt: Optional[Mapping], shard: bool = False) -> torch.optim.Optimizer:
-    """AdamW over :func:`frm_param_groups`; options ``lr``, ``betas``, ``eps``, ``weight_decay``. ``shard``: its
-    states split across the ranks (:func:`~drward.models.parallel.make_optimizer`)."""
-    opt = dict(opt or {})
-    check_keys('FRM optimiser', opt, FRM_OPTIM_KEYS)
-    if opt.pop('type', 'AdamW') != 'AdamW':
-        raise ValueError('FRM optimiser: only AdamW is supported (the authors\' and HPS v2\'s choice)')
-    groups = frm_param_groups(frm, float(opt.pop('weight_decay', 0.35)))
-    return make_optimizer('AdamW', groups, shard, lr=float(opt.get('lr', 2e-6)),
-                          betas=tuple(opt.get('betas', (0.9, 0.999))), eps=float(opt.get('eps', 1e-8)))
+def build_frm_optimizer(frm: nn.Module, opt: Mapping, shard: bool = False) -> torch.optim.Optimizer:
+    """AdamW over :func:`frm_param_groups`; ``opt`` holds ``lr``, ``betas``, ``eps``, ``weight_decay`` (the caller's
+    defaults filled in: ``OFFICIAL_FRM_OPTIM`` of the dynamic update, ``HPS_V2_OPTIM`` of FRMModel) and optionally
+    ``type: AdamW``. ``shard``: its states split across the ranks (:func:`~drward.models.parallel.make_optimizer`)."""
+    if opt.get('type', 'AdamW') != 'AdamW':
+        raise OptionError("FRM optimiser: type: only AdamW is supported (the authors' and HPS v2's choice)")
+    groups = frm_param_groups(frm, float(opt['weight_decay']))
+    return make_optimizer('AdamW', groups, shard, lr=float(opt['lr']), betas=tuple(opt['betas']),
+                          eps=float(opt['eps']))
 
 
 def global_batch_scale(reduction: str) -> float:

@@ -30,9 +30,8 @@ import torch
 from basicsr.utils import get_root_logger
 from torch import nn
 
-from drward.utils.options import check_keys
+from drward.utils.option_schema import Bool, Int, Num, Option, resolve
 
-HACK_MONITOR_KEYS = ('enabled', 'gap_threshold', 'hf_ratio_threshold', 'patience', 'levels')
 #: (log key, option holding its threshold)
 WATCHED = (('hack_reward_gap', 'gap_threshold'), ('hack_hf_ratio', 'hf_ratio_threshold'))
 
@@ -87,22 +86,28 @@ class HackMonitor:
     """Measures :class:`HackStats` and warns when a value stays above its threshold for ``patience`` logs.
 
     Args:
-        opt: ``train.hack_monitor`` options, :data:`HACK_MONITOR_KEYS` (defaults in the module docstring;
-            ``levels``: DT-CWT levels J, 3).
+        opt: ``train.hack_monitor`` options, declared in :attr:`options` (the defaults are explained in the module
+            docstring).
         owner: the model's name, for the warning.
         logger_opt: the option file's ``logger`` section: training values are measured every ``print_freq``
             iterations, the steps BasicSR logs (every iteration when absent).
     """
 
+    #: ``train.hack_monitor`` (docs/design.md §3).
+    options = {
+        'enabled': Option(Bool(), True, 'measure and warn'),
+        'gap_threshold': Option(Num(), 0.0, 'warn when hack_reward_gap stays above it'),
+        'hf_ratio_threshold': Option(Num(0, lo_open=True), 1.5, 'warn when hack_hf_ratio stays above it'),
+        'patience': Option(Int(1), 3, 'consecutive logs above a threshold before the warning'),
+        'levels': Option(Int(1), 3, 'DT-CWT levels J of the high-frequency energy'),
+    }
+
     def __init__(self, opt: Optional[Mapping] = None, owner: str = 'model', logger_opt: Optional[Mapping] = None):
-        opt = dict(opt or {})
-        check_keys(f'{owner} train.hack_monitor', opt, HACK_MONITOR_KEYS)
-        self.enabled = bool(opt.get('enabled', True))
-        self.thresholds = {key: float(opt.get(name, default)) for (key, name), default in zip(WATCHED, (0.0, 1.5))}
-        self.patience = int(opt.get('patience', 3))
-        if self.patience < 1:
-            raise ValueError(f'{owner} train.hack_monitor: patience must be ≥ 1, got {self.patience}')
-        self.hf = HighFrequencyEnergy(int(opt.get('levels', 3)))
+        opt = resolve(f'{owner} train.hack_monitor', self.options, opt, ignore=())
+        self.enabled = opt['enabled']
+        self.thresholds = {key: float(opt[name]) for key, name in WATCHED}
+        self.patience = opt['patience']
+        self.hf = HighFrequencyEnergy(opt['levels'])
         self.owner = owner
         self.log_every = max(int((logger_opt or {}).get('print_freq', 1)), 1)
         self.runs: Dict[Tuple[str, str], int] = {}

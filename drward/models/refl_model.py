@@ -54,28 +54,26 @@ from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger
-from basicsr.utils.registry import MODEL_REGISTRY
+from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
 
-from drward.archs.restorer import Restorer, RestoreOutput, load_restorer_weights, save_trained_part
-from drward.models.batched_prefix import BATCHED_PREFIX_KEYS, BatchedPrefix
+from drward.archs.restorer import RestoreOutput, Restorer, load_restorer_weights, save_trained_part
+from drward.models.batched_prefix import BatchedPrefix
 from drward.models.dynamic_frm import DynamicFRMUpdate
 from drward.models.ema import TrainedPartEMA
 from drward.models.hack_monitor import HackMonitor
+from drward.models.model_options import ADAMW, LOSS, TRAIN_OPTIONS, VAL_OPTIONS, section
 from drward.models.parallel import make_optimizer, sync_on_last, wrap_for_training
 from drward.models.training_state import ResumableStateMixin
 from drward.models.validation import RestorationValidator
 from drward.utils.curves import CurveRecorder, switch_line
 from drward.utils.distributed import all_ranks_agree, mean_over_ranks
 from drward.utils.host_memory import release_host_memory
-from drward.utils.options import OptionError, check_keys
+from drward.utils.option_schema import REQUIRED, Bool, ByRegistry, Choice, Int, Num, Option, group
+from drward.utils.options import OptionError
 from drward.utils.precision_check import bf16_advice, mixed_precision_dtype
 from drward.utils.registry import register
 
-TRAIN_KEYS = ('total_iter', 'warmup_iter', 'scheduler', 'grad_accum', 'grad_accum_mode', 'grad_steps', 'grad_clip_g',
-              'mixed_precision', 'gradient_checkpointing', 'optim_g', 'reward_opt', 'dwt_opt', 'lpips_opt', 'reg_opt',
-              'frm_update', 'hack_monitor', 'shard_optimizer_states', 'ema_decay') + BATCHED_PREFIX_KEYS
 GRAD_ACCUM_MODES = ('mean', 'last_microbatch')
-AUTOCAST_DTYPES = {'no': None, 'bf16': torch.bfloat16}
 #: The generator loss terms, in the order they are logged, with the loss option that builds each.
 TERMS = (('l_reg', 'reg_opt'), ('l_dwt', 'dwt_opt'), ('l_reward', 'reward_opt'), ('l_lpips', 'lpips_opt'))
 
@@ -104,6 +102,28 @@ def _split(batch_size: int, accum: int) -> List[slice]:
 class ReFLModel(ResumableStateMixin, BaseModel):
     """BasicSR model for DiffusionReward ReFL. See the module docstring for one iteration."""
 
+    #: Top-level keys; ``train`` and ``val`` below (docs/design.md §3; a subclass inherits them and adds its own).
+    options = {'network_g': Option(ByRegistry(ARCH_REGISTRY), REQUIRED, 'the restorer: a drward Restorer by type')}
+    train_options = {
+        **TRAIN_OPTIONS,
+        'grad_accum': Option(Int(1), 4, 'micro-batches per optimiser step (the paper: batch 1 x accumulation 4)'),
+        'grad_accum_mode': Option(Choice(*GRAD_ACCUM_MODES), 'mean', "mean, or the authors' last_microbatch"),
+        'grad_steps': Option(Int(1), 1, 'N: gradient-enabled denoiser calls at the stop step'),
+        'grad_clip_g': Option(Num(0, lo_open=True, nullable=True), None, "the restorer's gradient-norm clip (~: none)"),
+        'ema_decay': Option(Num(0, 1, nullable=True), None, "BasicSR's EMA of the trained part: net_g_ema_<iter> beside "
+                            'net_g (null: none; drward/models/ema.py)'),
+        'gradient_checkpointing': Option(Bool(), False, 'activation checkpointing in the restorer and the rewards'),
+        'optim_g': Option(ADAMW, {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01}, "the restorer's optimiser"),
+        'reward_opt': Option(LOSS, REQUIRED, 'L_reward: a RewardLoss and its rewards'),
+        'reg_opt': Option(LOSS, None, 'L_reg (none: left out)'),
+        'dwt_opt': Option(LOSS, None, 'L_DWT (none: left out)'),
+        'lpips_opt': Option(LOSS, None, 'L_LPIPS (none: left out)'),
+        'frm_update': Option(group(DynamicFRMUpdate.options), None, 'the dynamic FRM update'),
+        'hack_monitor': Option(group(HackMonitor.options), None, 'the reward-hacking monitor'),
+        **BatchedPrefix.options,
+    }
+    val_options = {**VAL_OPTIONS, **RestorationValidator.options}
+
     def __init__(self, opt):
         super().__init__(opt)
         self.net_g = build_network(opt['network_g'])
@@ -125,17 +145,13 @@ class ReFLModel(ResumableStateMixin, BaseModel):
 
     # ------------------------------------------------------------------------------------------------ set-up
     def init_training_settings(self) -> None:
-        train_opt = self.opt['train']
-        check_keys('ReFLModel train', train_opt, TRAIN_KEYS, required=('reward_opt',))
+        train_opt = section(self, 'train', self.opt['train'])
         self.net_g.train()
-        self.grad_accum = int(train_opt.get('grad_accum', 4))
-        self.grad_accum_mode = train_opt.get('grad_accum_mode', 'mean')
-        if self.grad_accum_mode not in GRAD_ACCUM_MODES:
-            raise OptionError(f'ReFLModel: train.grad_accum_mode must be one of {list(GRAD_ACCUM_MODES)}, '
-                              f'got {self.grad_accum_mode!r}')
-        self.grad_steps = int(train_opt.get('grad_steps', 1))
-        self.grad_clip_g = train_opt.get('grad_clip_g')
-        precision = train_opt.get('mixed_precision', 'no')
+        self.grad_accum = train_opt['grad_accum']
+        self.grad_accum_mode = train_opt['grad_accum_mode']
+        self.grad_steps = train_opt['grad_steps']
+        self.grad_clip_g = train_opt['grad_clip_g']
+        precision = train_opt['mixed_precision']
         try:  # 'auto': bf16 where self.device runs it natively, else fp32 (fp16 would need a gradient scaler)
             self.autocast_dtype = mixed_precision_dtype(precision, self.device, 'ReFLModel')
         except ValueError as error:
@@ -144,7 +160,7 @@ class ReFLModel(ResumableStateMixin, BaseModel):
             torch.bfloat16 else None
         if advice:  # pre-Ampere GPUs emulate bf16: say so before hours of slow training
             get_root_logger().warning(f'ReFLModel: {advice}')
-        self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt.get(key) else None
+        self.criteria = {term: build_loss(train_opt[key]).to(self.device) if train_opt[key] else None
                          for term, key in TERMS}
         self.reward_loss = self.criteria['l_reward']
         self.frm = self.reward_loss.trained
@@ -152,27 +168,27 @@ class ReFLModel(ResumableStateMixin, BaseModel):
             if reward.is_tiny:
                 get_root_logger().warning(f'ReFLModel: the reward {name} is a TINY random model (plumbing demo, '
                                           'not results)')
-        if train_opt.get('gradient_checkpointing', False):
+        if train_opt['gradient_checkpointing']:
             self.net_g.set_gradient_checkpointing(True)
             for reward in self.reward_loss.rewards:
                 reward.set_gradient_checkpointing(True)
         self.net_g_train = wrap_for_training(self.net_g, 'restore', self.opt, self.device)  # DDP when dist
-        shard = bool(train_opt.get('shard_optimizer_states', False))
-        optim_g = dict(train_opt.get('optim_g') or {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01})
+        shard = train_opt['shard_optimizer_states']
+        optim_g = dict(train_opt['optim_g'])
         self.optimizer_g = make_optimizer(optim_g.pop('type'), list(self.net_g.trainable_parameters()), shard,
                                           **optim_g)
         self.optimizers.append(self.optimizer_g)
-        self.ema = TrainedPartEMA.from_options(self.net_g, train_opt.get('ema_decay'),
+        self.ema = TrainedPartEMA.from_options(self.net_g, train_opt['ema_decay'],
                                                self.opt['path'].get('pretrain_network_g'))
-        self.frm_update = DynamicFRMUpdate(self.frm, train_opt.get('frm_update'), 'ReFLModel', self._autocast,
+        self.frm_update = DynamicFRMUpdate(self.frm, train_opt['frm_update'], 'ReFLModel', self._autocast,
                                            shard=shard, idle_optimizers=[self.optimizer_g])
         self.frm_update.resume(self.opt['path'])
         self.optimizer_frm = self.frm_update.optimizer
         if self.optimizer_frm is not None:  # None: no trainable reward
             self.optimizers.append(self.optimizer_frm)
-        self.hack_monitor = HackMonitor(train_opt.get('hack_monitor'), 'ReFLModel', self.opt.get('logger'))
+        self.hack_monitor = HackMonitor(train_opt['hack_monitor'], 'ReFLModel', self.opt.get('logger'))
         self.batched_prefix = BatchedPrefix(train_opt, self.net_g)  # train.batched_prefix: one prefix for all chunks
-        if train_opt.get('scheduler'):
+        if train_opt['scheduler']:
             self.setup_schedulers()
         self.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0) + self.opt['rank'])
         self.log_dict: Dict[str, float] = OrderedDict()

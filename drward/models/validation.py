@@ -27,10 +27,18 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from drward.archs.restorer import restore_seeded
 from drward.metrics.metric_utils import release_gpu_metrics
 from drward.models.hack_monitor import HackStats
+from drward.models.model_options import METRICS
 from drward.utils import distributed
+from drward.utils.option_schema import Int, Option, resolve
 
 
 class RestorationValidator:
+    #: The ``val`` keys it reads (the model's ``val_options`` include them).
+    options = {
+        'seed': Option(Int(0), 0, 'face i of a validation set is restored with seed + i'),
+        'metrics': Option(METRICS, None, "BasicSR metrics by name (METRIC_REGISTRY, drward's face metrics too)"),
+    }
+
     def __init__(self, model) -> None:
         self.model = model
 
@@ -54,9 +62,10 @@ class RestorationValidator:
 
     def run(self, dataloader, current_iter: int, tb_logger, save_img: bool) -> Dict[str, float]:
         m = self.model
-        val_opt = m.opt.get('val') or {}
+        val_opt = resolve(f'{type(m).__name__} val', self.options,
+                          {k: v for k, v in (m.opt.get('val') or {}).items() if k in self.options})
         dataset = dataloader.dataset.opt['name']
-        metric_opts = deepcopy(val_opt.get('metrics') or {})
+        metric_opts = deepcopy(val_opt['metrics'] or {})
         sums: Dict[str, float] = OrderedDict((name, 0.0) for name in metric_opts)
         count = 0
         rewards = getattr(m, 'reward_loss', None)
@@ -72,7 +81,7 @@ class RestorationValidator:
             if idx % world != rank:  # another rank's face
                 continue
             m.feed_data(data)
-            restored = restore_seeded(m.net_g, m.lq, m.captions, int(val_opt.get('seed', 0)) + idx)
+            restored = restore_seeded(m.net_g, m.lq, m.captions, val_opt['seed'] + idx)
             stem = osp.splitext(osp.basename(data['lq_path'][0]))[0] if 'lq_path' in data else f'{idx:04d}'
             if save_img:
                 grids.append((stem, self._grid(restored)))

@@ -297,12 +297,13 @@ def declare(**specs: Tuple[Spec, str]) -> Callable[[type], type]:
 class ByRegistry(ByType):
     """A mapping whose ``type:`` names a class registered in ``registry`` (BasicSR's ``ARCH_REGISTRY``,
     ``LOSS_REGISTRY``, ...): checked against the options that class declares (:func:`declared_options`) plus
-    ``common`` (keys every entry has, e.g. a reward entry's ``loss_weight``). A type not registered yet, or a class
-    that declares nothing, is left to its own constructor (only ``common`` is checked, other keys pass)."""
+    ``common`` (keys every entry has, e.g. a reward entry's ``loss_weight``). ``known``: sections of classes that
+    cannot declare (BasicSR's own datasets, checked by a table). A type not registered yet, or a class that
+    declares nothing, is left to its own constructor (only ``common`` is checked, other keys pass)."""
 
     def __init__(self, registry: Any, common: Optional[Options] = None, nullable: bool = False,
-                 attribute: str = 'options') -> None:
-        super().__init__({}, nullable=nullable)
+                 attribute: str = 'options', known: Optional[Mapping[str, Section]] = None) -> None:
+        super().__init__(dict(known or {}), nullable=nullable)
         self.accepted = f'a mapping with a type: registered in {getattr(registry, "_name", "the registry")}' + \
             (' or ~ (null)' if nullable else '')
         self.registry, self.attribute = registry, attribute
@@ -312,6 +313,8 @@ class ByRegistry(ByType):
         if not isinstance(value, Mapping):
             return None
         kind = value.get('type')
+        if isinstance(kind, str) and kind in self.sections:
+            return self.sections[kind]
         try:
             cls = self.registry.get(kind) if isinstance(kind, str) and kind in self.registry else None
         except KeyError:

@@ -3,7 +3,8 @@
 * :mod:`drward.weights.sd` — SD 2.1 LDM single file or diffusers folder → UNet, VAE, open_clip text tower;
 * :mod:`drward.weights.diffbir` — DiffBIR ``v1_face.pth`` / ``v2.pth`` → IRControlNet; ``face_swinir_v1.ckpt`` →
   :class:`~drward.archs.face_swinir.FaceSwinIR`;
-* :mod:`drward.weights.testing` — tiny checkpoints in the official key layouts, for tests.
+* :mod:`drward.weights.official_layout` — the inverse converters (modules → official key layouts), which
+  :mod:`drward.weights.synthetic` writes its files with (the tiny test checkpoints: `tests/tiny_weights.py`).
 * :mod:`drward.weights.manifest` / :mod:`drward.weights.download` — the published files (``manifest.yml``: sources,
   sha256 / git blob id / size) and their verified download (``tools/download_weights.py``).
 

@@ -40,9 +40,14 @@ from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.ircontrolnet import IRControlNet, ircontrolnet_config, zero_conv_modules
 from drward.archs.sd_parts import SD21_BASE, OpenCLIPTextEncoder, SDConfig, seeded_rng
 from drward.utils.safe_load import load_weights
+from drward.weights.official_layout import (
+    diffusers_unet_to_ldm,
+    diffusers_vae_to_ldm,
+    ircontrolnet_to_diffbir,
+    open_clip_text_to_ldm,
+    osediff_pkl_dict,
+)
 from drward.weights.sd import SCHEDULE_KEYS, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
-from drward.weights.testing import (diffusers_unet_to_ldm, diffusers_vae_to_ldm, ircontrolnet_to_diffbir,
-                                    open_clip_text_to_ldm, osediff_pkl_dict)
 
 FILES: Dict[str, str] = {'sd': 'v2-1_512-ema-pruned.ckpt', 'diffbir': 'v1_face.pth', 'swinir': 'face_swinir_v1.ckpt',
                          'osediff': 'osediff_face.pkl', 'frm': 'HPS_v2_compressed.pt', 'vgg16': 'vgg16-397923af.pth'}
@@ -124,6 +129,7 @@ def _osediff_payload(seed: int, tiny: bool) -> Dict:
 
 def _frm_payload(seed: int, tiny: bool) -> Dict:
     import open_clip
+
     from drward.archs.frm_arch import resolve_clip_config
     with seeded_rng(seed):
         clip = open_clip.CLIP(**resolve_clip_config('tiny' if tiny else 'ViT-H-14'))

@@ -24,7 +24,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from benchmarks.common import PartClock, PartMeasure, median_measures
+from benchmarks.lib.common import PartClock, PartMeasure, median_measures
 
 #: The parts of one step, in the order they run: (key, label in the table).
 PARTS = (

@@ -141,7 +141,7 @@ class SavedTensorMeter:
 
     def count(self, tensor: torch.Tensor) -> None:
         """Count ``tensor``'s storage as kept for backward (once; parameters and buffers never). The pack hook calls
-        it; :func:`benchmarks.step_parts.instrument` also calls it for the inputs a non-reentrant activation
+        it; :func:`benchmarks.lib.step_parts.instrument` also calls it for the inputs a non-reentrant activation
         checkpoint keeps alive itself (its own hooks replace this meter's inside the checkpointed region)."""
         try:
             storage = tensor.untyped_storage()

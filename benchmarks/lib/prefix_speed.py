@@ -3,7 +3,7 @@ batched or not (``train.batched_prefix``), optionally with the prefix's denoiser
 
 Reached through ``benchmarks/refl_step.py --grad-accum 4 --batched-prefix on|off | --compare-batched-prefix
 [--compile] [--json FILE]`` (the other flags of refl_step.py apply: size, device, dtype, weight dtype, checkpointing).
-One ReFLModel (:mod:`benchmarks.bench_models`; one model, so that SD 2.1 sizes fit a 24 GiB machine) on a batch of
+One ReFLModel (:mod:`benchmarks.lib.bench_models`; one model, so that SD 2.1 sizes fit a 24 GiB machine) on a batch of
 ``grad_accum`` faces; the variants switch its ``batched_prefix`` between steps, their steps interleaved, each step
 drawing the same random stream, medians reported (the cost does not depend on the weights' values, which the
 optimiser steps change):
@@ -29,8 +29,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.bench_models import RestorerSpec, build_refl_model, make_batch, size_title
-from benchmarks.common import markdown_table, memory_probe
+from benchmarks.lib.bench_models import RestorerSpec, build_refl_model, make_batch, size_title
+from benchmarks.lib.common import markdown_table, memory_probe
 
 GIB = 2 ** 30
 

@@ -18,7 +18,7 @@ import argparse
 import copy
 from typing import List, Optional, Sequence
 
-from benchmarks.common import markdown_table
+from benchmarks.lib.common import markdown_table
 
 GOAL_12_GIB = 12
 

@@ -9,9 +9,10 @@ from typing import Dict, List, Optional
 
 import torch
 
-from benchmarks.bench_models import RestorerSpec, build_on_meta, chain_length, size_title
-from benchmarks.common import PartMeasure, fmt_mib, fmt_ms, fmt_ratio, markdown_table
-from benchmarks.step_parts import GENERATOR_FORWARD_PARTS, LOSS_PARTS, PARTS, VariantResult
+from benchmarks.lib.bench_models import RestorerSpec, build_on_meta, chain_length, size_title
+from benchmarks.lib.common import PartMeasure, fmt_mib, fmt_ms, fmt_ratio, markdown_table
+from benchmarks.lib.step_parts import GENERATOR_FORWARD_PARTS, LOSS_PARTS, PARTS, VariantResult
+
 
 def _variant_name(n: int, k: int) -> str:
     if n == k:
