@@ -52,9 +52,10 @@ def section_options(component: str, folder: str) -> Dict:
 
 def build(component: str, opt: Dict) -> torch.nn.Module:
     """Construct the component as BasicSR would from ``opt`` (``type`` names the registered class)."""
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+
     import drward.archs  # noqa: F401  (registers the archs)
     import drward.losses  # noqa: F401  (registers the losses)
-    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
     opt = dict(opt)
     cls = (LOSS_REGISTRY if component == 'lpips' else ARCH_REGISTRY).get(opt.pop('type'))
     return cls(**opt)

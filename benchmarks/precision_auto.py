@@ -28,10 +28,10 @@ from typing import Callable, Dict, Iterator, List, Tuple
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
-
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+from benchmarks.lib.smoke import add_smoke_flag, apply_smoke  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int, clock: str) -> float:

@@ -35,6 +35,7 @@ import torch  # noqa: E402
 
 def build(device: str):
     from diffusers import UNet2DConditionModel
+
     from drward.archs.ircontrolnet import IRControlNet, ircontrolnet_config
     from drward.archs.sd_parts import SD21_BASE
     torch.manual_seed(0)
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
 
         def grad_step():
             with context():
-                eps = denoise(net_u, net_c(True) if not isinstance(net_c, torch.nn.Module) else net_c, z, c, t, ctx, dtype)
+                eps = denoise(net_u, net_c(True) if not isinstance(net_c, torch.nn.Module) else net_c,
+                              z, c, t, ctx, dtype)
             eps.float().square().mean().backward()
             controlnet.zero_grad(set_to_none=True)
         rows[name] = {'prefix': timed(prefix, args.repeats, args.clock, dev),

@@ -63,6 +63,7 @@ class Job:
 def make_datasets(workdir: str) -> Dict[str, str]:
     """Faces (512², with captions), FRM pairs (human-labelled JSONL), and an LQ/GT test set, once."""
     import cv2
+
     from drward.data.demo_faces import ensure_demo_faces
     data = osp.join(workdir, 'datasets')
     faces = ensure_demo_faces(osp.join(data, 'faces512'), size=512, count=TRAIN_FACES + VAL_FACES + TEST_FACES)

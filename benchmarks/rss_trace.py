@@ -8,8 +8,8 @@ Marks: each ``Restorer.restore`` call (enter / leave), every ``backward``, every
 FRM ``similarity`` call and the FRM preference step, model construction and checkpoint saving. A background thread
 samples ``/proc/self/statm`` every 20 ms, so a peak between two marks is seen even when nothing logs it. The lines
 go to stderr as ``rss <mark>: now X.XX GiB, peak since last mark Y.YY GiB``; the last line is the run's peak.
-``--trim`` calls ``malloc_trim(0)`` at every mark and
-prints the RSS after it too: the difference is what the allocator kept. This is the CPU picture (RSS includes the allocator's retained pages and the libraries); the GPU picture is
+``--trim`` calls ``malloc_trim(0)`` at every mark and prints the RSS after it too: the difference is what the allocator
+kept. This is the CPU picture (RSS includes the allocator's retained pages and the libraries); the GPU picture is
 ``benchmarks/memory_budget.py``.
 """
 from __future__ import annotations

@@ -11,9 +11,9 @@ import logging  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from tolerances import THREAD_COUNTS  # noqa: E402
 
 import drward  # noqa: E402,F401  (registers everything once)
-from tolerances import THREAD_COUNTS  # noqa: E402
 
 
 @pytest.fixture

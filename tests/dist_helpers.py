@@ -2,19 +2,19 @@
 
 One ``torch.multiprocessing.spawn`` of :func:`worker` trains, in each of two ranks, on that rank's own faces:
 ReFL (toy restorer + tiny FRM) with plain AdamW, the same with sharded AdamW states (then resumed from the
-consolidated state on both ranks), and FRMModel with plain and with sharded AdamW states. Every rank saves what it ended with to
-``<root>/results_rank<r>.pt``; rank ``r`` writes its run folders under ``<root>/rank<r>/`` so that a test can see
-that rank 1 wrote nothing. The single-process references run in the test process with the same helpers.
+consolidated state on both ranks), and FRMModel with plain and with sharded AdamW states. Every rank saves what it ended
+with to ``<root>/results_rank<r>.pt``; rank ``r`` writes its run folders under ``<root>/rank<r>/`` so that a test can
+see that rank 1 wrote nothing. The single-process references run in the test process with the same helpers.
 """
 import os
 import types
 
 import torch
 import torch.distributed as dist
+import toy_restorer  # noqa: F401  (registers ToyRestorer)
 from basicsr.models import build_model
 
 import drward  # noqa: F401  (a spawned process registers drward's models itself)
-import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
 WORLD = 2
 PER_RANK = 2        # faces (or pairs) per rank and iteration

@@ -1,5 +1,6 @@
 """tools/app.py in a real browser: upload the demo photo, press Restore, get before/after images; a text file and a
-photo without a face give a message, and the next restore still works. Tiny random restorer at 64² faces and 2 DDIM steps to stay fast."""
+photo without a face give a message, and the next restore still works. Tiny random restorer at 64² faces and 2 DDIM
+steps to stay fast."""
 import importlib.util
 import os.path as osp
 
@@ -17,12 +18,14 @@ def message_matches(page, js_test: str) -> None:
     page.wait_for_function(f"() => {{ const t = ({MESSAGE})(); return !!t && ({js_test}); }}", timeout=60_000)
 
 
-def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a_message(browser, tmp_path, monkeypatch):
+def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a_message(
+        browser, tmp_path, monkeypatch):
     from drward.inference.demo_inputs import write_demo_inputs
     photo, _ = write_demo_inputs(str(tmp_path / 'demo'), aligned_size=64)
     text_file = tmp_path / 'notes.txt'
     text_file.write_text('not a photo')
     import numpy as np
+
     from drward.inference.photos import write_rgb
     blank = str(tmp_path / 'blank.png')
     write_rgb(blank, np.full((96, 96, 3), 128, np.uint8))  # no face in it
@@ -54,6 +57,7 @@ def test_photo_restored_in_the_browser_and_a_text_file_or_faceless_photo_gives_a
 
 def test_uploads_over_the_limits_are_refused_or_shrunk_with_a_message(tmp_path):
     import numpy as np
+
     from drward.inference.page import PageLimits, prepare_uploads
     from drward.inference.photos import read_rgb, write_rgb
     big, text = str(tmp_path / 'big.png'), tmp_path / 'a.txt'

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from drward.utils.resumable_sampler import ResumableSampler, SampleKey, sample_seed
 from drward.models.training_state import capture_random_state, restore_random_state
 from drward.utils.atomic_io import atomic_save, atomic_write, remove_stale_temp_files
+from drward.utils.resumable_sampler import ResumableSampler, SampleKey, sample_seed
 from drward.utils.resume import newest_loadable_state, samples_done_in_epoch
 
 

@@ -13,6 +13,11 @@ import yaml
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
 from basicsr.utils.registry import ARCH_REGISTRY
+from option_files import ROOT, run_tools_train, short_training_option
+from test_face_test_model import make_opt as make_test_opt
+from test_face_test_model import paired, write_pairs
+from test_face_test_model import run as run_test_model
+from test_refl_model import batch, make_opt
 from torch import nn
 from torchvision import transforms
 
@@ -21,9 +26,6 @@ from drward.archs.frm_arch import FaceRewardModel, resize_for_clip
 from drward.archs.osediff_arch import OSEDiffRestorer
 from drward.data.face_degradation_dataset import FaceDegradationDataset, MissingCaptionError
 from drward.utils.options import OptionError
-from option_files import ROOT, run_tools_train, short_training_option
-from test_face_test_model import make_opt as make_test_opt, paired, run as run_test_model, write_pairs
-from test_refl_model import batch, make_opt
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -101,7 +103,8 @@ def test_bilinear_resize_matches_torchvision_resize_without_antialiasing(shape):
     assert ours.shape == expected.shape
     # the same interpolation kernel on the same float32 input: equal up to float rounding
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
-    assert (resize_for_clip(images, 224, 'bicubic_antialias')[..., :224, :224] - expected[..., :224, :224]).abs().max() > 1e-2
+    assert (resize_for_clip(images, 224, 'bicubic_antialias')[..., :224, :224]
+            - expected[..., :224, :224]).abs().max() > 1e-2
 
 
 def test_frm_resize_option_reaches_its_preprocessing():
@@ -171,7 +174,7 @@ def test_authors_option_files_set_the_authors_behaviour():
     with open(osp.join(ROOT, 'options', 'refl_diffbir.yml')) as f:
         paper = yaml.safe_load(f)
     for opt, expected in ((real, ('last_microbatch', 'no', False, 'strict', 'bilinear')),
-                          (paper, ('mean', 'bf16', True, 'fallback', 'bicubic_antialias'))):
+                          (paper, ('mean', 'auto', True, 'fallback', 'bicubic_antialias'))):
         train, data = opt['train'], opt['datasets']['train']
         assert (train['grad_accum_mode'], train['mixed_precision'], data['use_hflip'], data['caption_policy'],
                 train['reward_opt']['frm']['resize']) == expected

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from option_files import ROOT
 from skimage import data
+from test_face_test_model import make_opt, paired, run, write_pairs
 
 from drward.archs.restorer import restore_seeded
 from drward.diffusion import row_noise
 from drward.inference.model import build_face_restorer
-from option_files import ROOT
-from test_face_test_model import make_opt, paired, run, write_pairs
 
 FACES = 4
 

@@ -6,6 +6,7 @@ import logging
 import os
 
 import pytest
+from annotate_helpers import solid_rgb, write_rgb_png
 
 from drward.annotate.label_log import decision_record, read_label_log
 from drward.annotate.label_page import report_malformed
@@ -13,8 +14,6 @@ from drward.annotate.label_report import report_lines
 from drward.annotate.label_store import LabelStore
 from drward.annotate.pairs import PairsFormatError, PreferencePair, read_pairs
 from drward.data.preference_pair_dataset import PreferencePairDataset
-
-from annotate_helpers import solid_rgb, write_rgb_png
 
 TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, 'tools')
 BROKEN = {2: '{"image_a": "images/a.png", "image_b": ',                                   # torn by a kill

@@ -1,6 +1,5 @@
 """The browser-test set-up itself: a Gradio page on loopback, clicked in headless Chromium."""
 import gradio as gr
-
 from browser_helpers import served
 
 

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 import pytest
+from test_data_lmdb import load_tool
+from tiny_captioners import tiny_blip, tiny_llava
 
 from drward.data import captioner as captioner_module
 from drward.data.caption_store import CaptionFileStore
@@ -13,9 +15,6 @@ from drward.data.face_degradation_dataset import FaceDegradationDataset
 from drward.data.image_io import CaptionFileError
 from drward.data.image_source import ImageSource
 from drward.data.lmdb_pack import pack_folder
-
-from test_data_lmdb import load_tool
-from tiny_captioners import tiny_blip, tiny_llava
 
 
 @pytest.fixture(scope='module')

@@ -9,6 +9,7 @@ import sys
 import cv2
 import pytest
 import torch
+from option_files import ROOT, read_option_file, run_tools_train, write_options
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -17,7 +18,6 @@ from drward.archs.diffbir_arch import DiffBIRRestorer
 from drward.archs.restorer import load_restorer_weights, restore_seeded, save_trained_part
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.options import OptionError
-from option_files import ROOT, read_option_file, run_tools_train, write_options
 
 TINY = dict(tiny=True, num_steps=3)
 LQ = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))

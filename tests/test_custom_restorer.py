@@ -98,6 +98,7 @@ def test_tools_restore_builds_it_from_the_option_file(tmp_path):
 
 def test_tools_train_trains_it_from_the_option_file(tmp_path):
     import shutil
+
     from option_files import ROOT, run_tools_train, short_training_option, write_options
     name = f'pytest_custom_restorer_{os.getpid()}'
     opt = short_training_option('refl_diffbir_tiny.yml', tmp_path, name, total_iter=2, every=2)

@@ -53,8 +53,8 @@ def test_the_reward_loss_weights_each_reward_and_the_gradient_reaches_the_image(
 
 
 def test_a_reward_alone_trains_the_generator_without_a_dynamic_update(tmp_path):
-    from test_refl_model import batch, make_opt
     import toy_restorer  # noqa: F401  (registers ToyRestorer)
+    from test_refl_model import batch, make_opt
     opt = make_opt(tmp_path, reward_opt={'type': 'RewardLoss', 'rewards': [rewards_entry()]})
     model = build_model(opt)
     assert model.frm is None and model.frm_update.optimizer is None and model.optimizers == [model.optimizer_g]

@@ -7,8 +7,9 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from benchmarks import data_pipeline  # noqa: E402
 from test_benchmarks import table_starting_with  # noqa: E402
+
+from benchmarks import data_pipeline  # noqa: E402
 
 
 def test_the_report_has_every_stage_the_loader_rates_and_the_demand(tmp_path):

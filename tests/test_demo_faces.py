@@ -8,8 +8,14 @@ import torch
 from skimage import data, feature
 
 from drward.data import demo_faces
-from drward.data.demo_faces import (MAX_COUNT, demo_face_recipes, demo_face_tensor, ensure_demo_faces,
-                                    make_demo_faces, render_demo_face)
+from drward.data.demo_faces import (
+    MAX_COUNT,
+    demo_face_recipes,
+    demo_face_tensor,
+    ensure_demo_faces,
+    make_demo_faces,
+    render_demo_face,
+)
 
 SIZE = 64
 

@@ -7,13 +7,13 @@ One spawn runs everything (``dist_helpers.worker``); the tests read what each ra
 """
 import os
 
+import dist_helpers as H
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-import dist_helpers as H
-from drward.utils.safe_load import load_training_state
 from tolerances import EPS32, THREAD_COUNTS, TINY_FRM_DEPTH, TINY_FRM_WIDEST, TINY_REWARD_ATOL, rounding_tol
+
+from drward.utils.safe_load import load_training_state
 
 # Two ranks sum the same per-face gradients as one process does, in another order (DDP's all-reduce of each
 # rank's gradient vs one process accumulating two micro-batches; a ranks' mean of summed FRM losses vs one sum), and

@@ -10,11 +10,22 @@ import re
 import shutil
 import signal
 
+from torchrun_helpers import (
+    EVERY,
+    ONE_NODE,
+    ROOT,
+    TOTAL,
+    final_weights,
+    max_difference,
+    signal_worker_after_first_state,
+    torchrun,
+    torchrun_train,
+    train_args,
+)
+
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.preemption import EXIT_PREEMPTED
 from drward.utils.safe_load import load_training_state
-from torchrun_helpers import (EVERY, ONE_NODE, ROOT, TOTAL, final_weights, max_difference,
-                              signal_worker_after_first_state, torchrun, torchrun_train, train_args)
 
 
 def test_two_process_tiny_run_preempted_by_sigusr1_resumes_with_auto_resume_to_the_same_weights(tmp_path):

@@ -10,7 +10,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PAGES = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))
 LINK = re.compile(r'!?\[[^\]]*\]\(([^)\s]+)(?:\s+"[^"]*")?\)')
 # a repo path: not part of a longer path or URL, ends in a word character (not in a trailing dot or slash)
-REPO_PATH = re.compile(r'(?<![\w./<-])((?:tools|options|benchmarks)/[\w./-]*(?:\{[\w,.-]+\}[\w./-]*)*\w)(?![\w$])')  # not a path with a $shell_variable
+REPO_PATH = re.compile(r'(?<![\w./<-])((?:tools|options|benchmarks)/[\w./-]*(?:\{[\w,.-]+\}[\w./-]*)*\w)'
+                       r'(?![\w$])')  # not a path with a $shell_variable
 BRACES = re.compile(r'\{([\w,.-]+)\}')
 
 
@@ -68,7 +69,8 @@ def test_the_readme_fits_on_a_few_screens_and_shows_the_page():
 
 # ------------------------------------------------------------------------------------------------ the whole repo
 #: a file path inside the repo, named in code, docs or option files: ends in a file extension
-ANY_REPO_FILE = re.compile(r'(?<![\w./<$-])((?:docs|drward|tests|tools|options|benchmarks)/[\w./-]*\.[a-z]{2,9})(?![\w*])')
+ANY_REPO_FILE = re.compile(r'(?<![\w./<$-])((?:docs|drward|tests|tools|options|benchmarks)/[\w./-]*\.[a-z]{2,9})'
+                           r'(?![\w*])')
 OUTSIDE = re.compile(r'DESIGN\.md|\.\./shared/|/work/shared')
 SECTION = re.compile(r'docs/design\.md ((?:§\d+(?:, )?)+)')
 #: made-up names that tests use in error messages, not references

@@ -6,11 +6,11 @@ import os.path as osp
 
 import pytest
 import yaml
+from weights_server import CONFIRM_TOKEN, DRIVE_DOWNLOAD, WeightsServer
 
 from drward.utils.options import OptionError, check_weights_before_run
 from drward.weights.download import MIRROR_ENV, mirrored, part_path
 from drward.weights.manifest import files_for_options, load_manifest, parse_manifest, real_option_files
-from weights_server import CONFIRM_TOKEN, DRIVE_DOWNLOAD, WeightsServer
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 spec = importlib.util.spec_from_file_location('download_weights', osp.join(ROOT, 'tools', 'download_weights.py'))
@@ -33,7 +33,8 @@ def git_sha1(data: bytes) -> str:
 
 def write_manifest(path) -> str:
     files = [
-        {'name': 'a.bin', 'sha256': hashlib.sha256(DATA['a.bin']).hexdigest(), 'sources': ['https://' + SOURCES['a.bin']]},
+        {'name': 'a.bin', 'sha256': hashlib.sha256(DATA['a.bin']).hexdigest(),
+         'sources': ['https://' + SOURCES['a.bin']]},
         {'name': 'b.pkl', 'git_sha1': git_sha1(DATA['b.pkl']), 'sources': ['https://' + SOURCES['b.pkl']]},
         {'name': 'c.pt', 'size': len(DATA['c.pt']), 'sources': ['https://' + SOURCES['c.pt']]},
         {'name': 'd.pth', 'sha256': hashlib.sha256(DATA['d.pth']).hexdigest(), 'size': len(DATA['d.pth']),
@@ -158,6 +159,7 @@ def test_the_missing_weight_error_names_the_fetch_command(tmp_path, capsys):
 def test_without_a_mirror_hugging_face_goes_through_huggingface_hub_and_drive_through_gdown(tmp_path, monkeypatch):
     import gdown
     import huggingface_hub
+
     from drward.weights.download import fetch_file
     from drward.weights.manifest import WeightFile
     calls = []

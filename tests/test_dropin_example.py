@@ -2,7 +2,6 @@
 import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
-
 from option_files import load_option_file
 
 

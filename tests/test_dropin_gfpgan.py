@@ -10,9 +10,9 @@ import torch
 import yaml
 from basicsr.data import build_dataset
 from basicsr.models import build_model
+from option_files import ROOT, load_option_file, run_tools_train
 
 from drward.utils import basicsr_compat
-from option_files import ROOT, load_option_file, run_tools_train
 
 gfpgan = pytest.importorskip('gfpgan', reason='pip install --no-deps -r requirements-nodeps.txt (gfpgan)')
 

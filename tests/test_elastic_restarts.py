@@ -9,10 +9,17 @@ import signal
 import socket
 
 import pytest
+from torchrun_helpers import (
+    ONE_NODE,
+    ROOT,
+    final_weights,
+    max_difference,
+    signal_worker_after_first_state,
+    torchrun,
+    train_args,
+)
 
 from drward.data.demo_faces import ensure_demo_faces
-from torchrun_helpers import ONE_NODE, ROOT, final_weights, max_difference, signal_worker_after_first_state, \
-    torchrun, train_args
 
 RESTARTS = ('--nproc_per_node', '2', '--max-restarts', '1')
 

@@ -3,12 +3,12 @@ net_g_ema_<iter> file beside net_g, its loading (resume, BasicSR's param_key par
 with the training weights put back exactly, no EMA of the FRM, and equal EMAs on two gloo ranks."""
 import os
 
+import dist_helpers as H
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import dist_helpers as H
 from drward.archs.restorer import load_restorer_weights
 from drward.models.ema import TrainedPartEMA
 from drward.utils.options import OptionError

@@ -11,8 +11,15 @@ import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.degradations import add_jpg_compression
 
-from drward.data.degrade import (Degradation, DegradationSettings, apply_degradation, degrade_tensor, gaussian_kernel,
-                                 jpeg_compress, seeded_global_rng)
+from drward.data.degrade import (
+    Degradation,
+    DegradationSettings,
+    apply_degradation,
+    degrade_tensor,
+    gaussian_kernel,
+    jpeg_compress,
+    seeded_global_rng,
+)
 from drward.data.demo_faces import make_demo_faces
 from drward.data.face_degradation_dataset import DEFAULT_FALLBACK_CAPTION, FaceDegradationDataset
 from drward.data.image_io import ImageListError, ImageReadError, read_image

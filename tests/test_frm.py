@@ -3,10 +3,10 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import TINY_REWARD_ATOL
 
 from drward.archs.frm_arch import TINY_FRM_CONFIG, FaceRewardModel, save_frm
 from drward.utils.options import MissingWeightsError
-from tolerances import TINY_REWARD_ATOL
 
 
 @pytest.fixture(scope='module')

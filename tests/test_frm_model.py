@@ -9,13 +9,13 @@ import torch
 import yaml
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
+from option_files import ROOT, load_option_file, run_tools_train
 
 from drward.annotate.demo import make_demo_pairs
 from drward.annotate.pairs import write_pairs
 from drward.losses.reward_loss import RewardLoss
 from drward.utils.options import OptionError, find_missing_weights
 from drward.utils.safe_load import load_training_state
-from option_files import ROOT, load_option_file, run_tools_train
 
 FACES, VARIANTS, VAL_FACES = 14, 5, 4  # the last VAL_FACES faces of the demo: their pairs are held out
 

@@ -2,13 +2,12 @@
 the update; the copies are exact, so the FRM ends bit-identical to a run without offloading (same kernels, same
 inputs), and a run saved and resumed with offloading continues exactly as the uninterrupted one."""
 import torch
+import toy_restorer  # noqa: F401  (registers ToyRestorer)
 from basicsr.models import build_model
+from test_refl_model import batch, make_opt
 
 from drward.models.state_offload import state_devices
 from drward.utils.safe_load import load_training_state
-from test_refl_model import batch, make_opt
-
-import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
 
 def _offload_opt(tmp_path, offload: bool):

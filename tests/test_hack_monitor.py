@@ -3,11 +3,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from tolerances import TINY_REWARD_ATOL, rounding_tol
 
 from drward.archs.frm_arch import build_frm
 from drward.data.demo_faces import demo_face_tensor
 from drward.models.hack_monitor import HackMonitor, HackStats, HighFrequencyEnergy
-from tolerances import TINY_REWARD_ATOL, rounding_tol
 
 
 @pytest.fixture(scope='module')

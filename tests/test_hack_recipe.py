@@ -2,15 +2,14 @@
 resume works, the change is logged as a switch (not refused) and marked in training_curves.png's data, which a
 later read of the logs finds again."""
 import torch
+import toy_restorer  # noqa: F401  (registers ToyRestorer)
 from basicsr.models import build_model
+from test_refl_model import batch, make_opt, snapshot
 
 from drward.archs.frm_arch import build_frm
 from drward.models.dynamic_frm import DynamicFRMUpdate
 from drward.utils.curves import parse_log_lines, switch_line
 from drward.utils.safe_load import load_training_state
-from test_refl_model import batch, make_opt, snapshot
-
-import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
 
 def _train(model, iters):

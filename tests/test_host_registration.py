@@ -10,10 +10,10 @@ import warnings
 
 import pytest
 from basicsr.utils.registry import LOSS_REGISTRY, Registry
+from option_files import ROOT
 from torch import nn
 
 from drward.utils.registry import HOST_NAMES, base_name, drward_name, register_object
-from option_files import ROOT
 
 # Runs in a fresh interpreter: import GFPGAN if installed, register every other host name (a dummy class each, as the
 # host's import would; names our BasicSR already holds keep BasicSR's class), then import drward, then build every

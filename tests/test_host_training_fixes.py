@@ -8,8 +8,8 @@ from basicsr.archs.stylegan2_arch import StyleGAN2Discriminator
 from basicsr.losses import build_loss
 from basicsr.models.base_model import BaseModel
 
-from drward.utils import basicsr_compat
 from drward.models.cli import import_host_packages
+from drward.utils import basicsr_compat
 
 
 def test_native_fused_leaky_relu_adds_the_bias_per_channel_then_scales_the_leaky_relu():

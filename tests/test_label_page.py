@@ -8,14 +8,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from annotate_helpers import solid_rgb, write_rgb_png
+from browser_helpers import free_port, wait_for_http
 
 from drward.annotate.demo import make_demo_pairs
 from drward.annotate.label_page import build_page, launch_page
 from drward.annotate.label_store import LabelStore, label_of_choice
 from drward.annotate.pairs import read_pairs
-
-from annotate_helpers import solid_rgb, write_rgb_png
-from browser_helpers import free_port, wait_for_http
 
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, 'tools', 'label_pairs.py')
 

@@ -117,6 +117,7 @@ def test_non_loopback_without_auth_warns_and_auth_parses():
 
 def test_a_click_for_a_pair_no_longer_current_is_refused_and_racing_clicks_record_one_decision(tmp_path):
     import threading
+
     from drward.annotate.label_store import StaleClick
     out = tmp_path / 'human.jsonl'
     store = LabelStore(_pairs(tmp_path, 8), str(out), order='file')

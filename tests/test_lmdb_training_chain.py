@@ -3,12 +3,12 @@ tools/caption.py (a tiny random BLIP) â†’ both rerun without redoing anything â†
 option file from the lmdb (--force_yml), every face with a caption (caption_policy strict)."""
 import os
 
-from drward.data.caption_store import CaptionFileStore
-from drward.data.demo_faces import make_demo_faces
-
 from option_files import ROOT, run_tools_train, tools_train_experiment
 from test_data_lmdb import load_tool
 from tiny_captioners import tiny_blip
+
+from drward.data.caption_store import CaptionFileStore
+from drward.data.demo_faces import make_demo_faces
 
 
 def test_tiny_refl_trains_from_a_captioned_lmdb_made_by_the_tools(tmp_path, capsys):

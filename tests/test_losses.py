@@ -171,6 +171,7 @@ def test_composite_loss_equals_weighted_sum_of_parts(tiny_reward):
 @pytest.mark.parametrize('loss_type', ['RewardLoss', 'DWTLoss', 'LPIPSLoss_drward', 'RegLoss', 'PreferenceLoss',
                                        'CompositeLoss'])
 def test_unknown_loss_option_key_lists_the_accepted_keys(loss_type):
-    with pytest.raises(Exception, match=rf"^{loss_type.split('_drward')[0]}: lossweight: unknown key \(did you mean 'loss_weight'\?\); "
+    with pytest.raises(Exception, match=rf"^{loss_type.split('_drward')[0]}: lossweight: unknown key "
+                                        r"\(did you mean 'loss_weight'\?\); "
                                         r"accepted keys: \[.*'loss_weight'"):
         build_loss({'type': loss_type, 'lossweight': 1.0})

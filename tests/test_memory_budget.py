@@ -142,8 +142,9 @@ def test_cuda_measure_runs_the_checkpointed_step_first_and_reports_an_oom_varian
 
 
 def test_lora_rows_count_the_factors_only_and_drop_the_theta0_copy():
-    """--lora-ranks (benchmarks/lib/budget_lora.py), counted at tiny size: per row the gradients and AdamW states are the
-    adapters' own bytes, the weights lose the full θ₀ copy of the IRControlNet, and the table has one row per rank."""
+    """--lora-ranks (benchmarks/lib/budget_lora.py), counted at tiny size: per row the gradients and AdamW states are
+    the adapters' own bytes, the weights lose the full θ₀ copy of the IRControlNet, and the table has one row per
+    rank."""
     from benchmarks.lib.budget_lora import lora_budgets
     args = memory_budget.parse_args(['--size', 'tiny', '--skip-activations', '--lora-ranks', '2', '8'])
     budgets = lora_budgets(args, bench_models.SPECS['diffbir'], args.lora_ranks)

@@ -8,8 +8,13 @@ from basicsr.metrics import calculate_metric
 from skimage import data
 
 from drward.metrics import face_models
-from drward.metrics.face_models import (build_face_models, identity_angle, identity_distance, identity_similarity,
-                                        landmark_distance)
+from drward.metrics.face_models import (
+    build_face_models,
+    identity_angle,
+    identity_distance,
+    identity_similarity,
+    landmark_distance,
+)
 from drward.utils.options import OptionError
 
 

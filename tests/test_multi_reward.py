@@ -1,13 +1,12 @@
 """Multi-reward ReFL: the FRM plus pyiqa no-reference metrics, each weighted and logged as l_reward_<name>; metrics
 that cannot carry a gradient are refused by name before anything is built."""
 import pytest
+import toy_restorer  # noqa: F401  (registers ToyRestorer)
 from basicsr.models import build_model
+from test_refl_model import batch, make_opt
 
 from drward.losses.iqa_reward import IQAReward
 from drward.utils.options import OptionError
-from test_refl_model import batch, make_opt
-
-import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
 
 @pytest.mark.parametrize('metric,why', [('niqe', 'hand-made'), ('lpips', 'a full-reference'),

@@ -7,11 +7,11 @@ import re
 
 import pytest
 import yaml
+from option_files import ROOT
 
 from drward.models.option_specs import check_option_file, schema_for
 from drward.utils.option_schema import MISSING, Section, walk
 from drward.utils.options import OptionError
-from option_files import ROOT
 
 REAL = sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'options', '*.yml'))
               if 'tiny' not in os.path.basename(p))

@@ -5,9 +5,9 @@ import io
 import os
 
 import pytest
+from option_files import ROOT
 
 from drward.utils.page_launch import exposure_warning, is_loopback, launch, parse_auth
-from option_files import ROOT
 
 
 class RecordingPage:

@@ -8,9 +8,9 @@ import torch
 import yaml
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.models import build_model
+from option_files import ROOT, load_option_file, run_tools_train, short_training_option
 
 from drward.models.reward_report import reward_before_after
-from option_files import ROOT, load_option_file, run_tools_train, short_training_option
 
 
 def train(model, loader, iters):

@@ -3,12 +3,11 @@ import os
 
 import pytest
 import torch
+import toy_restorer  # noqa: F401  (registers ToyRestorer)
 from basicsr.models import build_model
 from safetensors.torch import load_file
 
 from drward.utils.safe_load import load_training_state
-
-import toy_restorer  # noqa: F401  (registers ToyRestorer)
 
 
 def make_opt(tmp_path, **train):

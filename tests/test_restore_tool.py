@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from option_files import ROOT
 
 from drward.inference.demo_inputs import write_demo_inputs
 from drward.inference.model import build_face_restorer, weight_dtype_choice
 from drward.inference.photos import OUTPUT_FOLDERS, PhotoRestorer
 from drward.utils.options import MissingWeightsError
-from option_files import ROOT
 
 FACE_SIZE = 128  # the FFHQ template at 128² keeps the tiny DiffBIR quick; the default is 512
 

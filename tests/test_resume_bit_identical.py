@@ -12,11 +12,11 @@ import sys
 
 import torch
 import yaml
+from option_files import ROOT, run_tools_train
+from torchrun_helpers import wait_for
 
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.preemption import EXIT_PREEMPTED
-from option_files import ROOT, run_tools_train
-from torchrun_helpers import wait_for
 
 TOTAL, EVERY = 8, 2  # 16 demo faces + 1 corrupt in batches of 3: 5 batches per epoch; states 2, 4 fall mid-epoch
 

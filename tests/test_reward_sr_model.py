@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from basicsr.models import build_model
-
 from option_files import run_tools_train, tools_train_experiment, write_options
 from reward_sr_helpers import batch, make_opt, train
 
@@ -77,7 +76,8 @@ def test_srgan_combination_trains_generator_discriminator_and_frm(tmp_path):
     logs = train(model, batch(), 3)
     assert len(model.optimizers) == 3 and model.optimizers[-1] is model.frm_update.optimizer
     assert 'l_reward' not in logs[0] and 'l_d_real' in logs[0]  # net_d_init_iters = 1: no generator step at iter 1
-    assert {'l_g_pix', 'l_g_gan', 'l_reward', 'l_d_real', 'frm_acc', 'hack_reward_gap', 'hack_hf_ratio'} <= set(logs[-1])
+    assert {'l_g_pix', 'l_g_gan', 'l_reward', 'l_d_real', 'frm_acc', 'hack_reward_gap',
+            'hack_hf_ratio'} <= set(logs[-1])
     assert all(changed(before[name], getattr(model, name)) for name in before)
 
 

@@ -10,8 +10,15 @@ from basicsr.models.lr_scheduler import CosineAnnealingRestartLR, MultiStepResta
 
 from drward.utils.basicsr_compat import load_resume_state
 from drward.utils.options import WEIGHT_SOURCES
-from drward.utils.safe_load import (TRAINING_STATE_GLOBALS, InertObject, UnsafeFileError, forced_weights_only,
-                                    foreign_globals, load_training_state, load_weights)
+from drward.utils.safe_load import (
+    TRAINING_STATE_GLOBALS,
+    InertObject,
+    UnsafeFileError,
+    forced_weights_only,
+    foreign_globals,
+    load_training_state,
+    load_weights,
+)
 
 
 class SystemPayload:  # os.system: torch refuses the module outright
@@ -176,7 +183,6 @@ def test_refl_state_with_a_scheduler_resumes_through_basicsr_resume_lookup(tmp_p
     """A real ReFLModel training state (MultiStepRestartLR) names only allow-listed globals; BasicSR's resume lookup
     points at ``net_g_<iter>.pth``, and the ``.safetensors`` drward wrote there is what loads."""
     from basicsr.models import build_model
-
     from test_refl_model import batch, make_opt
     scheduler = {'type': 'MultiStepRestartLR', 'milestones': [2, 4], 'gamma': 0.5}
     model = build_model(make_opt(tmp_path, scheduler=scheduler))

@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from option_files import ROOT
 from test_face_test_model import write_pairs
-from toy_restorer import ToyRestorer
 from torchrun_helpers import environment, wait_for, worker_pids
+from toy_restorer import ToyRestorer
 
 FACES = 7  # odd: 4 + 3
 PORTS = iter(range(29810, 29830))
@@ -74,8 +73,8 @@ def env():
 
 
 def evaluate(setup, run: str, processes: int, batch_size: int = 1) -> str:
-    result = subprocess.run(command(option_file(setup, run, batch_size=batch_size), processes), capture_output=True, text=True, env=env(),
-                            timeout=600, cwd=ROOT)
+    result = subprocess.run(command(option_file(setup, run, batch_size=batch_size), processes), capture_output=True,
+                            text=True, env=env(), timeout=600, cwd=ROOT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return str(setup['root'] / run)
 

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 import torch
+from option_files import ROOT
 
 from drward.utils import atomic_io, storage_faults
-from option_files import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import chaos_soak  # noqa: E402

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 import yaml
+from option_files import ROOT, run_tools_train
 
 from drward.data.demo_faces import make_demo_faces
 from drward.utils.curves import CurveRecorder, TrainingCurves, _panels, parse_log_lines, read_run_logs
-from option_files import ROOT, run_tools_train
 
 LINES = [
     '2026-11-30 15:20:01,123 INFO: [refl_..][epoch:  0, iter:   1,000, lr:(1.000e-03,1.000e-04,)] '

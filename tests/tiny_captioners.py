@@ -38,8 +38,13 @@ def tiny_blip(folder) -> str:
 def tiny_llava(folder) -> str:
     """A tiny random ``LlavaForConditionalGeneration`` + ``LlavaProcessor`` with a chat template in ``folder``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
-                              PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
     vocab = ['<pad>', '<unk>', '<s>', '</s>', '<image>', 'USER:', 'ASSISTANT:', 'describe', 'this'] + WORDS
     words = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token='<unk>'))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -11,7 +11,6 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import torch
-
 from option_files import ROOT
 
 TOTAL, EVERY = 6, 3

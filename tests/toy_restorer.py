@@ -10,7 +10,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from drward.archs.restorer import Restorer, RestoreOutput
+from drward.archs.restorer import RestoreOutput, Restorer
 from drward.diffusion import row_noise
 from drward.diffusion.ddim import TruncatedDDIMSampler
 

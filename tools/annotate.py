@@ -47,7 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--human-labels', help='pairs file of human labels to put onto the pairs')
     parser.add_argument('--out', help='labelled pairs file to write (default: <input folder>/labelled.jsonl)')
     parser.add_argument('--metrics', default='default',
-                        help=f'preset {sorted(quality.METRIC_SETS)} or a comma list of {quality.registered_metric_names()}'
+                        help=f'preset {sorted(quality.METRIC_SETS)} or a comma list of '
+                             f'{quality.registered_metric_names()}'
                              ' [default]')
     parser.add_argument('--metric-weights', action='append', default=[], metavar='NAME=PATH',
                         help='local weight file of a learned metric, e.g. pyiqa:musiq=weights/musiq_koniq.pth')

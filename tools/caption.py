@@ -22,8 +22,14 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
 
 from drward.data.caption_store import BesideTextStore, CaptionFileStore  # noqa: E402
-from drward.data.captioner import (DTYPES, CaptionModelError, CaptionReport, FaceCaptioner,  # noqa: E402
-                                   caption_images, check_model_folder)
+from drward.data.captioner import (  # noqa: E402
+    DTYPES,
+    CaptionModelError,
+    CaptionReport,
+    FaceCaptioner,
+    caption_images,
+    check_model_folder,
+)
 from drward.data.image_io import CaptionFileError, ImageListError  # noqa: E402
 from drward.data.image_source import LMDB_CAPTION_FILE, ImageSource, is_lmdb_folder  # noqa: E402
 

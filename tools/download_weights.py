@@ -98,7 +98,8 @@ def main(argv=None) -> int:
             print(f'  error: {error}', file=sys.stderr, flush=True)
         outcomes.append(outcome)
     print(table(outcomes))
-    unverified = [o.name for o in outcomes if o.verified_by == 'not verified' and o.status in ('fetched', 'present', 'ok')]
+    unverified = [o.name for o in outcomes
+                  if o.verified_by == 'not verified' and o.status in ('fetched', 'present', 'ok')]
     if unverified:
         print(f'not verified (no hash or size published): {", ".join(unverified)}')
     bad = [o for o in outcomes if o.status not in ('fetched', 'present', 'ok')]

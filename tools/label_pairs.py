@@ -38,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--overlap', type=float, default=0.1, help='share of pairs every annotator labels [0.1]')
     parser.add_argument('--seed', type=int, default=0, help='seed of the order, the overlap and the sides [0]')
     parser.add_argument('--refit-every', type=int, default=20, help='uncertainty: refit the SVM every N labels [20]')
-    parser.add_argument('--metrics', default='no_face', help='uncertainty and --report: metric preset of the SVM (report: none = no SVM) [no_face]')
+    parser.add_argument('--metrics', default='no_face',
+                        help='uncertainty and --report: metric preset of the SVM (report: none = no SVM) [no_face]')
     add_launch_arguments(parser)  # --host, --port, --auth: the same on both pages
     tasks = parser.add_argument_group('instead of serving')
     tasks.add_argument('--report', metavar='HUMAN_JSONL', help='print the report of a label log and exit')

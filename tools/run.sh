@@ -30,6 +30,7 @@ case "$job" in
       { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
         || echo "tools/run.sh: chromium could not be installed; the browser tests will skip"
     fi
+    "$venv/bin/ruff" check .                          # lint and import order (pyproject.toml)
     "$venv/bin/lint-imports" --config .importlinter  # the layers and no cycles (.importlinter, docs/design.md)
     exec "$py" -m pytest -q -rs tests "$@" ;;
   *) echo "usage: tools/run.sh {demo|test} [extra args]" >&2; exit 2 ;;

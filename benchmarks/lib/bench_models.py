@@ -41,8 +41,9 @@ SPECS: Dict[str, RestorerSpec] = {
 
 def available(spec: RestorerSpec) -> bool:
     """Whether the restorer's arch is registered (OSEDiff may not exist yet in a checkout)."""
-    import drward  # noqa: F401  (registers every arch)
     from basicsr.utils.registry import ARCH_REGISTRY
+
+    import drward  # noqa: F401  (registers every arch)
     return spec.arch_type in ARCH_REGISTRY
 
 
@@ -116,8 +117,9 @@ def set_checkpointing(model, restorer: bool, frm: bool) -> None:
 
 def build_refl_model(args: argparse.Namespace, spec: RestorerSpec, workdir: str):
     """ReFLModel around the chosen restorer, built through BasicSR's model registry."""
-    import drward  # noqa: F401
     from basicsr.models import build_model
+
+    import drward  # noqa: F401
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = build_model(refl_options(args, spec, workdir))
@@ -131,11 +133,11 @@ def build_on_meta(args: argparse.Namespace, spec: RestorerSpec) -> Tuple[torch.n
     """The restorer, the FRM and the other loss modules (LPIPS, DT-CWT, L_reg), built with meta-device parameters
     (accelerate's ``init_empty_weights``): no weight memory, nothing initialised, every parameter's dtype and
     ``requires_grad`` as built. Buffers are real (small: schedules, normalisation constants)."""
-    import drward  # noqa: F401
     from accelerate import init_empty_weights
     from basicsr.archs import build_network
     from basicsr.losses import build_loss
 
+    import drward  # noqa: F401
     from drward.archs.frm_arch import build_frm
     losses = loss_options(args)
     with init_empty_weights(), warnings.catch_warnings():

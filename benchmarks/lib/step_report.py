@@ -137,7 +137,8 @@ def _caption(args: argparse.Namespace, k: int, step: VariantResult, memory: str)
     amortised = frm / 10 / (total - frm + frm / 10) if total > 0 else 0.0
     return (f'One step = `ReFLModel.optimize_parameters` on one micro-batch (loss weights 1e-4 / 0.01 / 0.005 / '
             f'0.01, AdamW), median of {args.repeats} measured steps per variant after {args.warmup} warm-up '
-            f'step(s) of N = 1, variants interleaved in one process. {_chain_sentence(k)} Parts are separated by hooks on the '
+            f'step(s) of N = 1, variants interleaved in one process. {_chain_sentence(k)} '
+            'Parts are separated by hooks on the '
             f'running code (wrapped `restore`, sampler and backward call, loss-module hooks, gradient hooks on Î '
             f'and ẑ_0, optimiser step hooks; benchmarks/README.md) and sum to the step\'s {_clock_name(args)}; '
             f'CUDA is synchronised at every boundary. Shares are of the step total. Memory: *saved* = what autograd '

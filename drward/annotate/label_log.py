@@ -12,8 +12,8 @@ Each line is a pairs-format line (:mod:`drward.annotate.pairs`) plus the label-l
 the two was on the left. Replay rule: per ``(annotator, pair)`` a stack of decisions (``label`` and ``skip``
 push, ``undo`` pops). The **labels in effect** are the top of each stack when it is a label; a pair labelled by
 several annotators (the overlap) yields one row whose label is the mean of theirs (a soft label when they
-disagree). :func:`~drward.annotate.pairs.labels_in_effect` is what :func:`drward.annotate.pairs.read_pairs` yields for such a
-file.
+disagree). :func:`~drward.annotate.pairs.labels_in_effect` is what :func:`drward.annotate.pairs.read_pairs` yields
+for such a file.
 
 :func:`append_record` writes one line with one ``write``, then flushes and ``fsync``s, so a killed server loses
 at most the decision it was writing.
@@ -27,8 +27,17 @@ import os
 from typing import List, Optional, Tuple
 
 # the replay of a label log lives beside the pairs format (read_pairs yields a log's labels in effect); re-exported
-from drward.annotate.pairs import (Decision, PairKey, PreferencePair, current_labels, decision_from_row,  # noqa: F401
-                                   labels_in_effect, parse_pair_lines, replay)
+from drward.annotate.pairs import (  # noqa: F401
+    Decision,
+    PairKey,
+    PreferencePair,
+    current_labels,
+    decision_from_row,
+    labels_in_effect,
+    parse_pair_lines,
+    replay,
+)
+
 
 def read_label_log(path: str | os.PathLike) -> Tuple[List[Decision], List[Tuple[int, str]]]:
     """``(decisions, malformed)``: the event lines in order, and ``(line number, error)`` of each line that could

@@ -165,7 +165,8 @@ def read_pairs(path: str | os.PathLike, strict: bool = False,
     readable line: :class:`PairsFormatError` (there is nothing to go on with).
 
     A label log (lines with ``event``) yields its labels in effect, one per pair
-    (:func:`labels_in_effect`, the replay rule of :mod:`drward.annotate.label_log`); ordinary lines are yielded as written.
+    (:func:`labels_in_effect`, the replay rule of :mod:`drward.annotate.label_log`); ordinary lines are yielded as
+    written.
     """
     report = report or logging.getLogger(__name__).warning
     rows, skipped = [], []

@@ -17,8 +17,14 @@ from drward.annotate.cache import MetricCache
 from drward.annotate.features import PairMetrics, compute_pair_metrics
 from drward.annotate.pairs import PreferencePair
 from drward.annotate.quality import QualityMetric
-from drward.annotate.svm import (AgreementReport, PreferenceSVM, SVMOptions, hard_labels,
-                                 single_metric_agreement, split_held_out)
+from drward.annotate.svm import (
+    AgreementReport,
+    PreferenceSVM,
+    SVMOptions,
+    hard_labels,
+    single_metric_agreement,
+    split_held_out,
+)
 
 
 @dataclasses.dataclass

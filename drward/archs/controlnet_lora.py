@@ -125,6 +125,7 @@ def merged_state_dict(controlnet: nn.Module) -> Dict[str, torch.Tensor]:
     """The IRControlNet's full state dict with every adapter merged, ``W' = W + (α/r)·B A`` (peft's own merge, on a
     copy), under the plain names a model without LoRA has: a full checkpoint (as a full fine-tune writes)."""
     import copy
+
     from peft.tuners.lora import LoraLayer
     merged = copy.deepcopy(controlnet).float()
     for module in merged.modules():

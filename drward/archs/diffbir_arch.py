@@ -33,16 +33,28 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 from drward.archs.compiled import CompiledOnce
-from drward.archs.controlnet_lora import (ControlNetLora, add_controlnet_lora, base_name, lora_state_dict,
-                                          parse_lora_option, read_lora_metadata)
-from drward.archs.lora import adapters_disabled, is_lora_name
+from drward.archs.controlnet_lora import (
+    ControlNetLora,
+    add_controlnet_lora,
+    base_name,
+    lora_state_dict,
+    parse_lora_option,
+    read_lora_metadata,
+)
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
 from drward.archs.image_sizes import resize_short_side, resize_to
-from drward.archs.ircontrolnet import (IRControlNet, expand_control_scales, init_from_unet, ircontrolnet_config,
-                                       scale_residuals, zero_conv_modules)
-from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
+from drward.archs.ircontrolnet import (
+    IRControlNet,
+    expand_control_scales,
+    init_from_unet,
+    ircontrolnet_config,
+    scale_residuals,
+    zero_conv_modules,
+)
+from drward.archs.lora import adapters_disabled, is_lora_name
 from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import ComputeCopy, no_autocast, parse_weight_dtype, runs_in_weight_dtype, store_frozen
+from drward.archs.restorer import RestoreOutput, Restorer, checked_weight_paths, log_and_check
 from drward.archs.sd_parts import SD_OPTIONS, build_sd_parts, copy_frozen, pad_to_multiple, seeded_rng
 from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_ZERO_CONV_STD
 from drward.diffusion import row_noise

@@ -36,8 +36,8 @@ from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.atomic_io import atomic_save
 from drward.utils.option_schema import ANY, Bool, Choice, Int, Text, declare
 from drward.utils.options import require_file
-from drward.utils.safe_load import load_weights
 from drward.utils.registry import register
+from drward.utils.safe_load import load_weights
 
 #: A tiny CLIP of the same family (ViT image tower, causal text transformer, BPE vocabulary) for tests and CPU demos.
 TINY_FRM_CONFIG: Dict = {
@@ -305,7 +305,8 @@ class FaceRewardModel(Reward):
     def preference_logits(self, img_a: torch.Tensor, img_b: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """The pair's two scores ``s_k = exp(logit_scale)·cos(e_Ik, e_T)`` as (B, 2) logits, ``[s_a, s_b]``."""
         if img_a.shape != img_b.shape:
-            raise ValueError(f'FaceRewardModel: pair images differ in shape: {tuple(img_a.shape)} vs {tuple(img_b.shape)}')
+            raise ValueError(f'FaceRewardModel: pair images differ in shape: {tuple(img_a.shape)} vs '
+                             f'{tuple(img_b.shape)}')
         e_img = self.encode_images(torch.cat([img_a, img_b])).view(2, img_a.shape[0], -1)
         e_txt = self.encode_text(captions)
         cos = (e_img * e_txt.unsqueeze(0)).sum(dim=-1).t()

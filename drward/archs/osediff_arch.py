@@ -39,12 +39,20 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.func import functional_call
 
-from drward.archs.lora import (DEFAULT_RANK, LoraLayout, TensorSnapshot, adapters_disabled, add_lora,
-                               discover_layout, is_lora_name, randomize_lora_b_)
+from drward.archs.image_sizes import resize_to, round_down_to_multiple
+from drward.archs.lora import (
+    DEFAULT_RANK,
+    LoraLayout,
+    TensorSnapshot,
+    adapters_disabled,
+    add_lora,
+    discover_layout,
+    is_lora_name,
+    randomize_lora_b_,
+)
 from drward.archs.materialize import check_materialized, empty_weights
 from drward.archs.precision import cast_buffers, cast_io_to_weights, parse_weight_dtype, runs_in_weight_dtype
-from drward.archs.restorer import Restorer, RestoreOutput, checked_weight_paths, log_and_check
-from drward.archs.image_sizes import resize_to, round_down_to_multiple
+from drward.archs.restorer import RestoreOutput, Restorer, checked_weight_paths, log_and_check
 from drward.archs.sd_parts import SD_OPTIONS, build_sd_parts, seeded_rng
 from drward.archs.sd_tokenizer import CLIPTokenizerIds
 from drward.diffusion.colorfix import adain_color_fix, wavelet_color_fix

@@ -24,9 +24,9 @@ import torch
 from basicsr.utils import get_root_logger
 from torch import nn
 
+from drward.archs.precision import WEIGHT_DTYPES
 from drward.diffusion import row_noise
 from drward.utils.atomic_io import atomic_save, unshared
-from drward.archs.precision import WEIGHT_DTYPES
 from drward.utils.option_schema import Bool, Choice, Int, Option, declared_options, resolve
 from drward.utils.options import OptionError, require_file
 from drward.utils.safe_load import load_weights
@@ -66,8 +66,8 @@ class Restorer(nn.Module):
     options = {
         'tiny': Option(Bool(), False, 'tiny random models (tests, CPU demos); tiny weight files may be given'),
         'random_weights': Option(Bool(), False, 'real sizes without the weight files: RANDOM weights (benchmarks)'),
-        'weight_dtype': Option(Choice('auto', *WEIGHT_DTYPES), 'fp32', 'storage dtype of the frozen weights (bf16 halves '
-                               'their memory; the trained part stays fp32)'),
+        'weight_dtype': Option(Choice('auto', *WEIGHT_DTYPES), 'fp32', 'storage dtype of the frozen weights '
+                               '(bf16 halves their memory; the trained part stays fp32)'),
         'gradient_checkpointing': Option(Bool(), False, 'activation checkpointing in the big modules'),
         'seed': Option(Int(0), 0, 'seed of the tiny weights and of the default noise generator'),
     }

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from diffusers.loaders.single_file_utils import (create_unet_diffusers_config_from_ldm,
-                                                 create_vae_diffusers_config_from_ldm)
+from diffusers.loaders.single_file_utils import (
+    create_unet_diffusers_config_from_ldm,
+    create_vae_diffusers_config_from_ldm,
+)
 
 LATENT_SCALE = 0.18215
 

@@ -30,7 +30,6 @@ from open_clip.transformer import LayerNorm, Transformer
 from torch import nn
 
 from drward.archs.precision import cast_buffers
-
 from drward.archs.sd_config import LATENT_SCALE, SD21_BASE, SDConfig
 from drward.archs.tiny_configs import TINY_SD
 from drward.utils.option_schema import Num, Option, Text

@@ -32,10 +32,17 @@ from basicsr.utils import get_root_logger
 from tqdm import tqdm
 
 from drward.data import image_io
-from drward.utils.image_header import UnsafeImageError, check_image_bytes, max_pixels as image_max_pixels
 from drward.data.caption_store import CaptionFileStore
-from drward.data.image_source import (LMDB_CAPTION_FILE, LMDB_META_FILE, close_lmdb_client, lmdb_entries, lmdb_key,
-                                     read_lmdb_keys)
+from drward.data.image_source import (
+    LMDB_CAPTION_FILE,
+    LMDB_META_FILE,
+    close_lmdb_client,
+    lmdb_entries,
+    lmdb_key,
+    read_lmdb_keys,
+)
+from drward.utils.image_header import UnsafeImageError, check_image_bytes
+from drward.utils.image_header import max_pixels as image_max_pixels
 
 INCOMPLETE_SUFFIX = '.incomplete.lmdb'
 

@@ -95,7 +95,8 @@ def ddim_sigma(alpha_t: float, alpha_prev: float, eta: float) -> float:
 
 def ddim_update(z_t: torch.Tensor, eps: torch.Tensor, alpha_t: float, alpha_prev: float, sigma: float = 0.0,
                 noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """One DDIM update ``z_prev = sqrt(ᾱ_prev)·ẑ_0 + sqrt(1 − ᾱ_prev − σ²)·ε + σ·n`` (``noise`` = n, needed if σ > 0)."""
+    """One DDIM update ``z_prev = sqrt(ᾱ_prev)·ẑ_0 + sqrt(1 − ᾱ_prev − σ²)·ε + σ·n``
+    (``noise`` = n, needed if σ > 0)."""
     x0 = predict_x0(z_t, eps, alpha_t)
     direction = max(1.0 - alpha_prev - sigma ** 2, 0.0) ** 0.5
     z_prev = alpha_prev ** 0.5 * x0 + direction * eps.to(x0.dtype)

@@ -28,9 +28,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from drward.archs.restorer import Restorer, load_restorer_weights, restore_seeded, trained_part_file
 from drward.inference.photos import resize_to
 from drward.utils.option_schema import declared_options
-from drward.utils.user_modules import import_user_module
 from drward.utils.options import MissingWeightsError, OptionError, find_missing_weights, missing_weight_message
 from drward.utils.precision_check import PrecisionChoice, choose_precision
+from drward.utils.user_modules import import_user_module
 
 TINY_OPTION_FILES = {'diffbir': 'options/refl_diffbir_tiny.yml', 'osediff': 'options/refl_osediff_tiny.yml'}
 WEIGHT_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}

@@ -24,6 +24,7 @@ from basicsr.losses import build_loss
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
+
 from drward.losses.common import REDUCTION, WEIGHT
 from drward.utils.option_schema import Int, ListOf, Section, Text, declare
 from drward.utils.registry import register

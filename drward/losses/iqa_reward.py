@@ -101,6 +101,7 @@ class IQAReward(Reward):
 
     def _build(self, opt: Mapping):
         import pyiqa
+
         from drward.metrics.pyiqa_weights import local_weights, require_metric_files
         options = {**DIFFERENTIABLE[self.metric], **dict(opt.get('options') or {})}
         weights_dir = opt['weights_dir'] or declared_options(IQAReward)['weights_dir'].default

@@ -15,12 +15,11 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from drward.losses.common import check_range, reduce, to_signed
-from drward.losses.common import INPUT_RANGE, REDUCTION, WEIGHT
+from drward.losses.common import INPUT_RANGE, REDUCTION, WEIGHT, check_range, reduce, to_signed
 from drward.utils.option_schema import Bool, Choice, Text, declare
 from drward.utils.options import MissingWeightsError
-from drward.utils.safe_load import load_weights
 from drward.utils.registry import register
+from drward.utils.safe_load import load_weights
 
 BACKBONE_FILES: Dict[str, str] = {
     'vgg': 'vgg16-397923af.pth',

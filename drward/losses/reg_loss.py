@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
+
 from drward.losses.common import REDUCTION, WEIGHT
 from drward.utils.option_schema import Choice, declare
 from drward.utils.registry import register

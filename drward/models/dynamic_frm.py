@@ -22,10 +22,10 @@ with the same FRM: the FRM starts as rank 0's (broadcast once, here), and after 
 all-reduced (:func:`~drward.utils.distributed.average_gradients`, ×P for the official summed loss:
 :func:`~drward.models.frm_optim.global_batch_scale`) before the clip and the AdamW step, which every rank then
 computes identically. Why all-reduced gradients and not a DDP-wrapped FRM: DDP keeps its gradient buckets (one
-buffer the size of the FRM's unlocked weights: 1.92 GiB for ViT-H-14's, ``benchmarks/memory_budget.py``) allocated for the whole
-run, also through the generator's steps, which is when memory peaks; here the FRM's gradients exist only during
-the update (``set_to_none``), and the update runs once every ``every`` steps, so DDP's overlap of communication with
-the backward would save little. ``shard_optimizer_states`` splits its AdamW states across the ranks.
+buffer the size of the FRM's unlocked weights: 1.92 GiB for ViT-H-14's, ``benchmarks/memory_budget.py``) allocated for
+the whole run, also through the generator's steps, which is when memory peaks; here the FRM's gradients exist only
+during the update (``set_to_none``), and the update runs once every ``every`` steps, so DDP's overlap of communication
+with the backward would save little. ``shard_optimizer_states`` splits its AdamW states across the ranks.
 """
 from __future__ import annotations
 
@@ -175,7 +175,8 @@ class DynamicFRMUpdate:
         return osp.join(models_dir, f"net_frm_{'latest' if current_iter == -1 else current_iter}.pth")
 
     def save(self, path: str) -> None:
-        """Write the FRM in the official ``{'state_dict': …}`` layout (loadable as ``RewardLoss``'s ``frm.checkpoint``)."""
+        """Write the FRM in the official ``{'state_dict': …}`` layout (loadable as ``RewardLoss``'s
+        ``frm.checkpoint``)."""
         if self.frm is not None:
             self.frm.save_checkpoint(path)
 
@@ -187,6 +188,7 @@ class DynamicFRMUpdate:
         it = osp.splitext(osp.basename(state_path))[0]
         path = self.checkpoint_path(path_opt['models'], it)
         if not osp.exists(path):
-            raise FileNotFoundError(f'{self.owner}: resuming from {state_path} but the FRM checkpoint {path} is missing')
+            raise FileNotFoundError(f'{self.owner}: resuming from {state_path} but the FRM checkpoint '
+                                    f'{path} is missing')
         self.frm.load_checkpoint(path)
         get_root_logger().info(f'{self.owner}: resumed the FRM from {path}')

@@ -110,8 +110,8 @@ class ReFLModel(ResumableStateMixin, BaseModel):
         'grad_accum_mode': Option(Choice(*GRAD_ACCUM_MODES), 'mean', "mean, or the authors' last_microbatch"),
         'grad_steps': Option(Int(1), 1, 'N: gradient-enabled denoiser calls at the stop step'),
         'grad_clip_g': Option(Num(0, lo_open=True, nullable=True), None, "the restorer's gradient-norm clip (~: none)"),
-        'ema_decay': Option(Num(0, 1, nullable=True), None, "BasicSR's EMA of the trained part: net_g_ema_<iter> beside "
-                            'net_g (null: none; drward/models/ema.py)'),
+        'ema_decay': Option(Num(0, 1, nullable=True), None, "BasicSR's EMA of the trained part: "
+                            'net_g_ema_<iter> beside net_g (null: none; drward/models/ema.py)'),
         'gradient_checkpointing': Option(Bool(), False, 'activation checkpointing in the restorer and the rewards'),
         'optim_g': Option(ADAMW, {'type': 'AdamW', 'lr': 5e-5, 'weight_decay': 0.01}, "the restorer's optimiser"),
         'reward_opt': Option(LOSS, REQUIRED, 'L_reward: a RewardLoss and its rewards'),

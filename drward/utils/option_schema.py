@@ -285,8 +285,8 @@ def declare(**specs: Tuple[Spec, str]) -> Callable[[type], type]:
 
         @functools.wraps(init)
         def checked_init(self, *args: Any, **kwargs: Any) -> None:
-            if not args:
-                resolve(type(self).__name__, declared_options(type(self)), kwargs)
+            given = {**dict(zip(params, args)), **kwargs}  # positional arguments checked under their names too
+            resolve(type(self).__name__, declared_options(type(self)), given)
             init(self, *args, **kwargs)
 
         cls.__init__ = checked_init

@@ -29,7 +29,8 @@ WEIGHT_SOURCES = {
     'vgg16-397923af.pth': 'https://download.pytorch.org/models/vgg16-397923af.pth',
 }
 # Option keys that name weight files (any nesting level).
-WEIGHT_KEY_SUFFIXES = ('_ckpt', '_checkpoint', 'checkpoint', 'backbone_path', 'pretrain_network_g', 'pretrain_network_frm')
+WEIGHT_KEY_SUFFIXES = ('_ckpt', '_checkpoint', 'checkpoint', 'backbone_path', 'pretrain_network_g',
+                       'pretrain_network_frm')
 
 
 class OptionError(ValueError):
@@ -153,7 +154,8 @@ def checked_options(cls):
 
     init = cls.__init__
     params = inspect.signature(init).parameters
-    accepted = [name for name, p in params.items() if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = [name for name, p in params.items()
+                if name != 'self' and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):

@@ -12,7 +12,6 @@ import os.path as osp
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-
 from drward.utils.atomic_io import remove_stale_temp_files
 
 Loader = Callable[[str], Dict[str, Any]]
