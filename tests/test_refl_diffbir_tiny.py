@@ -103,4 +103,6 @@ def test_real_option_file_keys_are_all_accepted(tmp_path, name):
     assert model.grad_accum == 4 and model.grad_steps == 1 and model.frm_update.every == 10
     assert model.optimizer_g.defaults['lr'] == 5e-5
     assert model.optimizer_frm.defaults['lr'] == 2e-6
-    assert [c.loss_weight for c in model.criteria.values()] == [1e-4, 0.01, 0.005, 0.01]
+    # the reward term's weight λ_reward · w_FRM (the older frm form puts λ on the FRM entry, RewardLoss's own is 1)
+    weights = [c.loss_weight * (c.weights[0] if c is model.reward_loss else 1) for c in model.criteria.values()]
+    assert weights == pytest.approx([1e-4, 0.01, 0.005, 0.01])

@@ -22,6 +22,7 @@ out-of-range one (:meth:`Spec.wrong_type`, :meth:`Spec.out_of_range`), so a test
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from drward.utils.options import OptionError
@@ -294,12 +295,21 @@ def declare(**specs: Tuple[Spec, str]) -> Callable[[type], type]:
     return decorate
 
 
+def declares(cls: type, attribute: str = 'options') -> bool:
+    """Whether ``cls`` is built from its declared options: it declares some itself, or its constructor takes
+    ``**opts`` (a base's declarations then reach it). A subclass with named constructor arguments and no declaration
+    of its own (a test's toy restorer) is left to its constructor."""
+    if attribute in vars(cls):
+        return True
+    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values())
+
+
 class ByRegistry(ByType):
     """A mapping whose ``type:`` names a class registered in ``registry`` (BasicSR's ``ARCH_REGISTRY``,
     ``LOSS_REGISTRY``, ...): checked against the options that class declares (:func:`declared_options`) plus
     ``common`` (keys every entry has, e.g. a reward entry's ``loss_weight``). ``known``: sections of classes that
     cannot declare (BasicSR's own datasets, checked by a table). A type not registered yet, or a class that
-    declares nothing, is left to its own constructor (only ``common`` is checked, other keys pass)."""
+    declares nothing (:func:`declares`), is left to its own constructor (only ``common`` is checked)."""
 
     def __init__(self, registry: Any, common: Optional[Options] = None, nullable: bool = False,
                  attribute: str = 'options', known: Optional[Mapping[str, Section]] = None) -> None:
@@ -319,7 +329,7 @@ class ByRegistry(ByType):
             cls = self.registry.get(kind) if isinstance(kind, str) and kind in self.registry else None
         except KeyError:
             cls = None
-        own = declared_options(cls, self.attribute) if isinstance(cls, type) else {}
+        own = declared_options(cls, self.attribute) if isinstance(cls, type) and declares(cls, self.attribute) else {}
         if not own:
             return group(self.common, nullable=self.nullable, open_keys=True)
         return group({**self.common, **own}, nullable=self.nullable)
