@@ -146,7 +146,8 @@ def test_preference_pairs_read_from_a_recursive_lmdb_as_from_the_folder(tmp_path
 
 
 def test_backend_and_demo_faces_mistakes_fail_at_construction(tmp_path):
-    with pytest.raises(OptionError, match=r"io_backend type must be one of \['disk', 'lmdb'\]"):
+    with pytest.raises(OptionError,
+                       match=r"io_backend.type: got 'memcached' \(str\); accepted: one of \['disk', 'lmdb'\]"):
         FaceDegradationDataset(dict(dataroot_gt=str(tmp_path), io_backend={'type': 'memcached'}))
     with pytest.raises(OptionError, match='demo_faces writes image files, not an lmdb'):
         FaceDegradationDataset(dict(dataroot_gt=str(tmp_path / 'x.lmdb'), io_backend={'type': 'lmdb'},
