@@ -72,3 +72,24 @@ def basicsr_warnings(caplog):
 def pytest_configure(config):
     for line in ('ignore::DeprecationWarning', 'ignore::UserWarning', 'ignore::FutureWarning'):
         config.addinivalue_line('filterwarnings', line)
+    config.addinivalue_line('markers', 'heavy: a whole training or page run (tens of seconds on a slow CPU); '
+                                       'scheduled first so that the test workers finish together')
+    _share_cores_between_workers()
+
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist (``tools/run.sh test`` runs ``-n auto``) each worker gets ``cores // workers`` intra-op
+    threads, and so do the processes its tests start (``OMP_NUM_THREADS``): two workers on two cores run one thread
+    each instead of four threads fighting for two cores."""
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '0') or 0)
+    if workers < 2:
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The ``heavy`` tests first (a stable sort): a worker that draws a long run at the end would otherwise leave
+    the other one idle while it finishes."""
+    items.sort(key=lambda item: item.get_closest_marker('heavy') is None)

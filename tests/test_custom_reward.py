@@ -81,6 +81,18 @@ def test_tools_train_runs_with_the_reward_named_in_the_option_file(tmp_path):
         log = result.stdout + result.stderr
         assert 'l_reward_brightness: ' in log and 'l_reward_frm: ' in log and 'hack_reward_gap_brightness: ' in log
         assert os.path.exists(os.path.join(exp, 'models', 'net_frm_2.pth'))  # the FRM beside it was updated
+        # the generator trained with the reward restores through tools/restore.py like any checkpoint
+        import cv2
+        import numpy as np
+        from test_restore_tool import run_restore
+        faces = tmp_path / 'faces_in'
+        faces.mkdir()
+        cv2.imwrite(str(faces / 'face.png'), np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+        restored = run_restore('-i', faces, '-o', tmp_path / 'out', '--opt', tmp_path / 'custom_reward.yml',
+                               '--checkpoint', os.path.join(exp, 'models', 'net_g_2.safetensors'), '--aligned',
+                               '--face-size', 64, '--no-progress')
+        assert restored.returncode == 0, restored.stderr[-3000:]
+        assert cv2.imread(str(tmp_path / 'out' / 'restored_imgs' / 'face.png')).shape == (64, 64, 3)
     finally:
         import shutil
         shutil.rmtree(exp, ignore_errors=True)

@@ -126,18 +126,29 @@ def demo_face_name(index: int) -> str:
 
 
 def make_demo_faces(folder: str, size: int = 512, count: int = DEFAULT_COUNT) -> List[str]:
-    """Write ``count`` demo faces as ``<folder>/demo_face_XXX.png`` plus ``.txt`` captions; returns the PNG paths."""
+    """Write ``count`` demo faces as ``<folder>/demo_face_XXX.png`` plus ``.txt`` captions; returns the PNG paths.
+
+    Each file is written under a temporary name and renamed into place, so two processes making the same folder at
+    once (two runs, two test workers) never let a reader see half a file; both write the same bytes."""
     os.makedirs(folder, exist_ok=True)
     paths = []
     for index, recipe in enumerate(demo_face_recipes(count)):
         stem = os.path.join(folder, demo_face_name(index))
-        rgb = render_demo_face(recipe, size)
-        if not cv2.imwrite(stem + '.png', np.ascontiguousarray(rgb[..., ::-1])):
-            raise OSError(f'cannot write demo face {stem}.png')
-        with open(stem + '.txt', 'w', encoding='utf-8') as handle:
-            handle.write(demo_face_caption(recipe) + '\n')
+        ok, png = cv2.imencode('.png', np.ascontiguousarray(render_demo_face(recipe, size)[..., ::-1]))
+        if not ok:
+            raise OSError(f'cannot encode demo face {stem}.png')
+        _write_in_place(stem + '.txt', (demo_face_caption(recipe) + '\n').encode('utf-8'))
+        _write_in_place(stem + '.png', png.tobytes())
         paths.append(stem + '.png')
     return paths
+
+
+def _write_in_place(path: str, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename it onto ``path`` (atomic on one filesystem)."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'wb') as handle:
+        handle.write(data)
+    os.replace(tmp, path)
 
 
 def _demo_faces_present(folder: str, size: int, count: int) -> bool:
