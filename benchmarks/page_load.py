@@ -168,7 +168,7 @@ def sequential_round(api, path: str, steps: int, count: int, pid: int) -> Tuple[
     return rss, seconds
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--smoke', action='store_true', help='4 concurrent (--max-queue 1), 6 sequential')
     parser.add_argument('--port', type=int, default=7651)
@@ -181,6 +181,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.concurrent, args.sequential, args.max_queue = 4, 6, 1
+    return args
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every round against one server: the keyword arguments of :func:`report`."""
     work = tempfile.mkdtemp(prefix='drward_page_load_')
     paths = write_inputs(work, args.max_file_mb)
     server = start_server(args.port, args.max_queue, args.max_file_mb, args.steps, osp.join(work, 'server.log'))
@@ -199,7 +204,12 @@ def main(argv=None) -> int:
         alive = server.poll() is None
     finally:
         stop_server(server)
-    return report(args, one, hostile, burst, bound, rss, seconds, alive)
+    return dict(one=one, hostile=hostile, burst=burst, bound=bound, rss=rss, seconds=seconds, alive=alive)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return report(args, **measure(args))
 
 
 def hostile_ok(name: str, outcome: str, message: str) -> bool:

@@ -64,7 +64,8 @@ def disk_full(work: str, iters: int, every: int, at: int) -> dict:
                 if resumed.returncode == 0 else None)
         return {'status': full.returncode, 'traceback': 'Traceback' in full.stderr,
                 'line': line[line.index('Disk full'):] if 'Disk full' in line else line, 'states_left': states,
-                'resumed': found[-1].strip() if found else f'(resume exited {resumed.returncode})',
+                'resumed': found[-1][found[-1].index('Resuming'):].strip() if found else
+                f'(resume exited {resumed.returncode})',
                 'max_abs_diff': diff, 's': time.time() - started}
     finally:
         for name, exp in zip(names, exps):
@@ -114,14 +115,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     full_ok = (full['status'] == EXIT_DISK_FULL and not full['traceback'] and full['states_left'] == [previous]
                and full['max_abs_diff'] == 0.0)
     rows = [('disk full while saving ' + f'{args.at}.state', full_ok,
-             f"exit {full['status']}; states left {full['states_left']}; {full['resumed']}; final max |Δw| = "
+             f"exit {full['status']}; states left {full['states_left']}; {full['resumed']}; final max abs diff "
              f"{full['max_abs_diff']}; {full['s']:.0f} s", full['line'])]
     rows += [(f"{t['tool']}: output under a regular file", t['status'] != 0 and not t['traceback']
               and 'cannot write into' in t['line'], f"exit {t['status']} after {t['s']:.1f} s", t['line'])
              for t in tools]
     print('| storage fault | survived | what happened | what it said |\n|---|---|---|---|')
     for fault, ok, did, said in rows:
-        print(f'| {fault} | {"yes" if ok else "NO"} | {did} | {said.replace("|", "/")[:200]} |')
+        print(f'| {fault} | {"yes" if ok else "NO"} | {did} | {said.replace("|", "/")[:300]} |')
     survived = sum(ok for _, ok, _, _ in rows)
     print(f'storage faults injected {len(rows)}, survived {survived}')
     return {'faults': len(rows), 'survived': survived, 'rows': rows}
