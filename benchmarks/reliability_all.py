@@ -47,7 +47,7 @@ def chaos(ranks: int, smoke: bool) -> Row:
     survived = sum(f['resumed_at'] is not None for f in faults) if result['max_abs_diff'] == 0.0 else 0
     lost = [f['lost'] for f in faults if f['lost'] is not None]
     waits = [f['to_resume_s'] for f in faults if 'to_resume_s' in f]
-    return {'part': f'chaos soak, {ranks} rank(s)' + (' (torchrun)' if ranks > 1 else ''),
+    return {'part': 'chaos soak, 1 process' if ranks == 1 else f'chaos soak, {ranks} ranks (torchrun)',
             'tried': f"{len(faults)} SIGKILLs ({sum('file' in f for f in faults)} mid-write, "
                      f"{sum('torn' in f for f in faults)} torn files)",
             'held': f"{survived} / {len(faults)} survived; final max abs diff {result['max_abs_diff']}",
@@ -122,6 +122,7 @@ def readers(smoke: bool) -> Row:
 
 
 def summary(rows: List[Row], wall_s: float, smoke: bool) -> str:
+    import torch
     cpu = platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -133,7 +134,8 @@ def summary(rows: List[Row], wall_s: float, smoke: bool) -> str:
     for row in rows:
         cells = [str(row[key]).replace('|', '/') for key in ('part', 'tried', 'held', 'figures')]
         lines.append('| ' + ' | '.join(cells) + f" | {'yes' if row['ok'] else 'NO'} |")
-    lines.append(f"\n{'--smoke: ' if smoke else ''}CPU {cpu}, {os.cpu_count()} cores; wall {wall_s / 60:.1f} min")
+    lines.append(f"\n{'--smoke: ' if smoke else ''}CPU {cpu} ({torch.backends.cpu.get_cpu_capability()}), "
+                 f"{os.cpu_count()} cores; wall {wall_s / 60:.1f} min")
     return '\n'.join(lines)
 
 

@@ -24,7 +24,7 @@ def test_one_table_in_the_order_faults_load_bad_inputs_and_a_failing_part_is_a_r
         assert smoke
         if ranks == 2:
             raise RuntimeError('the soak run ended with status 1')
-        return row('chaos soak, 1 rank(s)')
+        return row('chaos soak, 1 process')
 
     monkeypatch.setattr(reliability_all, 'chaos', chaos)
     monkeypatch.setattr(reliability_all, 'storage', lambda smoke: ran.append('storage') or row('storage faults'))
@@ -35,7 +35,7 @@ def test_one_table_in_the_order_faults_load_bad_inputs_and_a_failing_part_is_a_r
     lines = out.read_text().splitlines()
     assert lines[0].startswith('| part | faults injected / load / bad inputs tried |')
     parts = [line.split(' | ')[0].lstrip('| ') for line in lines[2:6]]
-    assert parts == ['chaos soak, 1 rank(s)', 'chaos2', 'storage faults', 'labelling']
+    assert parts == ['chaos soak, 1 process', 'chaos2', 'storage faults', 'labelling']
     assert lines[3].endswith('| NO |') and 'FAILED: RuntimeError: the soak run ended with status 1' in lines[3]
     assert all(line.endswith('| yes |') for line in (lines[2], lines[4], lines[5]))
     assert lines[-1].startswith('--smoke: CPU ')
