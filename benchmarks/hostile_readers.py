@@ -124,15 +124,23 @@ def main(argv=None) -> int:
     parser.add_argument('--skip-tools', action='store_true', help='only the in-process readers (seconds)')
     add_smoke_flag(parser, 'the in-process readers only', skip_tools=True)
     args = apply_smoke(parser.parse_args(argv))
+    print_rows(readers(args.skip_tools))
+    return 0
+
+
+def readers(skip_tools: bool = False) -> List[Tuple[str, str, str]]:
+    """``(reader, what it did, what it said)`` for every reader (the in-process ones only with ``skip_tools``)."""
     work = tempfile.mkdtemp(prefix='drward_hostile_')
     try:
-        rows = in_process_rows(work) + ([] if args.skip_tools else tool_rows(work))
+        return in_process_rows(work) + ([] if skip_tools else tool_rows(work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def print_rows(rows: List[Tuple[str, str, str]]) -> None:
     print('| reader | what it did | what it said about bomb.png; truncated.jpg; notes.png |\n|---|---|---|')
     for reader, did, said_ in rows:
         print(f'| {reader} | {did} | {said_.replace("|", "/")} |')
-    return 0
 
 
 if __name__ == '__main__':

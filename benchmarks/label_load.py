@@ -8,7 +8,8 @@ It serves a task of tiny images with ``tools/label_pairs.py`` (no overlap: each 
 the annotators at once — real Chromium contexts (Playwright, the system's browser) and HTTP clients
 (``gradio_client``, each its own session) — each deciding ``--pairs`` pairs with undo and skip mixed in
 (:func:`benchmarks.lib.label_load_clients.plan_actions`), and SIGKILLs the server once ``--kill-at`` of the planned
-actions have been answered, relaunches it on the same port and lets everyone carry on. Then it checks the log:
+actions have been answered (or earlier, once an annotator has only two actions left, so that everyone has work left
+for the relaunched server), relaunches it on the same port and lets everyone carry on. Then it checks the log:
 
 * **nothing acknowledged lost**: every answer "Recorded" is a line of the log (annotator, pair, event);
 * **nothing extra**: a line nobody saw acknowledged belongs to a request in flight at the kill;
@@ -50,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--browsers', type=int, default=4, help='annotators in Chromium contexts [4]')
     parser.add_argument('--http', type=int, default=12, help='annotators through gradio_client [12]')
     parser.add_argument('--pairs', type=int, default=20, help='pairs each annotator decides [20]')
-    parser.add_argument('--kill-at', type=float, default=0.4, help='kill -9 after this share of answers; 0: none')
+    parser.add_argument('--kill-at', type=float, default=0.4,
+                        help='kill -9 after this share of answers (or once an annotator has 2 actions left); 0: none')
     parser.add_argument('--port', type=int, default=7640)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workdir', help='task and log folder [a temporary one]')
@@ -186,6 +188,15 @@ def redecided(annotator: Annotator) -> int:
     return again
 
 
+def kill_due(kill_at: float, answers: int, planned: int, annotator: Annotator) -> bool:
+    """Whether the answer just given to ``annotator`` is the moment of the kill: ``kill_at`` of the planned answers,
+    or earlier when ``annotator`` has only 2 actions left. Every annotator then has one action (maybe in flight,
+    lost) and one more for the relaunched server, so "resumed" holds for everyone: an annotator that ran ahead (it
+    connected while the others were still connecting) used to finish its plan before the kill, never talk to the
+    relaunched server, and count as not resumed (a plan never ends with an undo, so that last action records)."""
+    return bool(kill_at) and (answers >= kill_at * planned or annotator.left() <= 2)
+
+
 def percentile(values: List[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float('nan')
@@ -206,11 +217,13 @@ def run(args: argparse.Namespace, browser=None) -> dict:
     planned = sum(len(a.plan) for a in annotators)
     answers, lock, kills, restart_s = [0], threading.Lock(), [], []
 
-    def on_ack() -> None:
+    def on_ack(annotator: Annotator) -> None:
         with lock:
             answers[0] += 1
-            if args.kill_at and not kills and answers[0] >= args.kill_at * planned:
+            if not kills and kill_due(args.kill_at, answers[0], planned, annotator):
                 kills.append(time.monotonic())
+                for each in annotators:
+                    each.left_at_kill = each.left()
                 server.kill9()
                 threading.Thread(target=lambda: restart_s.append(server.start()), daemon=True).start()
 
@@ -249,6 +262,9 @@ def run(args: argparse.Namespace, browser=None) -> dict:
     checks = check_log(out, pairs_file, annotators)
     if kills:
         checks['annotators not resumed after the kill'] = sum(a.recorded_after_restart == 0 for a in annotators)
+    not_resumed = [f'{a.name}: not resumed after the kill ({a.left_at_kill} of {len(a.plan)} actions left at the '
+                   f'kill; after it: {a.plan[len(a.plan) - (a.left_at_kill or 0):]})'
+                   for a in annotators if kills and a.recorded_after_restart == 0]
     latencies = [s for a in annotators for s in a.latencies]
     recorded = sum(len(a.recorded) for a in annotators)
     return {'annotators': n, 'browsers': args.browsers, 'http': args.http, 'pairs': args.pairs,
@@ -256,7 +272,7 @@ def run(args: argparse.Namespace, browser=None) -> dict:
             'failed in flight': sum(len(a.failed) for a in annotators), 'kills': len(kills),
             'restart s': restart_s[0] if restart_s else None, 'wall s': wall, 'labels/s': recorded / wall,
             'p50 s': percentile(latencies, 0.5), 'p95 s': percentile(latencies, 0.95), 'checks': checks,
-            'errors': [f'{a.name}: {a.error}' for a in annotators if a.error], 'workdir': workdir}
+            'errors': [f'{a.name}: {a.error}' for a in annotators if a.error] + not_resumed, 'workdir': workdir}
 
 
 def table(result: dict) -> str:

@@ -4,7 +4,10 @@ Starts ``tools/app.py --tiny`` on 127.0.0.1 (one worker, ``--max-queue Q``) and,
 
 1. **hostile uploads**: a decompression bomb (0.57 MB PNG declaring 24,000²), a truncated JPEG, a text file named
    .png, a photo without a face and an upload over ``--max-file-mb``; each must get a message, and a good photo sent
-   right after each must still be restored (the server keeps serving);
+   right after each must still be restored (the server keeps serving). The oversized file is also sent as a raw
+   HTTP multipart POST to Gradio's upload route (``/gradio_api/upload``), bypassing gradio_client's own size check:
+   it must be refused by the server (HTTP 413, a message naming the limit), leave no file over the limit in the
+   server's upload folder, and a good photo must still be restored after it;
 2. **concurrency**: ``--concurrent`` clients send one photo each at the same moment; each must be answered
    (``Restored …``) or told at once that the page is busy (Gradio's "Queue is full", HTTP 503) within the stated
    bound ``(Q + 2) × the measured time of one request × 2 + 30 s``;
@@ -55,8 +58,9 @@ def start_server(port: int, max_queue: int, max_file_mb: float, steps: int, log_
     command = [sys.executable, osp.join(ROOT, 'tools', 'app.py'), '--tiny', '--port', str(port), '--steps', str(steps),
                '--max-queue', str(max_queue), '--max-file-mb', f'{max_file_mb:g}', '--device', 'cpu']
     log = open(log_path, 'w')
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                              env={**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')})
+    env = {**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+           'GRADIO_TEMP_DIR': upload_folder(log_path)}  # where Gradio keeps uploads: looked at after the raw upload
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if server.poll() is not None:
@@ -70,6 +74,11 @@ def start_server(port: int, max_queue: int, max_file_mb: float, steps: int, log_
     with open(log_path, encoding='utf-8', errors='replace') as handle:
         tail = handle.read()[-2000:]
     raise RuntimeError(f'the page did not start on port {port} within {timeout_s:.0f} s:\n{tail}')
+
+
+def upload_folder(log_path: str) -> str:
+    """The server's Gradio upload folder (``GRADIO_TEMP_DIR``), next to its log."""
+    return osp.join(osp.dirname(log_path), 'gradio_uploads')
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -125,6 +134,23 @@ def hostile_round(api, paths: Dict[str, str], steps: int) -> List[Tuple[str, str
     return rows
 
 
+def raw_upload(port: int, path: str, max_file_mb: float, folder: str) -> Tuple[str, str, float]:
+    """POST ``path`` to Gradio's upload route as a plain multipart form (no gradio_client, so none of its checks):
+    ``(outcome, message, seconds)``; outcome ``refused 413`` when the server refused it and kept no file over the
+    limit in its upload ``folder``, else what happened."""
+    import httpx
+    start = time.perf_counter()
+    with open(path, 'rb') as handle:
+        files = {'files': (osp.basename(path), handle, 'image/jpeg')}
+        answer = httpx.post(f'http://127.0.0.1:{port}/gradio_api/upload', files=files, timeout=120)
+    kept = [osp.join(top, name) for top, _, names in os.walk(folder) for name in names
+            if osp.getsize(osp.join(top, name)) > max_file_mb * 2 ** 20]
+    message = (answer.text.strip().splitlines() or [''])[0][:150]
+    if answer.status_code == 413 and not kept:
+        return 'refused 413', message, time.perf_counter() - start
+    return f'HTTP {answer.status_code}, {len(kept)} file(s) over the limit kept', message, time.perf_counter() - start
+
+
 def concurrent_round(port: int, path: str, steps: int, count: int) -> List[Tuple[str, str, float]]:
     apis = [client(port) for _ in range(count)]  # connected first: the burst is the requests themselves
     with futures.ThreadPoolExecutor(count) as pool:
@@ -142,7 +168,7 @@ def sequential_round(api, path: str, steps: int, count: int, pid: int) -> Tuple[
     return rss, seconds
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--smoke', action='store_true', help='4 concurrent (--max-queue 1), 6 sequential')
     parser.add_argument('--port', type=int, default=7651)
@@ -155,6 +181,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.concurrent, args.sequential, args.max_queue = 4, 6, 1
+    return args
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Every round against one server: the keyword arguments of :func:`report`."""
     work = tempfile.mkdtemp(prefix='drward_page_load_')
     paths = write_inputs(work, args.max_file_mb)
     server = start_server(args.port, args.max_queue, args.max_file_mb, args.steps, osp.join(work, 'server.log'))
@@ -163,13 +194,22 @@ def main(argv=None) -> int:
         warm = [ask(api, paths['photo.jpg'], args.steps) for _ in range(2)]
         one = warm[-1][2]
         hostile = hostile_round(api, paths, args.steps)
+        outcome, message, _ = raw_upload(args.port, paths['oversized.jpg'], args.max_file_mb,
+                                         upload_folder(osp.join(work, 'server.log')))
+        hostile.append(('oversized.jpg, raw HTTP upload', outcome, message,
+                        ask(api, paths['photo.jpg'], args.steps)[0] == 'restored'))
         bound = (args.max_queue + 2) * one * 2 + 30
         burst = concurrent_round(args.port, paths['photo.jpg'], args.steps, args.concurrent)
         rss, seconds = sequential_round(api, paths['photo.jpg'], args.steps, args.sequential, server.pid)
         alive = server.poll() is None
     finally:
         stop_server(server)
-    return report(args, one, hostile, burst, bound, rss, seconds, alive)
+    return dict(one=one, hostile=hostile, burst=burst, bound=bound, rss=rss, seconds=seconds, alive=alive)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return report(args, **measure(args))
 
 
 def hostile_ok(name: str, outcome: str, message: str) -> bool:
@@ -177,6 +217,8 @@ def hostile_ok(name: str, outcome: str, message: str) -> bool:
     ``max_file_size``), with an error that says so."""
     if name == 'oversized.jpg' and outcome == 'error':
         return any(word in message.lower() for word in ('size', 'large', 'mb'))
+    if name == 'oversized.jpg, raw HTTP upload':  # the server's own limit, without the client's check
+        return outcome == 'refused 413' and 'maximum allowed size' in message
     return outcome == 'message' and bool(message)
 
 

@@ -20,6 +20,9 @@ EXCLUDED = {
     'eval_throughput': 'its --smoke run is tests/test_eval_throughput.py',
     'page_load': 'its --smoke run is tests/test_page_load.py (starts the restoration page)',
     'label_load': 'its --smoke run is tests/test_label_load_benchmark.py (needs the system Chromium)',
+    'storage_faults': 'its runs are tests/test_storage_faults.py (three short trainings, over this test\'s limit)',
+    'reliability_all': 'runs the --smoke of chaos_soak, storage_faults, label_load, page_load and hostile_readers, '
+                       'each run by its own test; its table is tests/test_reliability_all.py (stub parts)',
     'cluster_reliability': 'needs torchrun with several processes; its scenarios are tests/test_elastic*.py',
     'gpu_check': 'a CUDA check (real SD 2.1 sizes); run on a GPU machine, docs/speed.md',
     'rehearsal': 'writes real-size random weight files (GBs); its jobs are checked by tests/test_rehearsal_jobs.py',

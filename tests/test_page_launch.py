@@ -41,12 +41,23 @@ def test_both_pages_take_the_same_host_port_and_auth_with_the_same_defaults():
 def test_the_launcher_warns_once_beyond_loopback_without_a_login_and_never_shares(host, auth, warned):
     page, stream = RecordingPage(), io.StringIO()
     assert launch(page, host, 7752, auth, stream=stream, quiet=True) == 'launched'
-    assert page.kwargs == {'server_name': host, 'server_port': 7752, 'auth': auth, 'share': False, 'quiet': True}
+    assert page.kwargs == {'server_name': host, 'server_port': 7752, 'auth': auth, 'share': False, 'quiet': True,
+                           'max_file_size': 20 * 2 ** 20}
     lines = stream.getvalue().splitlines()
     assert len(lines) == (1 if warned else 0)
     if warned:
         assert host in lines[0] and '--auth' in lines[0]
     assert (exposure_warning(host, auth) is None) == (not warned)
+
+
+def test_every_page_gets_a_server_side_upload_limit_that_gradio_accepts():
+    from gradio.utils import _parse_file_size
+    page = RecordingPage()
+    launch(page, stream=io.StringIO())
+    assert page.kwargs['max_file_size'] == 20 * 2 ** 20  # the labelling page's: it takes no uploads at all
+    launch(page, stream=io.StringIO(), max_file_size=2621440)
+    assert page.kwargs['max_file_size'] == 2621440  # the restoration page's own (--max-file-mb 2.5)
+    assert _parse_file_size(page.kwargs['max_file_size']) == 2621440  # bytes: '2.5mb' would be refused by Gradio
 
 
 def test_auth_is_user_colon_password_and_anything_else_is_one_line_error():

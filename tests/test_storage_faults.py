@@ -1,6 +1,7 @@
 """Storage faults (``drward/utils/storage_faults.py``): a full disk during a save leaves the previous checkpoint and
 state intact and stops the run with one line, and a resume after space is freed ends bit for bit on an
-uninterrupted run; an output folder that cannot be written stops tools/train.py and tools/test.py before any work.
+uninterrupted run; an output folder that cannot be written stops tools/train.py, tools/test.py and
+tools/label_pairs.py before any work (both through benchmarks/storage_faults.py, whose figures these tests check).
 A full disk is injected (``DRWARD_TEST_FAULT=enospc:<file>``, ``drward/utils/atomic_io.py``) and, where this
 process may mount one, a real 256 KiB tmpfs."""
 import os
@@ -13,9 +14,9 @@ from option_files import ROOT
 
 from drward.utils import atomic_io, storage_faults
 
-sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-import chaos_soak  # noqa: E402
-import torchrun_helpers as T  # noqa: E402
+sys.path.insert(0, ROOT)
+
+from benchmarks import storage_faults as storage_fault_runs  # noqa: E402  (benchmarks/storage_faults.py)
 
 
 class _Model:
@@ -71,48 +72,22 @@ def test_a_real_full_tmpfs_is_seen_as_a_full_disk(tmp_path):
         subprocess.run(['umount', str(mount)])
 
 
-def test_unwritable_output_folders_stop_train_and_test_before_any_work(tmp_path):
-    blocker = tmp_path / 'a_file'
-    blocker.write_text('not a folder')
-    for tool, option_file, key in (('train.py', 'refl_diffbir_tiny.yml', 'experiments_root'),
-                                   ('test.py', 'test_celeba_tiny.yml', 'results_root')):
-        run = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', tool), '-opt',
-                              os.path.join(ROOT, 'options', option_file), '--force_yml',
-                              f'path:{key}={blocker}/out'], capture_output=True, text=True, timeout=300,
-                             env=T.environment())
-        assert run.returncode != 0
-        last = run.stderr.strip().splitlines()[-1]
-        assert last == f'{tool}: cannot write into {blocker}/out ({blocker} is a file, not a folder); make it ' \
-                       'writable, or run from a checkout where it is', run.stderr[-2000:]
+def test_unwritable_output_folders_stop_train_test_and_label_pairs_before_any_work(tmp_path):
+    rows = storage_fault_runs.unwritable(str(tmp_path))  # the benchmark's run 2: each tool under a regular file
+    blocker = tmp_path / 'file.txt'
+    folders = {'tools/train.py': f'{blocker}/out', 'tools/test.py': f'{blocker}/out', 'tools/label_pairs.py': blocker}
+    assert [row['tool'] for row in rows] == list(folders)
+    for row in rows:
+        assert row['status'] != 0 and not row['traceback']
+        assert row['line'] == f"{os.path.basename(row['tool'])}: cannot write into {folders[row['tool']]} ({blocker} " \
+                              'is a file, not a folder); make it writable, or run from a checkout where it is', row
     assert storage_faults.unwritable_reason(str(tmp_path / 'new' / 'folder')) is None  # created later by BasicSR
 
 
 def test_a_run_stopped_by_a_full_disk_resumes_after_space_is_freed_and_ends_bit_identical(tmp_path):
-    from drward.data.demo_faces import ensure_demo_faces
-    ensure_demo_faces(str(tmp_path / 'faces'), size=64)
-    ensure_demo_faces(str(tmp_path / 'val'), size=64, count=2)
-    names = [f'pytest_diskfull_{tag}_{os.getpid()}' for tag in ('whole', 'full')]
-    exps = [os.path.join(ROOT, 'experiments', name) for name in names]
-
-    def train(name, env=None):
-        cmd = chaos_soak.train_cmd(name, str(tmp_path), 6, 2)
-        return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                              env={**T.environment(), **(env or {})})
-
-    try:
-        assert train(names[0]).returncode == 0
-        full = train(names[1], {atomic_io.FAULT_ENV: 'enospc:4.state'})
-        assert full.returncode == storage_faults.EXIT_DISK_FULL, full.stderr[-3000:]
-        assert 'Disk full while saving iteration 4' in full.stdout + full.stderr
-        assert 'Traceback' not in full.stderr
-        assert sorted(os.listdir(os.path.join(exps[1], 'training_states'))) == ['2.state']
-        resumed = train(names[1])
-        assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert 'Resuming training from epoch: 0, iter: 2.' in resumed.stdout + resumed.stderr
-        diff = T.max_difference(T.final_weights(exps[1], 6), T.final_weights(exps[0], 6))
-        assert diff == 0.0
-    finally:
-        import shutil
-        for name, exp in zip(names, exps):
-            shutil.rmtree(exp, ignore_errors=True)
-            shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
+    full = storage_fault_runs.disk_full(str(tmp_path), iters=6, every=2, at=4)
+    assert full['status'] == storage_faults.EXIT_DISK_FULL, full
+    assert full['line'].startswith('Disk full while saving iteration 4') and not full['traceback']
+    assert full['states_left'] == ['2.state']
+    assert 'Resuming training from epoch: 0, iter: 2.' in full['resumed']
+    assert full['max_abs_diff'] == 0.0

@@ -27,7 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     page = parser.add_argument_group('page')
     add_launch_arguments(page)  # --host, --port, --auth: the same on both pages (drward/utils/page_launch.py)
     page.add_argument('--max-files', type=int, default=8, help='images per request')
-    page.add_argument('--max-file-mb', type=float, default=20.0, help='largest upload, MB')
+    page.add_argument('--max-file-mb', type=float, default=20.0,
+                      help='largest upload, MB (the server refuses a larger one with HTTP 413) [20]')
     page.add_argument('--max-side', type=int, default=4096, help='longer photos are shrunk to this many pixels')
     page.add_argument('--max-queue', type=int, default=32,
                       help='requests that may wait for the one worker; more are told the queue is full [32]')
@@ -70,7 +71,9 @@ def main(argv=None) -> int:
     except (MissingWeightsError, OptionError, FileNotFoundError, ValueError) as error:
         print(error, file=sys.stderr)
         return 1
-    launch(demo, host, port, auth, max_file_size=f'{args.max_file_mb:g}mb')
+    # the server's own upload limit (HTTP 413 on /gradio_api/upload, whatever the client); bytes, since Gradio's
+    # '<n>mb' strings take whole numbers only and --max-file-mb 2.5 must work
+    launch(demo, host, port, auth, max_file_size=int(args.max_file_mb * 2 ** 20))
     return 0
 
 

@@ -62,6 +62,13 @@ def task_pairs(args: argparse.Namespace) -> tuple:
     return absolute_pairs(read_pairs(args.pairs), folder), args.out or osp.join(folder, 'human.jsonl')
 
 
+def label_log_path(args: argparse.Namespace):
+    """The label log the task appends to (None when neither --pairs nor --demo is given)."""
+    if args.out or args.demo:
+        return args.out or osp.join(args.demo, 'human.jsonl')
+    return osp.join(osp.dirname(osp.abspath(args.pairs)), 'human.jsonl') if args.pairs else None
+
+
 def build_store(args: argparse.Namespace, pairs, out: str):
     from drward.annotate.label_store import LabelStore
     ranker = on_label = None
@@ -112,9 +119,18 @@ def main(argv=None) -> int:
             return 0
         if args.import_label_studio:
             from drward.annotate.label_studio import import_export
+            from drward.utils.storage_faults import check_appendable
+            if label_log_path(args) is not None:
+                check_appendable(label_log_path(args), 'label_pairs.py')
             pairs, out = task_pairs(args)
             print(import_export(args.import_label_studio, pairs, out))
             return 0
+        out = label_log_path(args)
+        if out is not None:  # before any work: a label log that cannot be written fails here, not at a click
+            from drward.utils.storage_faults import check_appendable, check_writable
+            check_appendable(out, 'label_pairs.py')
+            if args.demo:
+                check_writable([args.demo], 'label_pairs.py')
         return serve(args)
     except (OptionError, ValueError, FileNotFoundError) as err:
         print(err, file=sys.stderr)

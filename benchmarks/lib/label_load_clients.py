@@ -43,7 +43,12 @@ class Annotator:
     failed: List[Tuple[int, str]] = dataclasses.field(default_factory=list)
     latencies: List[float] = dataclasses.field(default_factory=list)
     recorded_after_restart: int = 0
+    left_at_kill: Optional[int] = None  # actions not yet answered when the server was killed
     error: Optional[str] = None
+
+    def left(self) -> int:
+        """Planned actions not yet answered (recorded, not recorded or failed)."""
+        return len(self.plan) - len(self.recorded) - len(self.not_recorded) - len(self.failed)
 
     def answered(self, token: int, action: str, shown: int, outcome: str, seconds: float, generation: int) -> None:
         """Book one answer: ``token`` the pair clicked on, ``shown`` the pair now on screen."""
@@ -75,27 +80,30 @@ def token_of(status: str) -> int:
     return int(found.group(1)) if found else -1
 
 
-def connect(name: str, url: str, timeout_s: float = 180.0) -> tuple:
-    """``(gradio_client Client, pair shown)`` for annotator ``name``: a new session, retried while the server is
-    (re)starting or too busy to answer."""
+def connect(name: str, url: str, watch: ServerWatch, timeout_s: float = 180.0) -> tuple:
+    """``(gradio_client Client, pair shown, server generation)`` for annotator ``name``: a new session, retried
+    while the server is (re)starting or too busy to answer. An attempt during which the server was killed is
+    retried too: it may have been answered by either server, and the answers that follow must be booked under
+    the generation that gave them (else an annotator first connecting across the kill counts as never resumed)."""
     from gradio_client import Client
     deadline = time.monotonic() + timeout_s
     while True:
+        generation = watch.wait_up(max(1.0, deadline - time.monotonic()))
         try:
             client = Client(url, download_files=False, verbose=False, httpx_kwargs={'timeout': ANSWER_S})
-            return client, token_of(client.submit(name, api_name='/show').result(timeout=ANSWER_S)[
-                OUTPUTS.index('status')])
+            token = token_of(client.submit(name, api_name='/show').result(timeout=ANSWER_S)[OUTPUTS.index('status')])
+            if watch.generation == generation:
+                return client, token, generation
         except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
 
 
-def run_http(annotator: Annotator, url: str, watch: ServerWatch, on_ack: Callable[[], None]) -> None:
+def run_http(annotator: Annotator, url: str, watch: ServerWatch, on_ack: Callable[[Annotator], None]) -> None:
     """Drive one annotator through gradio_client (its own session); reconnect after a server restart."""
     try:
-        generation = watch.wait_up()
-        client, token = connect(annotator.name, url)
+        client, token, generation = connect(annotator.name, url, watch)
         for action in annotator.plan:
             started = time.monotonic()
             try:
@@ -104,14 +112,13 @@ def run_http(annotator: Annotator, url: str, watch: ServerWatch, on_ack: Callabl
                 annotator.failed.append((token, action))
                 while watch.generation == generation and time.monotonic() - started < ANSWER_S:
                     time.sleep(0.2)
-                generation = watch.wait_up()
-                client, token = connect(annotator.name, url)
+                client, token, generation = connect(annotator.name, url, watch)
                 continue
             shown = token_of(out[OUTPUTS.index('status')])
             annotator.answered(token, action, shown, out[OUTPUTS.index('outcome')], time.monotonic() - started,
                                generation)
             token = shown
-            on_ack()
+            on_ack(annotator)
     except Exception as err:  # reported in the table, fails the checks
         annotator.error = f'{type(err).__name__}: {err}'
 
@@ -141,7 +148,7 @@ class BrowserAnnotator:
     def done(self) -> bool:
         return self.step >= len(self.annotator.plan) and self.pending is None
 
-    def poll(self, watch: ServerWatch, on_ack: Callable[[], None]) -> None:
+    def poll(self, watch: ServerWatch, on_ack: Callable[[Annotator], None]) -> None:
         """One move: click the next action if none is pending, else book its answer if it came."""
         if self.done:
             return
@@ -165,7 +172,7 @@ class BrowserAnnotator:
                 outcome = self.page.inner_text('#outcome')
                 self.annotator.answered(token, action, token_of(self.page.inner_text('#status')), outcome,
                                         time.monotonic() - started, generation)
-                on_ack()
+                on_ack(self.annotator)
             else:
                 return
             self.pending, self.step = None, self.step + 1

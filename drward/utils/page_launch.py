@@ -5,7 +5,10 @@ labelling page): the same ``--host``, ``--port`` and ``--auth`` arguments, the s
 * ``--auth USER:PASS`` asks for that login (Gradio's); the password may contain ``:``;
 * serving on any other address without ``--auth`` prints one warning line to stderr (:func:`exposure_warning`),
   since anyone who reaches the address can then use the page;
-* never a public share link (``share=False``).
+* never a public share link (``share=False``);
+* an upload limit on the server itself (Gradio's ``max_file_size``; a larger POST to its upload route is refused
+  with HTTP 413, whatever the client): ``DEFAULT_MAX_UPLOAD_BYTES`` unless the page sets its own (``tools/app.py``:
+  ``--max-file-mb``). Without it Gradio accepts uploads of any size on every page, the labelling page included.
 
 The page object is any Gradio ``Blocks`` (anything with ``launch``); Gradio itself is imported by the pages.
 """
@@ -18,6 +21,7 @@ from typing import Any, Optional, TextIO, Tuple
 
 DEFAULT_HOST = '127.0.0.1'
 DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_BYTES = 20 * 2 ** 20  # 20 MB
 Auth = Optional[Tuple[str, str]]
 
 
@@ -64,6 +68,7 @@ def launch(page: Any, host: str = DEFAULT_HOST, port: Optional[int] = DEFAULT_PO
     warning = exposure_warning(host, auth)
     if warning:
         print(warning, file=stream, flush=True)
+    launch_options.setdefault('max_file_size', DEFAULT_MAX_UPLOAD_BYTES)
     return page.launch(server_name=host, server_port=port, auth=auth, share=False, **launch_options)
 
 

@@ -6,7 +6,8 @@
   is freed continues from the newest complete state, bit for bit (``tests/test_storage_faults.py``).
 * **An output folder that cannot be written** (:func:`check_writable`): ``tools/train.py`` (``experiments/``,
   ``tb_logger/``) and ``tools/test.py`` (``results/``) try a file in each before any model is built, and stop with
-  one line instead of failing at the first save, maybe an hour in.
+  one line instead of failing at the first save, maybe an hour in. ``tools/label_pairs.py`` checks its label log
+  the same way (:func:`check_appendable`) before it builds the page, so no annotator's click is the first to fail.
 """
 from __future__ import annotations
 
@@ -70,4 +71,18 @@ def check_writable(folders: Iterable[str], tool: str) -> None:
                              'checkout where it is')
 
 
-__all__ = ['EXIT_DISK_FULL', 'guard_saves', 'unwritable_reason', 'check_writable']
+def check_appendable(path: str, tool: str) -> None:
+    """Stop with one line when the log ``path`` (appended to, e.g. the labelling page's label log) cannot be: its
+    folder cannot be created or written, or the file exists and cannot be opened for appending (it is not changed)."""
+    check_writable([osp.dirname(osp.abspath(path))], tool)
+    if osp.isdir(path):
+        raise SystemExit(f'{tool}: cannot append to {path} (it is a folder, not a file)')
+    if osp.exists(path):
+        try:
+            with open(path, 'a'):
+                pass
+        except OSError as error:
+            raise SystemExit(f'{tool}: cannot append to {path} ({error.strerror or error}); make it writable') from None
+
+
+__all__ = ['EXIT_DISK_FULL', 'guard_saves', 'unwritable_reason', 'check_writable', 'check_appendable']
