@@ -42,6 +42,7 @@ def test_every_entry_point_is_smoked_or_excluded_with_a_reason():
         assert "'--smoke'" in text or 'add_smoke_flag(' in text, f'benchmarks/{name}.py: no --smoke mode'
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize('name', SMOKED)
 def test_benchmark_smoke_mode_runs(name, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get('PYTHONPATH')])),

@@ -6,7 +6,10 @@ docs/reliability.md."""
 import os
 import sys
 
+import pytest
 from option_files import ROOT
+
+pytestmark = pytest.mark.heavy  # whole training runs: scheduled first (tests/conftest.py)
 
 sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import chaos_soak  # noqa: E402

@@ -62,6 +62,7 @@ def test_fresh_adapters_leave_the_restorer_as_loaded_and_only_they_train():
     assert trained < 0.2 * sum(p.numel() for p in plain.trainable_parameters())
 
 
+@pytest.mark.heavy
 def test_a_lora_only_file_loads_into_a_restorer_built_without_lora_and_merges_to_a_full_checkpoint(tmp_path):
     """The file holds the factors and names the adapters and their base; a plain restorer adds them on load
     (round trip: exact); tools/convert_weights.py --merge-lora writes a full IRControlNet that a plain restorer
@@ -114,6 +115,7 @@ def _run_options(tmp_path, name: str) -> dict:
     return opt
 
 
+@pytest.mark.heavy
 def test_a_tiny_lora_run_trains_resumes_bit_identically_and_its_checkpoint_is_tested_and_restored(tmp_path):
     """Also with train.ema_decay: the EMA resumes bit for bit and tools/test.py evaluates it (params_ema)."""
     names = [f'pytest_lora_{tag}_{os.getpid()}' for tag in ('whole', 'resumed')]

@@ -76,6 +76,7 @@ def trained(run):
     return {key: run[key] for key in ('g', 'frm', 'optimizers') if key in run}
 
 
+@pytest.mark.heavy
 def test_both_ranks_end_with_the_same_restorer_frm_and_optimiser_states(runs):
     rank0, rank1 = runs['ranks']
     for run in ('refl', 'frm'):

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 
+import pytest
 from torchrun_helpers import (
     EVERY,
     ONE_NODE,
@@ -26,6 +27,8 @@ from torchrun_helpers import (
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.preemption import EXIT_PREEMPTED
 from drward.utils.safe_load import load_training_state
+
+pytestmark = pytest.mark.heavy  # whole training runs: scheduled first (tests/conftest.py)
 
 
 def test_two_process_tiny_run_preempted_by_sigusr1_resumes_with_auto_resume_to_the_same_weights(tmp_path):

@@ -21,6 +21,8 @@ from torchrun_helpers import (
 
 from drward.data.demo_faces import ensure_demo_faces
 
+pytestmark = pytest.mark.heavy  # whole training runs: scheduled first (tests/conftest.py)
+
 RESTARTS = ('--nproc_per_node', '2', '--max-restarts', '1')
 
 

@@ -110,6 +110,7 @@ def _worker(rank: int, root: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.heavy
 def test_two_gloo_ranks_hold_the_same_ema_and_only_rank_zero_writes_it(tmp_path):
     mp.spawn(_worker, args=(str(tmp_path),), nprocs=H.WORLD, join=True)
     ranks = [torch.load(tmp_path / f'ema_rank{r}.pt', weights_only=True) for r in range(H.WORLD)]

@@ -265,6 +265,7 @@ def run_train(opt, path, *extra):
     return result.stderr + result.stdout
 
 
+@pytest.mark.heavy
 def test_tiny_option_runs_through_tools_train_and_auto_resumes(tmp_path, pairs_dir):
     with open(osp.join(ROOT, 'options', 'train_frm_tiny.yml')) as f:
         opt = yaml.safe_load(f)

@@ -3,6 +3,7 @@ tools/caption.py (a tiny random BLIP) â†’ both rerun without redoing anything â†
 option file from the lmdb (--force_yml), every face with a caption (caption_policy strict)."""
 import os
 
+import pytest
 from option_files import ROOT, run_tools_train, tools_train_experiment
 from test_data_lmdb import load_tool
 from tiny_captioners import tiny_blip
@@ -11,6 +12,7 @@ from drward.data.caption_store import CaptionFileStore
 from drward.data.demo_faces import make_demo_faces
 
 
+@pytest.mark.heavy
 def test_tiny_refl_trains_from_a_captioned_lmdb_made_by_the_tools(tmp_path, capsys):
     faces, lmdb = tmp_path / 'faces', str(tmp_path / 'faces.lmdb')
     make_demo_faces(str(faces), 64, 8)

@@ -4,12 +4,15 @@ is full, RSS over a few sequential requests stays flat. Minutes on 2 CPU cores (
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir)))
 from browser_helpers import free_port  # noqa: E402
 
 from benchmarks import page_load  # noqa: E402
 
 
+@pytest.mark.heavy
 def test_the_page_under_a_short_load_answers_everyone_and_survives_hostile_files(capsys):
     code = page_load.main(['--smoke', '--port', str(free_port())])
     out = capsys.readouterr().out

@@ -99,6 +99,7 @@ def test_diffbir_upscales_a_short_side_before_stage1_and_resizes_back():
     assert seen[0].shape[-2:] == (64, 128)                  # off: only the zero padding to 64
 
 
+@pytest.mark.heavy
 def test_diffbir_short_side_upscaling_runs_with_bf16_weights():
     restorer = DiffBIRRestorer(tiny=True, num_steps=2, min_short_side=128, weight_dtype='bf16')
     out = restorer.restore(_rand(1, 3, 64, 96), generator=_gen())

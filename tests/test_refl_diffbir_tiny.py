@@ -27,6 +27,7 @@ def train(model, loader, iters):
     return logs
 
 
+@pytest.mark.heavy
 def test_tiny_demo_raises_the_reward_while_the_frm_learns_to_prefer_gt(tmp_path, one_thread):
     opt = load_option_file('refl_diffbir_tiny.yml', tmp_path)
     torch.manual_seed(0)
@@ -48,6 +49,7 @@ def test_tiny_demo_raises_the_reward_while_the_frm_learns_to_prefer_gt(tmp_path,
     assert frm_logs[-1]['frm_acc'] >= frm_logs[0]['frm_acc']
 
 
+@pytest.mark.heavy
 def test_interrupted_tiny_run_resumes_with_auto_resume(tmp_path):
     name = f'pytest_resume_{os.getpid()}'
     opt = short_training_option('refl_diffbir_tiny.yml', tmp_path, name, total_iter=4, every=2)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from option_files import ROOT, run_tools_train
@@ -17,6 +18,8 @@ from torchrun_helpers import wait_for
 
 from drward.data.demo_faces import ensure_demo_faces
 from drward.utils.preemption import EXIT_PREEMPTED
+
+pytestmark = pytest.mark.heavy  # whole training runs: scheduled first (tests/conftest.py)
 
 TOTAL, EVERY = 8, 2  # 16 demo faces + 1 corrupt in batches of 3: 5 batches per epoch; states 2, 4 fall mid-epoch
 

@@ -133,6 +133,7 @@ def test_two_ranks_in_batches_of_3_stay_within_one_dn_of_one_process_at_batch_1(
         assert max(np.abs(mine[n].astype(int) - theirs[n]).max() for n in mine) <= 1
 
 
+@pytest.mark.heavy
 def test_a_sharded_run_killed_in_the_middle_then_rerun_restores_the_rest_and_gives_the_same_table(setup,
                                                                                                  one_process):
     opt_path = option_file(setup, 'killed', delay_s=0.5)

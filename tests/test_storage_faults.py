@@ -14,6 +14,8 @@ from option_files import ROOT
 
 from drward.utils import atomic_io, storage_faults
 
+pytestmark = pytest.mark.heavy  # whole training runs: scheduled first (tests/conftest.py)
+
 sys.path.insert(0, ROOT)
 
 from benchmarks import storage_faults as storage_fault_runs  # noqa: E402  (benchmarks/storage_faults.py)

@@ -50,6 +50,7 @@ def test_recorder_keeps_the_printed_iterations_and_marks_every_frm_update(tmp_pa
     assert saved == recorder.curves
 
 
+@pytest.mark.heavy
 def test_tiny_refl_run_draws_its_curves_and_plot_curves_redraws_them_from_the_log(tmp_path):
     with open(os.path.join(ROOT, 'options', 'refl_diffbir_tiny.yml')) as f:
         opt = yaml.safe_load(f)

@@ -46,6 +46,7 @@ def test_bf16_gradients_reach_exactly_the_fp32_masters(cls, kw):
             assert p.dtype == torch.bfloat16 and p.grad is None, name
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize('cls,kw', RESTORERS, ids=IDS)
 def test_trained_state_moves_between_bf16_and_fp32_runs(cls, kw):
     bf16 = cls(tiny=True, weight_dtype='bf16', **kw)

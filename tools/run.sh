@@ -32,6 +32,8 @@ case "$job" in
     fi
     "$venv/bin/ruff" check .                          # lint and import order (pyproject.toml)
     "$venv/bin/lint-imports" --config .importlinter  # the layers and no cycles (.importlinter, docs/design.md)
-    exec "$py" -m pytest -q -rs tests "$@" ;;
+    # one test worker per core, at most 4 (pytest-xdist; conftest.py gives each worker cores/workers threads and
+    # starts the heavy tests first; --maxschedchunk 1 hands out one test at a time). docs/testing.md: the timings.
+    exec "$py" -m pytest -q -rs -n auto --maxprocesses 4 --maxschedchunk 1 tests "$@" ;;
   *) echo "usage: tools/run.sh {demo|test} [extra args]" >&2; exit 2 ;;
 esac
