@@ -71,12 +71,12 @@ def kernel_rows(repeats: int, clock: str) -> Iterator[Tuple[str, float, float, f
             yield name, fp32, bf16, stored
 
 
-def restorer_rows(repeats: int, clock: str) -> List[Tuple[str, Dict[str, float]]]:
+def restorer_rows(repeats: int, clock: str, steps: int = 4) -> List[Tuple[str, Dict[str, float]]]:
     from drward.archs.diffbir_arch import DiffBIRRestorer
     from drward.archs.osediff_arch import OSEDiffRestorer
     lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     rows = []
-    for name, cls, kw in [('tiny DiffBIR, 4 DDIM steps, 64²', DiffBIRRestorer, dict(num_steps=4)),
+    for name, cls, kw in [(f'tiny DiffBIR, {steps} DDIM steps, 64²', DiffBIRRestorer, dict(num_steps=steps)),
                           ('tiny OSEDiff, 1 step, 64²', OSEDiffRestorer, {})]:
         times = {}
         for dtype in ('fp32', 'bf16', 'auto'):
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument('--clock', choices=('cpu', 'wall'), default='cpu')
     parser.add_argument('--skip-restorers', action='store_true')
     parser.add_argument('--skip-kernels', action='store_true')
-    add_smoke_flag(parser, 'the tiny restorers once, no kernels', repeats=1, skip_kernels=True)
+    parser.add_argument('--steps', type=int, default=4, help='DDIM steps of the tiny DiffBIR')
+    add_smoke_flag(parser, 'the tiny restorers once (1 DDIM step), no kernels', repeats=1, skip_kernels=True, steps=1)
     args = apply_smoke(parser.parse_args(argv))
     from drward.utils.precision_check import choose_precision, cpu_model_name
     torch.set_num_threads(args.threads)
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
         print(f'| {name} | {fp32:.4f} | {bf16:.4f} | {bf16 / fp32:.1f} {extra}', flush=True)
     if not args.skip_restorers:
         print('\n| restorer (no grad) | fp32 | bf16 | auto | bf16 / fp32 | auto / fp32 |\n|---|--:|--:|--:|--:|--:|')
-        for name, t in restorer_rows(args.repeats, args.clock):
+        for name, t in restorer_rows(args.repeats, args.clock, args.steps):
             print(f'| {name} | {t["fp32"]:.3f} | {t["bf16"]:.3f} | {t["auto"]:.3f} | {t["bf16"] / t["fp32"]:.1f} | '
                   f'{t["auto"] / t["fp32"]:.2f} |', flush=True)
     return 0

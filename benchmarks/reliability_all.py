@@ -101,7 +101,7 @@ def restoration(smoke: bool, port: int) -> List[Row]:
                         f"{label_load.percentile(answered, 0.95):.1f} s; one request alone {measured['one']:.1f} s",
              'ok': code == 0},
             {'part': 'restoration page, hostile uploads',
-             'tried': f'{len(hostile)} ({", ".join(h[0] for h in hostile)})',
+             'tried': f'{len(hostile)} ({"; ".join(h[0] for h in hostile)})',
              'held': f'{good} / {len(hostile)} answered with a message, the next good photo restored',
              'figures': 'server kept serving' if measured['alive'] else 'server DIED', 'ok': good == len(hostile)}]
 
