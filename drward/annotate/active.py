@@ -16,8 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from drward.annotate.pairs import PreferencePair
 from drward.annotate.svm import PreferenceSVM, SVMOptions, hard_labels
+from drward.data.pairs_file import PreferencePair
 
 #: fast settings for refits while people label: a small C grid, 3 folds, margin confidence (no Platt fit)
 ACTIVE_SVM = SVMOptions(C=(1.0, 10.0), cv_folds=3, confidence='margin')

@@ -25,9 +25,9 @@ from basicsr.utils import get_root_logger
 from tqdm import tqdm
 
 from drward.annotate.collect import pairs_from_folder, relative_pairs
-from drward.annotate.pairs import write_pairs
 from drward.data.degrade import degrade
 from drward.data.image_io import ImageReadError, caption_beside, list_images, read_image
+from drward.data.pairs_file import write_pairs
 
 RestoreFn = Callable[[np.ndarray, int], np.ndarray]  # (RGB uint8 face, seed) → RGB uint8 face
 
