@@ -12,6 +12,8 @@
 
 Every loader returns a :class:`ConversionReport`: keys loaded, known-ignored, left unused, and model keys missing.
 """
+# the official-checkpoint loaders register themselves in drward.archs.checkpoint_loaders, where the restorers find them
+from drward.weights import diffbir, osediff, sd  # noqa: E402,F401  (import registers)
 from drward.weights.common import ConversionError, ConversionReport, load_state_dict_file
 
 __all__ = ['ConversionError', 'ConversionReport', 'load_state_dict_file']
