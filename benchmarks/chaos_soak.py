@@ -22,7 +22,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +35,7 @@ sys.path.insert(0, ROOT)
 
 import torchrun_helpers as T  # noqa: E402
 
+from benchmarks.lib.run_folders import remove_run_folders  # noqa: E402
 from drward.data.demo_faces import ensure_demo_faces  # noqa: E402
 from drward.utils.atomic_io import FAULT_ENV, TEMP_SUFFIX  # noqa: E402
 
@@ -263,15 +263,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                 json.dump(result, f, indent=1)
         return result
     finally:
-        if not args.keep:
-            for name in names:  # a launch that found no state to resume archived the folder (BasicSR)
-                for folder in glob.glob(os.path.join(ROOT, 'experiments', f'{name}_archived_*')):
-                    shutil.rmtree(folder, ignore_errors=True)
-                shutil.rmtree(os.path.join(ROOT, 'experiments', name), ignore_errors=True)
-                shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f'logs under {work}')
+        remove_run_folders(ROOT, names, work, args.keep)
 
 
 if __name__ == '__main__':

@@ -24,7 +24,6 @@ import argparse
 import glob
 import os
 import re
-import shutil
 import signal
 import socket
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, ROOT)
 
 import torchrun_helpers as T  # noqa: E402
 
+from benchmarks.lib.run_folders import remove_run_folders  # noqa: E402
 from drward.data.demo_faces import ensure_demo_faces  # noqa: E402
 from drward.utils.preemption import EXIT_PREEMPTED  # noqa: E402
 
@@ -162,13 +162,7 @@ def main() -> None:
             scenario, _, variable = key.partition('+')
             print(f'{scenario:32s} {"set" if variable else "-":>8s} {result["seconds"]:7.1f} {result["resumed"]:>10s} '
                   f'{str(diff):>10s}  {result["status"]}')
-        if not args.keep:
-            for name in names.values():
-                shutil.rmtree(experiment(name), ignore_errors=True)
-                shutil.rmtree(os.path.join(ROOT, 'tb_logger', name), ignore_errors=True)
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f'logs under {work}')
+        remove_run_folders(ROOT, names.values(), work, args.keep)
 
 
 if __name__ == '__main__':

@@ -147,7 +147,7 @@ def check_log(out: str, pairs_file: str, annotators: List[Annotator]) -> Dict[st
     """Compare the log with what the page acknowledged (see the module docstring); counts of each failure."""
     from drward.annotate.collect import absolute_pairs
     from drward.annotate.label_log import read_label_log, replay
-    from drward.annotate.pairs import read_pairs
+    from drward.data.pairs_file import read_pairs
     task = [(p.image_a, p.image_b) for p in read_pairs(pairs_file)]
     index = {key: i for i, key in enumerate(task)}
     decisions, malformed = read_label_log(out)

@@ -15,6 +15,6 @@ if _missing:
                       "(CodeFormer's fork lacks them): copy them from BasicSR's master (docs/hosts.md, "
                       '"Using drward inside GFPGAN or CodeFormer")')
 
-from drward import archs, data, losses, metrics, models  # noqa: F401,E402  (import registers)
+from drward import archs, data, losses, metrics, models, weights  # noqa: F401,E402  (import registers)
 
 __version__ = '0.1.0'

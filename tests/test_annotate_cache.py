@@ -6,8 +6,8 @@ from annotate_helpers import CountingMetric, textured_rgb, write_rgb_png
 
 from drward.annotate.cache import MetricCache, metric_key
 from drward.annotate.features import compute_pair_metrics
-from drward.annotate.pairs import PreferencePair
 from drward.annotate.quality import QualityMetric
+from drward.data.pairs_file import PreferencePair
 
 
 def _three_images(folder):

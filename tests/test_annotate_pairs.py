@@ -6,8 +6,8 @@ import pytest
 from annotate_helpers import solid_rgb, write_rgb_png
 
 from drward.annotate.collect import absolute_pairs, merge_human_labels, pairs_from_folder, relative_pairs
-from drward.annotate.pairs import PairsFormatError, PreferencePair, pair_caption, read_pairs, write_pairs
 from drward.data.image_io import ImageListError
+from drward.data.pairs_file import PairsFormatError, PreferencePair, pair_caption, read_pairs, write_pairs
 
 
 def _write_lines(path, lines):

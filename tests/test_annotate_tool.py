@@ -10,11 +10,11 @@ from annotate_helpers import write_rgb_png
 
 from drward.annotate.cache import MetricCache
 from drward.annotate.demo import make_demo_pairs, severity
-from drward.annotate.pairs import PreferencePair, read_pairs, write_pairs
 from drward.annotate.pipeline import annotate_pairs
 from drward.annotate.quality import build_metrics
 from drward.annotate.svm import SVMOptions
 from drward.data.demo_faces import demo_face_recipes, render_demo_face
+from drward.data.pairs_file import PreferencePair, read_pairs, write_pairs
 
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, 'tools', 'annotate.py')
 FAST = ['--metrics', 'no_face', '--no-progress', '--C', '1,10', '--cv-folds', '3']

@@ -12,7 +12,7 @@ from drward.annotate.label_log import decision_record, read_label_log
 from drward.annotate.label_page import report_malformed
 from drward.annotate.label_report import report_lines
 from drward.annotate.label_store import LabelStore
-from drward.annotate.pairs import PairsFormatError, PreferencePair, read_pairs
+from drward.data.pairs_file import PairsFormatError, PreferencePair, read_pairs
 from drward.data.preference_pair_dataset import PreferencePairDataset
 
 TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, 'tools')
@@ -72,7 +72,7 @@ def test_read_pairs_skips_each_broken_line_by_number_and_reads_the_rest(folder):
 
 
 def test_read_pairs_names_broken_lines_on_stderr_by_default(folder, caplog):
-    with caplog.at_level(logging.WARNING, logger='drward.annotate.pairs'):
+    with caplog.at_level(logging.WARNING, logger='drward.data.pairs_file'):
         assert len(read_pairs(_with_broken_lines(folder / 'pairs.jsonl', _pairs_lines()))) == 4
     assert _named_all(r.getMessage() for r in caplog.records)
     assert all('(line skipped)' in r.getMessage() for r in caplog.records)
@@ -93,7 +93,7 @@ def test_label_log_readers_store_and_report_skip_broken_lines(folder, capsys):
 def test_the_tools_read_the_rest_of_a_file_with_broken_lines(folder, caplog):
     pairs_file = _with_broken_lines(folder / 'pairs.jsonl', _pairs_lines(labelled=False))
     human = _with_broken_lines(folder / 'human.jsonl', _log_lines())
-    with caplog.at_level(logging.WARNING, logger='drward.annotate.pairs'):
+    with caplog.at_level(logging.WARNING, logger='drward.data.pairs_file'):
         annotate = _tool('annotate')
         pairs, _, _ = annotate.load_pairs(annotate.parse_args(['--pairs', pairs_file, '--human-labels', human]))
         assert len(pairs) == 4 and sum(p.is_human for p in pairs) == 4
@@ -106,7 +106,7 @@ def test_the_tools_read_the_rest_of_a_file_with_broken_lines(folder, caplog):
 
 def test_the_preference_pair_dataset_trains_on_the_readable_lines(folder, caplog):
     pairs_file = _with_broken_lines(folder / 'pairs.jsonl', _pairs_lines())
-    with caplog.at_level(logging.WARNING, logger='drward.annotate.pairs'):
+    with caplog.at_level(logging.WARNING, logger='drward.data.pairs_file'):
         dataset = PreferencePairDataset({'pairs_file': pairs_file, 'image_size': 16})
     assert len(dataset) == 4 and dataset[0]['img_a'].shape == (3, 16, 16)
     assert _named_all(r.getMessage() for r in caplog.records)

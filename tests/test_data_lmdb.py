@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from drward.annotate.pairs import PreferencePair, write_pairs
 from drward.data.caption_store import CaptionFileStore
 from drward.data.degrade import blur, gaussian_kernel
 from drward.data.demo_faces import make_demo_faces
@@ -17,6 +16,7 @@ from drward.data.face_degradation_dataset import FaceDegradationDataset
 from drward.data.image_io import read_meta_file
 from drward.data.image_source import read_lmdb_keys
 from drward.data.lmdb_pack import INCOMPLETE_SUFFIX, LmdbPackError, pack_folder
+from drward.data.pairs_file import PreferencePair, write_pairs
 from drward.data.preference_pair_dataset import PreferencePairDataset
 from drward.utils.options import OptionError
 

@@ -12,7 +12,7 @@ from basicsr.models import build_model
 from option_files import ROOT, load_option_file, run_tools_train
 
 from drward.annotate.demo import make_demo_pairs
-from drward.annotate.pairs import write_pairs
+from drward.data.pairs_file import write_pairs
 from drward.losses.reward_loss import RewardLoss
 from drward.utils.options import OptionError, find_missing_weights
 from drward.utils.safe_load import load_training_state

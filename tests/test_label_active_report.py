@@ -9,8 +9,8 @@ from drward.annotate.demo import make_demo_pairs
 from drward.annotate.label_log import append_record, decision_record
 from drward.annotate.label_report import cohens_kappa, report_lines
 from drward.annotate.label_store import LabelStore
-from drward.annotate.pairs import PreferencePair
 from drward.annotate.quality import build_metrics
+from drward.data.pairs_file import PreferencePair
 
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, 'tools', 'label_pairs.py')
 

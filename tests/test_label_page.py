@@ -14,7 +14,7 @@ from browser_helpers import free_port, wait_for_http
 from drward.annotate.demo import make_demo_pairs
 from drward.annotate.label_page import build_page, launch_page
 from drward.annotate.label_store import LabelStore, label_of_choice
-from drward.annotate.pairs import read_pairs
+from drward.data.pairs_file import read_pairs
 
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, 'tools', 'label_pairs.py')
 

@@ -5,7 +5,7 @@ import pytest
 
 from drward.annotate.label_log import append_record, read_label_log
 from drward.annotate.label_store import LabelStore, label_of_choice, overlap_indices
-from drward.annotate.pairs import PairsFormatError, PreferencePair, read_pairs
+from drward.data.pairs_file import PairsFormatError, PreferencePair, read_pairs
 
 
 def _pairs(tmp_path, n=6):

@@ -4,7 +4,7 @@ import xml.etree.ElementTree as ET
 
 from drward.annotate.label_log import read_label_log
 from drward.annotate.label_studio import export_tasks, import_export
-from drward.annotate.pairs import PreferencePair, read_pairs
+from drward.data.pairs_file import PreferencePair, read_pairs
 
 
 def _annotation(results, who=7, when='2026-12-03T10:00:00Z', cancelled=False):

@@ -2,8 +2,8 @@
 import os
 
 from drward.annotate.candidates import CandidateRestorer, make_candidates, restorer_name
-from drward.annotate.pairs import read_pairs
 from drward.data.demo_faces import make_demo_faces
+from drward.data.pairs_file import read_pairs
 
 
 def _stub(builds):

@@ -8,8 +8,8 @@ from basicsr.metrics import calculate_metric, calculate_niqe, calculate_psnr
 from skimage import data
 
 from drward.metrics.metric_utils import bgr_to_rgb, bgr_to_tensor, clear_built_metrics
-from drward.metrics.pyiqa_weights import REQUIRED_FILES, missing_files
 from drward.utils.options import MissingWeightsError, OptionError
+from drward.weights.pyiqa import REQUIRED_FILES, missing_files
 
 
 @pytest.fixture(scope='module')

@@ -9,8 +9,8 @@ from annotate_helpers import solid_rgb, write_rgb_png
 from basicsr.data import build_dataset
 from torch.utils.data import DataLoader
 
-from drward.annotate.pairs import PairsFormatError, PreferencePair, write_pairs
 from drward.data.image_io import ImageReadError
+from drward.data.pairs_file import PairsFormatError, PreferencePair, write_pairs
 from drward.data.preference_pair_dataset import PreferencePairDataset
 from drward.utils.options import OptionError
 

@@ -106,7 +106,7 @@ def test_frm_model_records_its_loss_accuracy_and_validation_and_draws_them(tmp_p
     from basicsr.models import build_model
 
     from drward.annotate.demo import make_demo_pairs
-    from drward.annotate.pairs import write_pairs
+    from drward.data.pairs_file import write_pairs
     demo = make_demo_pairs(str(tmp_path / 'pairs'), faces=3, size=64, variants=3, human_fraction=1.0, seed=0)
     write_pairs(str(tmp_path / 'pairs.jsonl'), demo.pairs)
     data = {'name': 'pairs', 'type': 'PreferencePairDataset', 'phase': 'val', 'scale': 1, 'image_size': 64,

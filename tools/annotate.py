@@ -22,9 +22,9 @@ sys.path.insert(0, ROOT)
 
 from drward.annotate import collect, quality  # noqa: E402
 from drward.annotate.cache import MetricCache  # noqa: E402
-from drward.annotate.pairs import read_pairs, write_pairs  # noqa: E402
 from drward.annotate.pipeline import annotate_pairs  # noqa: E402
 from drward.annotate.svm import CONFIDENCE_MODES, KERNELS, SVMOptions  # noqa: E402
+from drward.data.pairs_file import read_pairs, write_pairs  # noqa: E402
 from drward.utils.options import MissingWeightsError, OptionError  # noqa: E402
 
 

@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def task_pairs(args: argparse.Namespace) -> tuple:
     """``(pairs with absolute paths, out file)`` of the task."""
     from drward.annotate.collect import absolute_pairs
-    from drward.annotate.pairs import read_pairs
+    from drward.data.pairs_file import read_pairs
     if args.demo:
         from drward.annotate.demo import make_demo_pairs
         demo = make_demo_pairs(args.demo, faces=12, size=256, variants=6, human_fraction=0.0, seed=args.seed)

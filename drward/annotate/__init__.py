@@ -1,10 +1,11 @@
 """The hybrid SVM labelling pipeline of the Face Reward Model's training data (docs/design.md §1, "FRM pre-training").
 
-Modules: :mod:`~drward.annotate.pairs` (the JSONL pairs format), :mod:`~drward.annotate.quality` (the per-image
-quality metrics and their presets), :mod:`~drward.annotate.cache` (metric values on disk, so a rerun recomputes
-nothing), :mod:`~drward.annotate.features` (the 12-D pair feature), :mod:`~drward.annotate.svm` (fit, held-out
-agreement, labels with confidence), :mod:`~drward.annotate.pipeline` (all of it in one call; ``tools/annotate.py``
-is its command line) and :mod:`~drward.annotate.demo` (synthetic pairs from the bundled demo faces).
+They read and write the JSONL pairs format of :mod:`drward.data.pairs_file`. Modules:
+:mod:`~drward.annotate.quality` (the per-image quality metrics and their presets), :mod:`~drward.annotate.cache`
+(metric values on disk, so a rerun recomputes nothing), :mod:`~drward.annotate.features` (the 12-D pair feature),
+:mod:`~drward.annotate.svm` (fit, held-out agreement, labels with confidence), :mod:`~drward.annotate.pipeline`
+(all of it in one call; ``tools/annotate.py`` is its command line) and :mod:`~drward.annotate.demo` (synthetic
+pairs from the bundled demo faces).
 
 The human half (docs/labelling.md): :mod:`~drward.annotate.candidates` (``tools/make_candidates.py``),
 :mod:`~drward.annotate.label_log` (the append-only label log), :mod:`~drward.annotate.label_store` (resume,

@@ -16,8 +16,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from drward.annotate.pairs import PreferencePair
+from drward.annotate.cache import MetricCache
+from drward.annotate.features import compute_pair_metrics
 from drward.annotate.svm import PreferenceSVM, SVMOptions, hard_labels
+from drward.data.pairs_file import PreferencePair
 
 #: fast settings for refits while people label: a small C grid, 3 folds, margin confidence (no Platt fit)
 ACTIVE_SVM = SVMOptions(C=(1.0, 10.0), cv_folds=3, confidence='margin')
@@ -61,8 +63,6 @@ class UncertaintyRanker:
     def start(self, store) -> threading.Thread:
         """Compute the pair features in the background, then make a first fit from the labels already there."""
         def run() -> None:
-            from drward.annotate.cache import MetricCache
-            from drward.annotate.features import compute_pair_metrics
             with MetricCache(self.cache_path) as cache:
                 self.features = compute_pair_metrics(self.pairs, self.metrics, cache, progress=False).features()
             self.refit(store.labels())

@@ -25,9 +25,10 @@ from basicsr.utils import get_root_logger
 from tqdm import tqdm
 
 from drward.annotate.collect import pairs_from_folder, relative_pairs
-from drward.annotate.pairs import write_pairs
 from drward.data.degrade import degrade
 from drward.data.image_io import ImageReadError, caption_beside, list_images, read_image
+from drward.data.pairs_file import write_pairs
+from drward.inference.model import build_face_restorer
 
 RestoreFn = Callable[[np.ndarray, int], np.ndarray]  # (RGB uint8 face, seed) → RGB uint8 face
 
@@ -57,7 +58,6 @@ def face_restorer_candidate(name: str, opt_path: Optional[str], checkpoint: Opti
                             steps: Optional[int] = None) -> CandidateRestorer:
     """A candidate restorer through drward's option files (:func:`drward.inference.model.build_face_restorer`)."""
     def build() -> RestoreFn:
-        from drward.inference.model import build_face_restorer
         model = build_face_restorer(opt_path, tiny is not None, tiny or 'diffbir', checkpoint, steps, device=device)
 
         def restore(face: np.ndarray, seed: int) -> np.ndarray:

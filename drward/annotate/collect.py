@@ -20,8 +20,8 @@ import itertools
 import os
 from typing import Dict, List, Sequence, Tuple
 
-from drward.annotate.pairs import PreferencePair, resolve_path
 from drward.data.image_io import IMAGE_EXTENSIONS, ImageListError
+from drward.data.pairs_file import PreferencePair, resolve_path
 
 PATH_FIELDS = ('image_a', 'image_b', 'reference', 'caption_key')
 

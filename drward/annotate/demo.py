@@ -17,10 +17,10 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
-from drward.annotate.pairs import PreferencePair, write_pairs
 from drward.data.degrade import Degradation, apply_degradation, gaussian_kernel, seeded_global_rng
 from drward.data.demo_faces import ensure_demo_faces
 from drward.data.image_io import read_image
+from drward.data.pairs_file import PreferencePair, write_pairs
 
 BLUR_RANGE = (0.5, 6.0)
 NOISE_RANGE = (0.0, 15.0)

@@ -21,9 +21,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from tqdm import tqdm
 
 from drward.annotate.cache import MetricCache, metric_key
-from drward.annotate.pairs import PreferencePair, resolve_path
 from drward.annotate.quality import QualityMetric
 from drward.data.image_io import ImageReadError, read_image
+from drward.data.pairs_file import PreferencePair, resolve_path
 
 
 @lru_cache(maxsize=16)

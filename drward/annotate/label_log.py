@@ -1,6 +1,6 @@
 """The label log: the labelling page's ``--out`` file, one decision of one person per line, never rewritten.
 
-Each line is a pairs-format line (:mod:`drward.annotate.pairs`) plus the label-log fields::
+Each line is a pairs-format line (:mod:`drward.data.pairs_file`) plus the label-log fields::
 
     {"image_a": "face_0000/diffbir_s0.png", "image_b": "face_0000/degraded_0.png", "reference": "...",
      "label": 1.0, "source": "human", "confidence": 1.0,
@@ -12,7 +12,7 @@ Each line is a pairs-format line (:mod:`drward.annotate.pairs`) plus the label-l
 the two was on the left. Replay rule: per ``(annotator, pair)`` a stack of decisions (``label`` and ``skip``
 push, ``undo`` pops). The **labels in effect** are the top of each stack when it is a label; a pair labelled by
 several annotators (the overlap) yields one row whose label is the mean of theirs (a soft label when they
-disagree). :func:`~drward.annotate.pairs.labels_in_effect` is what :func:`drward.annotate.pairs.read_pairs` yields
+disagree). :func:`~drward.data.pairs_file.labels_in_effect` is what :func:`drward.data.pairs_file.read_pairs` yields
 for such a file.
 
 :func:`append_record` writes one line with one ``write``, then flushes and ``fsync``s, so a killed server loses
@@ -27,7 +27,7 @@ import os
 from typing import List, Optional, Tuple
 
 # the replay of a label log lives beside the pairs format (read_pairs yields a log's labels in effect); re-exported
-from drward.annotate.pairs import (  # noqa: F401
+from drward.data.pairs_file import (  # noqa: F401
     Decision,
     PairKey,
     PreferencePair,

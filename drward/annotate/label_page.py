@@ -34,7 +34,7 @@ import gradio as gr
 
 from drward.annotate.label_store import NO_PAIR, LabelStore, Shown, StaleClick
 from drward.annotate.label_tabs import TabLedger, TabRecord
-from drward.annotate.pairs import pair_caption
+from drward.data.pairs_file import pair_caption
 from drward.utils.page_launch import exposure_warning, is_loopback, launch, parse_auth  # noqa: F401 (the page's API)
 
 BUTTONS = (('A is better', 'left', 'btn-a'), ('B is better', 'right', 'btn-b'), ('Tie', 'tie', 'btn-tie'),

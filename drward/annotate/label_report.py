@@ -19,8 +19,12 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from drward.annotate.active import fit_svm
+from drward.annotate.cache import MetricCache
 from drward.annotate.collect import absolute_pairs
+from drward.annotate.features import compute_pair_metrics
 from drward.annotate.label_log import Decision, current_labels, read_label_log, replay
+from drward.annotate.quality import build_metrics
 from drward.annotate.svm import hard_labels
 
 
@@ -49,7 +53,6 @@ def chose_left(decision: Decision) -> Optional[bool]:
 def svm_agreement(labels: Dict[tuple, Decision], features_of: Dict[tuple, np.ndarray], folds: int = 3,
                   seed: int = 0) -> Dict[str, float]:
     """Per annotator, the held-out agreement described in the module docstring."""
-    from drward.annotate.active import fit_svm
     per_pair = defaultdict(list)
     for (_, key), decision in labels.items():
         per_pair[key].append(decision.label)
@@ -99,9 +102,6 @@ def report_lines(path: str, metrics: Optional[str] = 'no_face') -> List[str]:
                                  [category(labels[(second, k)].label) for k in both])
             lines.append(f"Cohen's kappa {first} vs {second}: {kappa:.3f} on {len(both)} overlap pairs")
     if metrics and labels:
-        from drward.annotate.cache import MetricCache
-        from drward.annotate.features import compute_pair_metrics
-        from drward.annotate.quality import build_metrics
         keys = sorted({k for _, k in labels})
         base_dir = os.path.dirname(os.path.abspath(path))
         pairs = absolute_pairs([next(d.pair for (_, k2), d in labels.items() if k2 == k) for k in keys], base_dir)

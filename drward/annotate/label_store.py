@@ -33,7 +33,7 @@ import numpy as np
 
 from drward.annotate.collect import absolute_pairs, relative_pairs
 from drward.annotate.label_log import append_record, decision_record, read_label_log
-from drward.annotate.pairs import PreferencePair
+from drward.data.pairs_file import PreferencePair
 from drward.utils.options import OptionError
 
 ORDERS = ('random', 'uncertainty', 'file')

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence
 from drward.annotate.collect import relative_pairs
 from drward.annotate.label_log import append_record, decision_record, read_label_log
 from drward.annotate.label_store import label_of_choice
-from drward.annotate.pairs import PreferencePair, pair_caption
+from drward.data.pairs_file import PreferencePair, pair_caption
 
 LABEL_CONFIG = """<View>
   <Header value="$caption"/>

@@ -15,7 +15,6 @@ import numpy as np
 
 from drward.annotate.cache import MetricCache
 from drward.annotate.features import PairMetrics, compute_pair_metrics
-from drward.annotate.pairs import PreferencePair
 from drward.annotate.quality import QualityMetric
 from drward.annotate.svm import (
     AgreementReport,
@@ -25,6 +24,7 @@ from drward.annotate.svm import (
     single_metric_agreement,
     split_held_out,
 )
+from drward.data.pairs_file import PreferencePair
 
 
 @dataclasses.dataclass

@@ -37,7 +37,9 @@ import cv2
 import numpy as np
 
 from drward.face.dlib_models import memo_by_content
+from drward.metrics import face_models
 from drward.utils.options import OptionError, require_file
+from drward.utils.safe_load import forced_weights_only
 
 MetricFn = Callable[[np.ndarray, Optional[np.ndarray]], float]
 
@@ -127,12 +129,6 @@ class FaceModelOptions:
 
 
 def _face_models(options: FaceModelOptions):
-    try:
-        from drward.metrics import face_models
-    except ImportError as err:
-        raise ImportError(f'the identity/landmark metrics need drward.metrics.face_models and dlib '
-                          f'(pip install dlib-bin face-recognition-models): {err}; '
-                          f'or choose the metric set "no_face"') from None
     return face_models, face_models.build_face_models(options.backend, options.weights_dir, options.face_box)
 
 
@@ -191,12 +187,11 @@ def _pyiqa_metric(name: str, weight_path: Optional[str]) -> QualityMetric:
     if not weight_path:
         raise OptionError(f'metric {name} needs a local weight file: pass --metric-weights {name}=PATH')
     require_file(weight_path, f'metric_weights.{name}')
-    try:
+    try:  # pyiqa: a heavy optional dependency, imported when a pyiqa metric is chosen
         import pyiqa
         import torch
     except ImportError:
         raise ImportError(f'metric {name} needs the pyiqa package (pip install pyiqa==0.1.16)') from None
-    from drward.utils.safe_load import forced_weights_only
     with forced_weights_only():  # some pyiqa archs read their file with weights_only=False
         model = pyiqa.create_metric(pyiqa_name, as_loss=False, device='cpu', pretrained_model_path=weight_path)
 

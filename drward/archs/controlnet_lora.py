@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
+from basicsr.archs import build_network
 from torch import nn
 
 from drward.archs.lora import adaptable_module_names, is_lora_name
+from drward.archs.restorer import file_metadata, load_restorer_weights
+from drward.utils.atomic_io import atomic_save, unshared
 from drward.utils.options import OptionError
 
 ADAPTER = 'default'
@@ -144,10 +147,6 @@ def write_merged_checkpoint(src: str, dst: str, network_opt: Mapping) -> int:
     """Build ``network_opt``'s DiffBIR restorer (the LoRA's base), load the LoRA-only checkpoint ``src`` and write
     the merged IRControlNet to ``dst`` (``.safetensors``): a full checkpoint, as a full fine-tune writes one, which
     a restorer without ``lora`` loads. Returns the number of tensors written."""
-    from basicsr.archs import build_network
-
-    from drward.archs.restorer import file_metadata, load_restorer_weights
-    from drward.utils.atomic_io import atomic_save, unshared
     if read_lora_metadata(file_metadata(src)) is None:
         raise ValueError(f'{src}: not a LoRA checkpoint (no {METADATA_KEY} metadata)')
     if not str(dst).endswith('.safetensors'):

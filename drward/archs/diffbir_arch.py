@@ -32,6 +32,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
+from drward.archs.checkpoint_loaders import loader
 from drward.archs.compiled import CompiledOnce
 from drward.archs.controlnet_lora import (
     ControlNetLora,
@@ -163,19 +164,17 @@ class DiffBIRRestorer(Restorer):
     def _load_weights(self, paths: Dict[str, str]) -> None:
         """Real weights from ``paths``; a tiny build loads the (tiny) files it is given and keeps random weights
         elsewhere, its IRControlNet then starting from the UNet with random (non-zero) zero-convs."""
-        from drward.weights.diffbir import load_diffbir_controlnet, load_face_swinir
-        from drward.weights.sd import load_sd_weights
         logger = get_root_logger()
         if self.is_tiny:
             logger.info('DiffBIRRestorer: TINY models (random unless tiny checkpoints are given) - tests and CPU '
                         'demos only')
         reports = []
         if 'sd_checkpoint' in paths:
-            reports.append(load_sd_weights(self.sd, paths['sd_checkpoint']))
+            reports.append(loader('sd')(self.sd, paths['sd_checkpoint']))
         if 'swinir_checkpoint' in paths:
-            reports.append(load_face_swinir(self.stage1, paths['swinir_checkpoint']))
+            reports.append(loader('face_swinir')(self.stage1, paths['swinir_checkpoint']))
         if 'diffbir_checkpoint' in paths:
-            reports.append(load_diffbir_controlnet(self.controlnet, paths['diffbir_checkpoint']))
+            reports.append(loader('diffbir_controlnet')(self.controlnet, paths['diffbir_checkpoint']))
         else:
             init_from_unet(self.controlnet, self.sd.unet)
             if self.is_tiny:

@@ -16,6 +16,7 @@ ranks are what ``osediff.pkl`` stores (:mod:`drward.weights.osediff`), so a file
 """
 from __future__ import annotations
 
+import json
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -45,6 +46,23 @@ class LoraLayout:
 
     def module_count(self) -> int:
         return sum(len(names) for names in self.unet_modules.values()) + len(self.vae_modules)
+
+
+#: the ``.safetensors`` metadata key of a saved OSEDiff LoRA file that holds its :class:`LoraLayout` as JSON
+LAYOUT_METADATA_KEY = 'drward_lora_layout'
+
+
+def layout_metadata(layout: LoraLayout) -> Dict[str, str]:
+    """The ``.safetensors`` metadata entry that lets :func:`drward.weights.osediff.read_lora_file` rebuild the
+    adapters (what a restorer writes beside its trained LoRA factors)."""
+    return {LAYOUT_METADATA_KEY: json.dumps({'unet_modules': layout.unet_modules, 'vae_modules': layout.vae_modules,
+                                             'rank_unet': layout.rank_unet, 'rank_vae': layout.rank_vae,
+                                             'alpha': layout.alpha})}
+
+
+def layout_from_json(text: str) -> LoraLayout:
+    """The layout :func:`layout_metadata` wrote."""
+    return LoraLayout(**json.loads(text))
 
 
 def _adaptable_modules(model: nn.Module, patterns) -> Iterator[str]:

@@ -39,6 +39,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 from torch.func import functional_call
 
+from drward.archs.checkpoint_loaders import loader
 from drward.archs.image_sizes import resize_to, round_down_to_multiple
 from drward.archs.lora import (
     DEFAULT_RANK,
@@ -48,6 +49,7 @@ from drward.archs.lora import (
     add_lora,
     discover_layout,
     is_lora_name,
+    layout_metadata,
     randomize_lora_b_,
 )
 from drward.archs.materialize import check_materialized, empty_weights
@@ -126,14 +128,12 @@ class OSEDiffRestorer(Restorer):
     # -- construction ------------------------------------------------------------------------------------------
     def _build_adapters(self, paths: Dict[str, str], rank: Optional[int], seed: int) -> LoraLayout:
         """SD weights, then the adapters (the file's layout, or OSEDiff's placement at ``rank``), then their weights."""
-        from drward.weights.osediff import load_osediff_lora, read_lora_file
-        from drward.weights.sd import load_sd_weights
         logger = get_root_logger()
         if self.is_tiny:
             logger.info('OSEDiffRestorer: TINY models (random unless tiny checkpoints are given) - tests and CPU '
                         'demos only')
         if 'sd_checkpoint' in paths:
-            log_and_check('OSEDiffRestorer', load_sd_weights(self.sd, paths['sd_checkpoint']))
+            log_and_check('OSEDiffRestorer', loader('sd')(self.sd, paths['sd_checkpoint']))
         if 'osediff_checkpoint' not in paths:
             layout = discover_layout(self.sd.unet, self.sd.vae, int(rank or DEFAULT_RANK))
             add_lora(self.sd.unet, self.sd.vae, layout)
@@ -145,12 +145,12 @@ class OSEDiffRestorer(Restorer):
                 logger.warning('OSEDiffRestorer: no osediff_checkpoint; fresh LoRA adapters (B = 0): the restorer '
                                'starts as plain SD 2.1 at t = 999')
             return layout
-        layout, unet_state, vae_state = read_lora_file(paths['osediff_checkpoint'])
+        layout, unet_state, vae_state = loader('osediff_lora_file')(paths['osediff_checkpoint'])
         if rank is not None and {layout.rank_unet, layout.rank_vae} != {int(rank)}:
             raise OptionError(f'OSEDiffRestorer: lora_rank {rank} differs from the checkpoint\'s ranks (UNet '
                               f'{layout.rank_unet}, VAE {layout.rank_vae}); leave lora_rank null to take them')
         add_lora(self.sd.unet, self.sd.vae, layout)
-        log_and_check('OSEDiffRestorer', load_osediff_lora(self.sd.unet, self.sd.vae, unet_state, vae_state))
+        log_and_check('OSEDiffRestorer', loader('osediff_lora')(self.sd.unet, self.sd.vae, unet_state, vae_state))
         return layout
 
     def _store_frozen_weights(self) -> None:
@@ -265,7 +265,6 @@ class OSEDiffRestorer(Restorer):
 
     def trained_file_metadata(self) -> Dict[str, str]:
         """The adapter layout, so a saved ``net_g_<iter>.safetensors`` is itself an ``osediff_checkpoint`` file."""
-        from drward.weights.osediff import layout_metadata
         return layout_metadata(self.layout)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:

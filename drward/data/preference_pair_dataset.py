@@ -1,4 +1,4 @@
-"""PreferencePairDataset: a pairs file (drward/annotate/pairs.py) → image pairs, caption and P(A preferred).
+"""PreferencePairDataset: a pairs file (drward/data/pairs_file.py) → image pairs, caption and P(A preferred).
 
 Each item is ``{'img_a', 'img_b', 'caption', 'label', 'source', 'confidence', 'a_path', 'b_path'}``: the two images
 as ``(3, image_size, image_size)`` float32 RGB in [0, 1] (centre-crop, then resize, as FaceDegradationDataset
@@ -35,7 +35,6 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data
 
-from drward.annotate.pairs import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.data import image_io
 from drward.data.bad_images import BadImageGuard
 from drward.data.dataset_options import BASICSR_DATASET_OPTIONS, CAPTION_OPTIONS, dataset_options
@@ -45,6 +44,7 @@ from drward.data.face_degradation_dataset import (
     fill_missing_captions,
 )
 from drward.data.image_source import ImageSource, lmdb_key
+from drward.data.pairs_file import LABEL_SOURCES, PreferencePair, pair_caption, read_pairs, resolve_path
 from drward.utils.option_schema import REQUIRED, Bool, Choice, Int, ListOf, Num, Option, Text
 from drward.utils.registry import register
 from drward.utils.resumable_sampler import SampleKey, sample_seed

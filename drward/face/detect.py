@@ -18,6 +18,7 @@ import numpy as np
 from drward.face import dlib_models
 from drward.face.template import five_points_from_68
 from drward.utils.options import require_file
+from drward.utils.safe_load import load_weights
 
 RETINAFACE_FILE = 'detection_Resnet50_Final.pth'
 DETECTOR_BACKENDS = ('auto', 'facexlib', 'dlib')
@@ -58,9 +59,7 @@ class FacexlibFaceDetector:
     name = 'facexlib (RetinaFace-ResNet50)'
 
     def __init__(self, weights_path: str, device: str = 'cpu', conf_threshold: float = 0.8):
-        from facexlib.detection.retinaface import RetinaFace
-
-        from drward.utils.safe_load import load_weights
+        from facexlib.detection.retinaface import RetinaFace  # optional backend: imported when chosen
         self.net = RetinaFace(network_name='resnet50', half=False, device=device)
         state = load_weights(require_file(weights_path, 'face_align.weights_dir'))
         self.net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from drward.diffusion.ddim import TruncatedDDIMSampler
 from drward.inference.model import FaceRestorer
 from drward.inference.photos import OUTPUT_FOLDERS, PhotoRestorer, read_rgb, resize_to, write_rgb
 from drward.utils.image_header import max_pixels
@@ -42,7 +43,6 @@ def set_steps(net, steps: Optional[int]) -> None:
     sampler = getattr(net, 'sampler', None)
     if steps is None or sampler is None or sampler.num_steps == int(steps):
         return
-    from drward.diffusion.ddim import TruncatedDDIMSampler
     steps = int(steps)
     net.sampler = TruncatedDDIMSampler(num_steps=steps, stop_window=min(sampler.stop_window, steps),
                                        eta_train=sampler.eta_train, eta_infer=sampler.eta_infer,

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from drward.data.image_io import list_images, read_image
+from drward.face.detect import DlibFaceDetector, build_face_detector
 from drward.face.wild import WildFaceRestorer
 
 OUTPUT_FOLDERS = ('cropped_faces', 'restored_faces', 'cmp', 'restored_imgs')
@@ -110,7 +111,6 @@ class PhotoFaceDetector:
 def photo_face_detector(detector, min_score: Optional[float] = None) -> PhotoFaceDetector:
     """:class:`PhotoFaceDetector` around ``detector``; ``min_score`` defaults to :data:`DLIB_MIN_SCORE` for dlib and
     to none for facexlib."""
-    from drward.face.detect import DlibFaceDetector
     if min_score is None:
         min_score = DLIB_MIN_SCORE if isinstance(detector, DlibFaceDetector) else 0.0
     return PhotoFaceDetector(detector, min_score)
@@ -179,7 +179,6 @@ class PhotoRestorer:
         self.batch_size = int(batch_size)
         self.restore_faces = restore_faces
         if not aligned and detector is None:
-            from drward.face.detect import build_face_detector
             detector = photo_face_detector(build_face_detector())
         self.wild = None if aligned else WildFaceRestorer(detector, face_size, select='all', min_face=min_face)
         self.face_seconds = 0.0

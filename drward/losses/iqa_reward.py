@@ -14,7 +14,7 @@ in NumPy), FID / IS (set-level), Q-Align (a language model under ``no_grad``). `
 FFHQ-aligned already. On construction every reward is probed once: a metric whose output has no gradient is refused.
 
 Weights come from local files (nothing is downloaded): ``weights_dir`` laid out as pyiqa's cache
-(:mod:`drward.metrics.pyiqa_weights`), or ``pretrained_model_path`` for the metric's own checkpoint. ``tiny: true``
+(:mod:`drward.weights.pyiqa`), or ``pretrained_model_path`` for the metric's own checkpoint. ``tiny: true``
 builds the metric with random weights (``pretrained=False``): plumbing only, named tiny in logs.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ from drward.archs.reward import REWARD_REGISTRY, Reward
 from drward.utils.option_schema import ANY, REQUIRED, Bool, Num, Option, Text, declared_options, resolve
 from drward.utils.options import MissingWeightsError, OptionError
 from drward.utils.registry import register
+from drward.weights.pyiqa import local_weights, require_metric_files
 
 #: pyiqa metric → extra options the reward passes to it
 DIFFERENTIABLE: Dict[str, Dict] = {
@@ -100,9 +101,8 @@ class IQAReward(Reward):
         self._probe()
 
     def _build(self, opt: Mapping):
-        import pyiqa
+        import pyiqa  # heavy optional dependency: imported when a pyiqa reward is built
 
-        from drward.metrics.pyiqa_weights import local_weights, require_metric_files
         options = {**DIFFERENTIABLE[self.metric], **dict(opt.get('options') or {})}
         weights_dir = opt['weights_dir'] or declared_options(IQAReward)['weights_dir'].default
         path = opt.get('pretrained_model_path')

@@ -32,6 +32,7 @@ from drward.face import dlib_models
 from drward.face.align import similarity_to_template, warp_face
 from drward.face.template import ALIGNED_FACE_BOX, FULL_IMAGE_BOX, face_template, five_points_from_68, fractional_box
 from drward.utils.options import require_file
+from drward.utils.safe_load import load_weights
 
 FACE_BOX_MODES = ('detect', 'aligned', 'full', 'auto')
 BACKENDS = ('dlib', 'facexlib', 'auto')
@@ -119,9 +120,7 @@ class FacexlibFaceModels(FaceModels):
 
     def _load_arcface(self):
         if self._arcface is None:
-            from facexlib.recognition.arcface_arch import Backbone
-
-            from drward.utils.safe_load import load_weights
+            from facexlib.recognition.arcface_arch import Backbone  # optional backend: imported when chosen
             net = Backbone(num_layers=50, drop_ratio=0.6, mode='ir_se')
             state = load_weights(require_file(self.arcface_path, 'face_models.weights_dir'))
             net.load_state_dict(state, strict=True)
@@ -130,9 +129,7 @@ class FacexlibFaceModels(FaceModels):
 
     def _load_awing(self):
         if self._awing is None:
-            from facexlib.alignment import FAN
-
-            from drward.utils.safe_load import load_weights
+            from facexlib.alignment import FAN  # optional backend: imported when chosen
             net = FAN(num_modules=4, num_landmarks=98, device=self.device)
             state = load_weights(require_file(self.awing_path, 'face_models.weights_dir'))
             net.load_state_dict(state['state_dict'], strict=True)

@@ -13,7 +13,7 @@ own ``calculate_psnr`` / ``calculate_ssim`` (already registered): option files u
   Inception features of a folder of restorations against a reference folder or FFHQ's statistics (clean-fid).
   FaceTestModel calls it once per dataset with folders.
 
-Weights come from a local folder (``weights_dir``, see :mod:`drward.metrics.pyiqa_weights`); a missing file raises
+Weights come from a local folder (``weights_dir``, see :mod:`drward.weights.pyiqa`); a missing file raises
 :class:`~drward.utils.options.MissingWeightsError` naming it, which FaceTestModel turns into ``n/a`` in the table.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ from basicsr.utils.registry import METRIC_REGISTRY
 
 from drward.losses.lpips_loss import BACKBONE_FILES, LPIPSLoss
 from drward.metrics.metric_utils import bgr_to_tensor, built_once, check_better, resolve_device  # noqa: F401
-from drward.metrics.pyiqa_weights import create_pyiqa_metric, default_weights_dir, local_weights, require_metric_files
 from drward.utils.options import check_keys
 from drward.utils.registry import register, register_object
+from drward.weights.pyiqa import create_pyiqa_metric, default_weights_dir, local_weights, require_metric_files
 
 LPIPS_NETS = ('alex', 'vgg')
 FID_FFHQ = 'ffhq'

@@ -13,6 +13,8 @@ from typing import Any, Callable, Dict, Mapping, Tuple
 import numpy as np
 import torch
 
+from drward.metrics import face_models
+
 _BUILT: Dict[Tuple[str, str], Any] = {}
 BETTER = ('higher', 'lower')
 
@@ -41,7 +43,6 @@ def resolve_device(device: str) -> str:
 def release_gpu_metrics() -> int:
     """Forget the cached metric models built on a GPU (after a validation: they would hold GPU memory through the
     training steps until the next one; rebuilt then, from disk). Returns how many were released."""
-    from drward.metrics import face_models
     gone = [key for key in _BUILT if '"cuda' in key[1]]
     for key in gone:
         del _BUILT[key]

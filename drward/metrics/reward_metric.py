@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 
+from drward.archs.frm_arch import build_frm
 from drward.metrics.metric_utils import bgr_to_tensor, built_once, check_better, resolve_device
 from drward.utils.options import check_keys
 from drward.utils.registry import register
@@ -24,7 +25,6 @@ DEFAULT_CAPTION = 'a high-quality photo of a face'
 
 
 def _frm(model_name: str, checkpoint: Optional[str], device: str):
-    from drward.archs.frm_arch import build_frm
     return build_frm({'model_name': model_name, 'checkpoint': checkpoint}).to(device).eval()
 
 

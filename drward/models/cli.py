@@ -1,11 +1,18 @@
-"""What ``tools/train.py`` and ``tools/test.py`` do before handing over to BasicSR's pipelines."""
+"""What ``tools/train.py`` and ``tools/test.py`` do before handing over to BasicSR's pipelines.
+
+Importing this module imports the drward package first, which registers its archs, losses, datasets, metrics and
+models: the option check below sees them all.
+"""
 from __future__ import annotations
 
 import os
 import sys
 from typing import List, Optional
 
-from drward.utils.options import OptionError
+from drward.models.option_specs import check_option_file
+from drward.utils import basicsr_compat, distributed
+from drward.utils.options import OptionError, check_weights_before_run, option_file_from_argv
+from drward.utils.storage_faults import check_writable
 from drward.utils.user_modules import import_user_module
 
 HOST_PACKAGES_KEY = 'host_packages'
@@ -31,8 +38,6 @@ def import_host_packages(opt: Optional[dict]) -> List[str]:
 def check_option_values(argv: List[str], opt: Optional[dict]) -> None:
     """Stop with one line when the ``-opt`` file has a value of the wrong type, out of range, or a misspelt key
     (:mod:`drward.models.option_specs`), before anything is built."""
-    from drward.models.option_specs import check_option_file
-    from drward.utils.options import OptionError
     try:
         check_option_file(opt, os.path.relpath(argv[argv.index('-opt') + 1]) if '-opt' in argv else 'options')
     except OptionError as error:
@@ -51,26 +56,22 @@ def output_folders(root: str, opt: Optional[dict], outputs: str) -> List[str]:
 def prepare_basicsr_run(root: str, argv: List[str], outputs: Optional[str] = None) -> None:
     """Resolve ``-opt`` against the caller's folder, move to the repo root, check the option values, stop early on
     missing weight files or an output folder (``outputs``: ``experiments`` or ``results``) that cannot be written,
-    import the option file's host packages, register drward's components, make BasicSR's
-    resume work on the CPU and its ``--launcher`` choose the process-group backend from the option file's device."""
+    import the option file's host packages (drward's own components are registered already: see above), make
+    BasicSR's resume work on the CPU and its ``--launcher`` choose the process-group backend from the option file's
+    device."""
     if '-opt' in argv:
         i = argv.index('-opt') + 1
         if i < len(argv):
             argv[i] = os.path.abspath(argv[i])
     os.chdir(root)
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    from drward.utils.options import check_weights_before_run, option_file_from_argv
     opt = option_file_from_argv(argv)
     import_host_packages(opt)  # first, so that the check sees their registered classes (drward's names never clash)
     check_option_values(argv, opt)  # types, ranges and key names first: one line, nothing built
     if outputs:  # then the folders it will write into: not an hour later at the first save
-        from drward.utils.storage_faults import check_writable
         check_writable(output_folders(root, opt, outputs), os.path.basename(argv[0]))
     check_weights_before_run(argv)
-    from drward.utils import distributed
     distributed.configure(opt)  # --launcher: gloo on the CPU, nccl on CUDA
-    import drward  # noqa: F401  (registers archs, losses, datasets, metrics, models)
-    from drward.utils import basicsr_compat
     basicsr_compat.install()
     wrap_ddp_on_the_cpu()
     sys.argv = argv

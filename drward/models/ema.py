@@ -28,7 +28,7 @@ import torch
 from basicsr.utils import get_root_logger
 
 from drward.archs.restorer import Restorer, ema_file_for, trained_part_file
-from drward.utils.atomic_io import atomic_save
+from drward.utils.atomic_io import atomic_save, unshared
 from drward.utils.options import OptionError
 from drward.utils.safe_load import load_weights
 
@@ -68,7 +68,6 @@ class TrainedPartEMA:
 
     def save(self, path: str) -> None:
         """``path`` (``.safetensors``): the EMA in the layout and metadata of the restorer's own checkpoint."""
-        from drward.weights.convert import unshared
         tensors = unshared({k: v.detach().cpu() for k, v in self.shadow.items()})
         atomic_save(tensors, path, metadata={'drward_restorer': self.net.family, 'drward_ema_decay': str(self.decay),
                                              **self.net.trained_file_metadata()})

@@ -18,10 +18,11 @@ in compare mode a second restorer or checkpoint):
 
 ``val.quantize`` sets how the restorer's float output becomes the saved 8-bit image: ``round`` (default, BasicSR's
 ``tensor2img``: unbiased) or ``truncate`` (the authors' ``.to(torch.uint8)``, which lowers every pixel by 0.5 DN on
-average), applied wherever the network's output is written (and to the face crops of ``face_align``).
+average), applied wherever the network's output is written (and to the face crops of ``face_align``;
+:func:`drward.models.test_batches.quantize`).
 
 Compare mode: a ``compare`` block naming the second row (``label``, ``pretrain_network_g``, optionally its own
-``network_g``). Only one network is in memory at a time.
+``network_g``; the rows: :mod:`drward.models.test_rows`). Only one network is in memory at a time.
 
 ``val.batch_size`` (default 1): images of one size restored in one network call, each seeded by its place in the set
 sorted by path (:mod:`drward.models.test_batches`). ``torchrun ... tools/test.py --launcher pytorch`` (or slurm)
@@ -34,9 +35,7 @@ import csv
 import json
 import os
 import os.path as osp
-import re
 from copy import deepcopy
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 import cv2
@@ -45,11 +44,11 @@ import torch
 from basicsr.archs import build_network
 from basicsr.models.base_model import BaseModel
 from basicsr.utils import get_root_logger, imwrite, tensor2img
-from basicsr.utils.registry import ARCH_REGISTRY, MODEL_REGISTRY
+from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from drward.archs.restorer import Restorer, load_restorer_weights
-from drward.data.readable_items import item_name, readable_batches
+from drward.data.readable_items import readable_batches
 from drward.diffusion import row_noise
 from drward.face.detect import build_face_detector
 from drward.face.wild import FACE_ALIGN_OPTIONS, WildFaceRestorer
@@ -64,64 +63,13 @@ from drward.metrics.evaluate import (
 from drward.metrics.report import ResultsTable, side_by_side
 from drward.models import test_shards
 from drward.models.model_options import METRICS, section
-from drward.models.test_batches import Batch, PendingItem, SizeBatches, write_image
+from drward.models.test_batches import QUANTIZE_MODES, Batch, PendingItem, SizeBatches, quantize, write_image
+from drward.models.test_rows import COMPARE_OPTIONS, NETWORK_G, RestorerSpec, restorer_rows
 from drward.utils.atomic_io import remove_stale_temp_files
-from drward.utils.option_schema import REQUIRED, Bool, ByRegistry, Choice, Int, Option, Text, group, resolve
-from drward.utils.options import OptionError
+from drward.utils.option_schema import REQUIRED, Bool, Choice, Int, Option, Text, group, resolve
 from drward.utils.registry import register
 
-QUANTIZE_MODES = ('round', 'truncate')
-NETWORK_G = ByRegistry(ARCH_REGISTRY)
-#: ``compare``: a second restorer in the same table.
-COMPARE_OPTIONS = {
-    'label': Option(Text(), REQUIRED, "the second row's label"),
-    'network_g': Option(NETWORK_G, None, "its arch options (default: the first row's)"),
-    'pretrain_network_g': Option(Text(nullable=True), None, 'its checkpoint'),
-    'param_key_g': Option(Text(), 'params', "the checkpoint's key"),
-    'strict_load_g': Option(Bool(), True, 'refuse missing or unexpected weights'),
-}
 IMAGE_EXT = '.png'
-
-
-def quantize(images: torch.Tensor, mode: str = 'round') -> np.ndarray:
-    """(B, 3, H, W) RGB in [0, 1] → (B, H, W, 3) RGB uint8: ``round(255·x)`` or ``floor(255·x)`` (``truncate``)."""
-    scaled = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0
-    return (scaled.round() if mode == 'round' else scaled).astype(np.uint8)
-
-
-@dataclass
-class RestorerSpec:
-    """One row of the table: a label, the arch options and an optional checkpoint."""
-
-    label: str
-    network_opt: Dict[str, Any]
-    pretrain: Optional[str] = None
-    param_key: str = 'params'
-    strict: bool = True
-
-    @property
-    def slug(self) -> str:
-        return re.sub(r'[^A-Za-z0-9._+-]+', '_', self.label)
-
-    def fingerprint(self, extra: Mapping[str, Any]) -> Dict[str, Any]:
-        stat = os.stat(self.pretrain) if self.pretrain and osp.exists(self.pretrain) else None
-        return {'network_g': self.network_opt, 'pretrain': self.pretrain, 'param_key': self.param_key,
-                'pretrain_size_mtime': [stat.st_size, int(stat.st_mtime)] if stat else None, **extra}
-
-
-def _rows(opt: Mapping[str, Any]) -> List[RestorerSpec]:
-    path_opt, val_opt = opt.get('path') or {}, opt.get('val') or {}
-    base = RestorerSpec(val_opt.get('label') or opt['network_g']['type'], deepcopy(opt['network_g']),
-                        path_opt.get('pretrain_network_g'), path_opt.get('param_key_g', 'params'),
-                        path_opt.get('strict_load_g', True))
-    rows = [base]
-    if opt.get('compare'):
-        compare = resolve('FaceTestModel compare', COMPARE_OPTIONS, opt['compare'], ignore=())
-        rows.append(RestorerSpec(compare['label'], deepcopy(compare['network_g'] or base.network_opt),
-                                 compare['pretrain_network_g'], compare['param_key_g'], compare['strict_load_g']))
-        if rows[0].slug == rows[1].slug:
-            raise OptionError(f'FaceTestModel: the two rows need different labels (both {rows[0].label!r})')
-    return rows
 
 
 @register(MODEL_REGISTRY)
@@ -151,7 +99,7 @@ class FaceTestModel(BaseModel):
         self.val_opt = section(self, 'val', opt.get('val'))
         self.output_range = tuple(self.val_opt['output_range'])
         self.quantize = self.val_opt['quantize']
-        self.rows = _rows(opt)
+        self.rows = restorer_rows(opt)
         self.wild = self._build_wild(self.val_opt['face_align'])
         self.net_g, self._active_row = self._build(self.rows[0]), 0
         self.results_tables: Dict[str, ResultsTable] = {}
@@ -401,7 +349,7 @@ class FaceTestModel(BaseModel):
         if test_shards.rank() != 0:
             return
         scores = [merge_image_scores([part[1][row] for part in shares]) for row in range(len(self.rows))]
-        self.skipped_inputs[dataset] = merge_skipped(dataloader.dataset, [part[2] for part in shares])
+        self.skipped_inputs[dataset] = test_shards.merge_skipped(dataloader.dataset, [part[2] for part in shares])
         counts = [len(part[0][0]) for part in shares]
         table = self.evaluate_set(dataset, outputs, scores, counts)
         paths = table.write(self.report_root())
@@ -415,12 +363,3 @@ class FaceTestModel(BaseModel):
     def dist_validation(self, dataloader, current_iter, tb_logger, save_img: bool) -> None:
         """Sharded: item i restored and scored on rank i mod P, the shares gathered, rank 0 reports."""
         self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
-
-
-def merge_skipped(dataset, shares: List[List[str]]) -> List[str]:
-    """The ranks' unreadable-file lines in the dataset's order (as one process lists them)."""
-    order = [item_name(dataset, i) for i in range(len(dataset))]
-
-    def position(line: str) -> int:
-        return next((i for i, name in enumerate(order) if line.startswith(f'{name} (')), len(order))
-    return sorted((line for share in shares for line in share), key=position)

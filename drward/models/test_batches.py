@@ -7,7 +7,8 @@ end, in the order their sizes first came. Each item keeps its index in the sorte
 size (measured: every pixel within ±1 of batch 1, docs/evaluation.md).
 
 :func:`write_image` writes a PNG through a temporary file and a rename, so a run killed mid-write leaves either no
-file or a whole one, and ``skip_existing`` never reuses a torn image.
+file or a whole one, and ``skip_existing`` never reuses a torn image; :func:`quantize` makes the restorer's float
+output the 8-bit image it writes (``val.quantize``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import numpy as np
 import torch
 
 from drward.utils.atomic_io import atomic_write
+
+QUANTIZE_MODES = ('round', 'truncate')
 
 
 @dataclass
@@ -82,3 +85,9 @@ def write_image(image_rgb: np.ndarray, path: str) -> None:
     with atomic_write(path) as tmp:
         with open(tmp, 'wb') as handle:
             handle.write(encoded.tobytes())
+
+
+def quantize(images: torch.Tensor, mode: str = 'round') -> np.ndarray:
+    """(B, 3, H, W) RGB in [0, 1] → (B, H, W, 3) RGB uint8: ``round(255·x)`` or ``floor(255·x)`` (``truncate``)."""
+    scaled = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255.0
+    return (scaled.round() if mode == 'round' else scaled).astype(np.uint8)

@@ -89,3 +89,12 @@ def processes_note(counts: Sequence[int]) -> Optional[str]:
     if len(counts) < 2:
         return None
     return f'restored on {len(counts)} processes ({" + ".join(str(c) for c in counts)} faces)'
+
+
+def merge_skipped(dataset, shares: List[List[str]]) -> List[str]:
+    """The ranks' unreadable-file lines in the dataset's order (as one process lists them)."""
+    order = [item_name(dataset, i) for i in range(len(dataset))]
+
+    def position(line: str) -> int:
+        return next((i for i, name in enumerate(order) if line.startswith(f'{name} (')), len(order))
+    return sorted((line for share in shares for line in share), key=position)

@@ -13,13 +13,13 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from drward.utils.atomic_io import remove_stale_temp_files
+from drward.utils.safe_load import load_training_state, load_weights
 
 Loader = Callable[[str], Dict[str, Any]]
 
 
 def load_state_file(path: str, location: str = 'cpu') -> Dict[str, Any]:
     """A ``<iter>.state`` file onto ``location``, read safely (:func:`~drward.utils.safe_load.load_training_state`)."""
-    from drward.utils.safe_load import load_training_state
     return load_training_state(path, map_location=location)
 
 
@@ -30,7 +30,6 @@ def check_weight_file(path: str) -> None:
         with safe_open(path, framework='pt') as handle:
             handle.keys()
     else:
-        from drward.utils.safe_load import load_weights
         load_weights(path, map_location='cpu', mmap=True)
 
 

@@ -62,7 +62,8 @@ class ConversionReport:
 def load_state_dict_file(path: str) -> StateDict:
     """Tensors of a ``.ckpt``/``.pth``/``.pt``/``.bin`` (unwrapping ``state_dict`` / ``params_ema`` / ``params`` and
     a ``module.`` prefix, as DiffBIR's and BasicSR's loaders do) or a ``.safetensors`` file, on the CPU, read by
-    :func:`~drward.utils.safe_load.load_weights` (nothing from the file runs; pickled non-tensor objects are dropped)."""
+    :func:`~drward.utils.safe_load.load_weights` (nothing from the file runs; pickled non-tensor objects are
+    dropped)."""
     return state_dict_of(load_weights(path), path)
 
 

@@ -23,6 +23,7 @@ import torch
 from drward.utils.atomic_io import unshared  # noqa: F401  (re-exported: it lived here)
 from drward.utils.safe_load import load_weights, split_tensors
 from drward.weights.common import state_dict_of
+from drward.weights.osediff import CHECKPOINT_KEYS, read_lora_file, save_lora_safetensors
 
 
 @dataclass
@@ -56,7 +57,6 @@ def convert_to_safetensors(src: str, dst: str) -> ExportReport:
     all_tensors, non_tensors = split_tensors(raw)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     if _is_osediff(raw):
-        from drward.weights.osediff import CHECKPOINT_KEYS, read_lora_file, save_lora_safetensors
         layout, unet, vae = read_lora_file(src)
         state = {**{f'unet.{k}': v for k, v in unet.items()}, **{f'vae.{k}': v for k, v in vae.items()}}
         save_lora_safetensors(dst, layout, unshared(state))

@@ -17,10 +17,10 @@ from typing import Mapping, Union
 import torch
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
+from drward.archs.checkpoint_loaders import checkpoint_loader
 from drward.archs.face_swinir import FaceSwinIR
 from drward.archs.ircontrolnet import IRControlNet
-from drward.weights.common import (ConversionError, ConversionReport, StateDict, load_converted,
-                                   load_state_dict_file)
+from drward.weights.common import ConversionError, ConversionReport, StateDict, load_converted, load_state_dict_file
 
 Source = Union[str, Mapping[str, torch.Tensor]]
 
@@ -39,6 +39,7 @@ def convert_diffbir_controlnet(checkpoint: Mapping[str, torch.Tensor], config: M
     return convert_controlnet_checkpoint(dict(checkpoint), config)
 
 
+@checkpoint_loader('diffbir_controlnet')
 def load_diffbir_controlnet(controlnet: IRControlNet, source: Source) -> ConversionReport:
     """Fill ``controlnet`` from a ``v1_face.pth`` / ``v2.pth`` path or state dict; returns the report."""
     checkpoint = _state(source)
@@ -46,6 +47,7 @@ def load_diffbir_controlnet(controlnet: IRControlNet, source: Source) -> Convers
     return load_converted(controlnet, converted, checkpoint, 'ircontrolnet')
 
 
+@checkpoint_loader('face_swinir')
 def load_face_swinir(model: FaceSwinIR, source: Source) -> ConversionReport:
     """Fill ``model`` from ``face_swinir_v1.ckpt`` (or a state dict with the same names); returns the report."""
     checkpoint = _state(source)

@@ -79,8 +79,9 @@ def parse_manifest(data: Mapping[str, Any], origin: str = 'manifest') -> List[We
         size = entry.get('size')
         if size is not None and (not isinstance(size, int) or size < 0):
             raise OptionError(f'{owner} ({name}): size must be a byte count, got {size!r}')
-        files.append(WeightFile(name=name, sources=list(sources), sha256=_hex(entry.get('sha256'), 64, f'{name} sha256'),
-                                size=size, git_sha1=_hex(entry.get('git_sha1'), 40, f'{name} git_sha1'),
+        files.append(WeightFile(name=name, sources=list(sources),
+                                sha256=_hex(entry.get('sha256'), 64, f'{name} sha256'), size=size,
+                                git_sha1=_hex(entry.get('git_sha1'), 40, f'{name} git_sha1'),
                                 note=str(entry.get('note') or '')))
     return files
 

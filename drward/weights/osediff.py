@@ -16,13 +16,13 @@ reads both kinds; :func:`osediff_checkpoint_dict` writes the official layout bac
 """
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Mapping, Tuple
 
 import torch
 from torch import nn
 
-from drward.archs.lora import LoraLayout, is_lora_name
+from drward.archs.checkpoint_loaders import checkpoint_loader
+from drward.archs.lora import LAYOUT_METADATA_KEY, LoraLayout, is_lora_name, layout_from_json, layout_metadata
 from drward.utils.atomic_io import atomic_save
 from drward.utils.safe_load import load_weights
 from drward.weights.common import ConversionError, ConversionReport, StateDict
@@ -32,7 +32,6 @@ UNET_MODULE_KEYS = {'default_encoder': 'unet_lora_encoder_modules', 'default_dec
 VAE_MODULE_KEY = 'vae_lora_encoder_modules'
 CHECKPOINT_KEYS = (*UNET_MODULE_KEYS.values(), VAE_MODULE_KEY, 'rank_unet', 'rank_vae', 'state_dict_unet',
                    'state_dict_vae')
-LAYOUT_METADATA_KEY = 'drward_lora_layout'
 
 
 def layout_from_checkpoint(checkpoint: Mapping) -> LoraLayout:
@@ -46,20 +45,6 @@ def layout_from_checkpoint(checkpoint: Mapping) -> LoraLayout:
                       int(checkpoint['rank_vae']))
 
 
-def _layout_to_json(layout: LoraLayout) -> str:
-    return json.dumps({'unet_modules': layout.unet_modules, 'vae_modules': layout.vae_modules,
-                       'rank_unet': layout.rank_unet, 'rank_vae': layout.rank_vae, 'alpha': layout.alpha})
-
-
-def layout_metadata(layout: LoraLayout) -> Dict[str, str]:
-    """The ``.safetensors`` metadata entry that lets :func:`read_lora_file` rebuild the adapters."""
-    return {LAYOUT_METADATA_KEY: _layout_to_json(layout)}
-
-
-def _layout_from_json(text: str) -> LoraLayout:
-    return LoraLayout(**json.loads(text))
-
-
 def split_prefixed(state: Mapping[str, torch.Tensor]) -> Tuple[StateDict, StateDict]:
     """``{'unet.x': …, 'vae.y': …}`` → ``({'x': …}, {'y': …})``; any other prefix is an error."""
     unet, vae = {}, {}
@@ -71,6 +56,7 @@ def split_prefixed(state: Mapping[str, torch.Tensor]) -> Tuple[StateDict, StateD
     return unet, vae
 
 
+@checkpoint_loader('osediff_lora_file')
 def read_lora_file(path: str) -> Tuple[LoraLayout, StateDict, StateDict]:
     """``(layout, unet_state, vae_state)`` from an ``osediff.pkl`` or from one of our ``.safetensors`` files."""
     if str(path).endswith('.safetensors'):
@@ -80,7 +66,7 @@ def read_lora_file(path: str) -> Tuple[LoraLayout, StateDict, StateDict]:
         if LAYOUT_METADATA_KEY not in metadata:
             raise ConversionError(f'{path}: no {LAYOUT_METADATA_KEY} metadata; not a drward OSEDiff LoRA file')
         unet, vae = split_prefixed(load_weights(path))
-        return _layout_from_json(metadata[LAYOUT_METADATA_KEY]), unet, vae
+        return layout_from_json(metadata[LAYOUT_METADATA_KEY]), unet, vae
     checkpoint = load_weights(path)
     if not isinstance(checkpoint, Mapping):
         raise ConversionError(f'{path} does not hold a dict')
@@ -106,6 +92,7 @@ def _load_by_name(module: nn.Module, source: Mapping[str, torch.Tensor], expecte
                             _prefixed(name, set(expected) - set(found)))
 
 
+@checkpoint_loader('osediff_lora')
 def load_osediff_lora(unet: nn.Module, vae: nn.Module, unet_state: Mapping[str, torch.Tensor],
                       vae_state: Mapping[str, torch.Tensor]) -> ConversionReport:
     """Fill LoRA'd ``unet`` / ``vae`` (adapters already added with the file's layout). Complete means: every LoRA

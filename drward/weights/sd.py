@@ -21,6 +21,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
 
+from drward.archs.checkpoint_loaders import checkpoint_loader
 from drward.archs.sd_parts import OpenCLIPTextEncoder, SDParts
 from drward.weights.common import ConversionReport, StateDict, load_converted, load_state_dict_file
 
@@ -36,6 +37,7 @@ SCHEDULE_KEYS = ('betas', 'alphas_cumprod', 'alphas_cumprod_prev', 'sqrt_alphas_
 _TEXT_UNUSED = ('text_projection', 'logit_scale')
 
 
+@checkpoint_loader('sd')
 def load_sd_weights(parts: SDParts, path: str) -> ConversionReport:
     """Fill ``parts`` from an LDM single file or a diffusers folder; returns the report (raise on incomplete)."""
     if os.path.isdir(path):

@@ -33,12 +33,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional
 
+import open_clip
 import torch
 from torch import nn
 
 from drward.archs.face_swinir import FACE_SWINIR, FaceSwinIR
+from drward.archs.frm_arch import resolve_clip_config
 from drward.archs.ircontrolnet import IRControlNet, ircontrolnet_config, zero_conv_modules
 from drward.archs.sd_parts import SD21_BASE, OpenCLIPTextEncoder, SDConfig, seeded_rng
+from drward.archs.tiny_configs import TINY_FACE_SWINIR, TINY_SD
 from drward.utils.safe_load import load_weights
 from drward.weights.official_layout import (
     diffusers_unet_to_ldm,
@@ -58,7 +61,6 @@ OSEDIFF_RANK = 4
 
 
 def _sd_config(tiny: bool) -> SDConfig:
-    from drward.archs.tiny_configs import TINY_SD
     return TINY_SD if tiny else SD21_BASE
 
 
@@ -110,7 +112,6 @@ def _diffbir_payload(seed: int, tiny: bool) -> Dict:
 
 
 def _swinir_payload(seed: int, tiny: bool) -> Dict:
-    from drward.archs.tiny_configs import TINY_FACE_SWINIR
     with seeded_rng(seed):
         model = FaceSwinIR(**(TINY_FACE_SWINIR if tiny else FACE_SWINIR))
     return {'state_dict': model.state_dict()}
@@ -128,9 +129,6 @@ def _osediff_payload(seed: int, tiny: bool) -> Dict:
 
 
 def _frm_payload(seed: int, tiny: bool) -> Dict:
-    import open_clip
-
-    from drward.archs.frm_arch import resolve_clip_config
     with seeded_rng(seed):
         clip = open_clip.CLIP(**resolve_clip_config('tiny' if tiny else 'ViT-H-14'))
     return {'state_dict': clip.state_dict()}

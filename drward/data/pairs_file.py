@@ -1,5 +1,8 @@
 """The preference-pairs file: one JSON object per line (JSONL), read and written here.
 
+The format sits in the data layer because :class:`~drward.data.preference_pair_dataset.PreferencePairDataset` reads
+it; the labelling tools (``drward/annotate/``) write it and build on it.
+
 Each line is one pair of images of the same face, and (when labelled) which one people prefer::
 
     {"image_a": "faces/0001_a.png", "image_b": "faces/0001_b.png", "caption": "a photo of a young woman",
