@@ -111,9 +111,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         tools = unwritable(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    previous = f'{args.at - args.every}.state'
-    full_ok = (full['status'] == EXIT_DISK_FULL and not full['traceback'] and full['states_left'] == [previous]
-               and full['max_abs_diff'] == 0.0)
+    # every state before the full disk is kept (BasicSR keeps them all), none from it on
+    kept = sorted(int(name.split('.')[0]) for name in full['states_left'])
+    full_ok = (full['status'] == EXIT_DISK_FULL and not full['traceback'] and bool(kept) and kept[-1] == args.at -
+               args.every and full['max_abs_diff'] == 0.0)
     rows = [('disk full while saving ' + f'{args.at}.state', full_ok,
              f"exit {full['status']}; states left {full['states_left']}; {full['resumed']}; final max abs diff "
              f"{full['max_abs_diff']}; {full['s']:.0f} s", full['line'])]
