@@ -78,13 +78,26 @@ def tool_rows(work: str) -> List[Tuple[str, str, str]]:
                  '; '.join(f'{n}: {said(out, n)}' for n in HOSTILE)))
     code, wall, rss, out = run_tool([osp.join(ROOT, 'tools', 'make_lmdb.py'), '--images', folder, '--out',
                                      osp.join(work, 'faces.lmdb')])
-    rows.append(('tools/make_lmdb.py', f'exit {code}, {wall:.0f} s, peak RSS {rss:.0f} MB; {said(out, "built")}',
+    rows.append(('tools/make_lmdb.py', f'exit {code}, {wall:.0f} s, peak RSS {rss:.0f} MB; {said(out, "built")}; '
+                 f'kept {kept_names(osp.join(work, "faces.lmdb", "meta_info.txt"))}',
                  '; '.join(f'{n}: {said(out, n)}' for n in HOSTILE)))
     code, wall, rss, out = run_tool([osp.join(ROOT, 'tools', 'make_candidates.py'), '-i', folder, '-o',
                                      osp.join(work, 'task'), '--tiny', '--steps', '2', '--no-progress'])
     rows.append(('tools/make_candidates.py --tiny', f'exit {code}, {wall:.0f} s, peak RSS {rss:.0f} MB; '
-                 f'{said(out, "faces:")}', '; '.join(f'{n}: {said(out, n)}' for n in HOSTILE)))
+                 f'{said(out, "faces:")}; kept {kept_names(osp.join(work, "task", "pairs.jsonl"))}',
+                 '; '.join(f'{n}: {said(out, n)}' for n in HOSTILE)))
     return rows
+
+
+def kept_names(listing: str) -> str:
+    """Which of the folder's images a tool's own listing (the LMDB's ``meta_info.txt``, the task's
+    ``pairs.jsonl``) names: the good photo should be there, no hostile file."""
+    try:
+        with open(listing, encoding='utf-8', errors='replace') as handle:
+            text = handle.read()
+    except OSError:
+        return '(nothing listed)'
+    return ', '.join(n for n in ('astronaut', *(osp.splitext(h)[0] for h in HOSTILE)) if n in text) or '(none)'
 
 
 def in_process_rows(work: str) -> List[Tuple[str, str, str]]:

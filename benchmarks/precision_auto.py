@@ -76,7 +76,8 @@ def restorer_rows(repeats: int, clock: str, steps: int = 4) -> List[Tuple[str, D
     from drward.archs.osediff_arch import OSEDiffRestorer
     lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     rows = []
-    for name, cls, kw in [(f'tiny DiffBIR, {steps} DDIM steps, 64²', DiffBIRRestorer, dict(num_steps=steps)),
+    for name, cls, kw in [(f'tiny DiffBIR, {steps} DDIM steps, 64²', DiffBIRRestorer,
+                           dict(num_steps=steps, stop_window=min(2, steps))),
                           ('tiny OSEDiff, 1 step, 64²', OSEDiffRestorer, {})]:
         times = {}
         for dtype in ('fp32', 'bf16', 'auto'):
