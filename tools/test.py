@@ -13,8 +13,10 @@ ROOT = osp.abspath(osp.join(osp.dirname(__file__), osp.pardir))
 sys.path.insert(0, ROOT)
 
 from drward.models.cli import prepare_basicsr_run  # noqa: E402
+from drward.utils import distributed  # noqa: E402
 
 if __name__ == '__main__':
     prepare_basicsr_run(ROOT, sys.argv, outputs='results')
     from basicsr.test import test_pipeline
     test_pipeline(ROOT)
+    distributed.finish()  # leave the process group before the interpreter exits (torchrun runs)

@@ -223,6 +223,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def finish() -> None:
+    """Leave the process group at the end of a run (``tools/train.py``, ``tools/test.py``): ``destroy_process_group``
+    joins the backend's threads while the interpreter is still whole. Left to the interpreter's exit, a finished
+    worker can abort there ("terminate called without an active exception", SIGABRT) after every file is written,
+    and torchrun then reports the run as failed."""
+    if is_dist():
+        dist.destroy_process_group()
+
+
 @contextmanager
 def rank_zero_first() -> Iterator[None]:
     """Rank 0 runs the block first (it may write shared files, e.g. the demo faces), the others after it."""
@@ -237,4 +246,4 @@ def rank_zero_first() -> Iterator[None]:
 
 __all__: List[str] = ['configure', 'choose_backend', 'init_dist', 'is_dist', 'rank', 'world_size', 'comm_device',
                       'all_ranks_agree', 'mean_over_ranks', 'average_gradients', 'mark_changed', 'broadcast_module_',
-                      'gather_by_rank', 'broadcast_object', 'barrier', 'rank_zero_first', 'trains_on_cuda']
+                      'gather_by_rank', 'broadcast_object', 'barrier', 'finish', 'rank_zero_first', 'trains_on_cuda']
