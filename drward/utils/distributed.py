@@ -17,8 +17,10 @@ writes into weights is marked changed afterwards (:func:`mark_changed`).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
@@ -230,6 +232,12 @@ def finish() -> None:
     and torchrun then reports the run as failed."""
     if is_dist():
         dist.destroy_process_group()
+        # a torchrun worker whose files are all written can still abort in the interpreter's teardown (a backend
+        # thread destroyed while joinable): flush and leave without it, so the run's exit status is its work's
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @contextmanager
