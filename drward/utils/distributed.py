@@ -226,14 +226,12 @@ def barrier() -> None:
 
 
 def finish() -> None:
-    """Leave the process group at the end of a run (``tools/train.py``, ``tools/test.py``): ``destroy_process_group``
-    joins the backend's threads while the interpreter is still whole. Left to the interpreter's exit, a finished
-    worker can abort there ("terminate called without an active exception", SIGABRT) after every file is written,
-    and torchrun then reports the run as failed."""
+    """End a torchrun worker once its run is done (``tools/train.py``, ``tools/test.py``): leave the process group,
+    flush the logs and exit 0 with ``os._exit``. Left to the interpreter's teardown, a worker whose files are all
+    written can abort there ("terminate called without an active exception", SIGABRT: a backend thread destroyed
+    while joinable), and torchrun then reports the run as failed. Outside a process group it does nothing."""
     if is_dist():
         dist.destroy_process_group()
-        # a torchrun worker whose files are all written can still abort in the interpreter's teardown (a backend
-        # thread destroyed while joinable): flush and leave without it, so the run's exit status is its work's
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
